@@ -1,0 +1,1 @@
+//! The DistributedMQ metadata controller.

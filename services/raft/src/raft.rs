@@ -1,0 +1,1118 @@
+//! The Raft state machine of one node (Raft paper, Figure 2, with the thesis' pre-vote,
+//! check-quorum, ReadIndex and leadership transfer).
+//!
+//! # To ensure correctness
+//! - The caller persists each [`Ready`] (snapshot, entries, hard state) before it sends its
+//!   messages or applies its committed entries, then calls [`Raft::advance`]. Nothing may be
+//!   stepped, ticked or proposed between [`Raft::ready`] and [`Raft::advance`] (asserted).
+//! - A leader counts only its *durable* entries toward a commit, so a committed entry is on disk
+//!   on a majority, the leader included.
+//! - Only entries of the current term are committed by counting replicas (§5.4.2).
+//! - `term` never decreases; `vote` changes only when `term` grows or from `None`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Config, ConfigError, PlantedBug};
+use crate::error::ProposeError;
+use crate::log::RaftLog;
+use crate::progress::{Progress, ProgressState};
+use crate::types::*;
+
+/// What the caller must do next: persist, send, apply. See [`Raft::ready`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The node's role and known leader now.
+    pub soft_state: Option<SoftState>,
+    /// Persist before sending anything (changed since the last Ready).
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: persist it (it replaces the log) and restore the
+    /// state machine from it before applying `committed_entries`.
+    pub snapshot: Option<Snapshot>,
+    /// Append to the log, replacing any stored suffix from `entries[0].index`.
+    pub entries: Vec<Entry>,
+    /// Send once the above is durable.
+    pub messages: Vec<Message>,
+    /// Apply in order, after the above is durable. Each index is handed out exactly once.
+    pub committed_entries: Vec<Entry>,
+    /// Confirmed ReadIndex requests.
+    pub read_states: Vec<ReadState>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Handout {
+    last_index: Index,
+    applied_to: Index,
+    hard_state: HardState,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    ctx: u64,
+    index: Index,
+    round: u64,
+}
+
+/// One Raft node. Deterministic: the same config (seed included), recovered state and sequence
+/// of calls produce the same Readies.
+pub struct Raft {
+    cfg: Config,
+    quorum: usize,
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    log: RaftLog,
+    rng: StdRng,
+    election_elapsed_ticks: u32,
+    heartbeat_elapsed_ticks: u32,
+    randomized_election_timeout_ticks: u32,
+    votes: BTreeMap<NodeId, bool>,
+    progress: BTreeMap<NodeId, Progress>,
+    read_round: u64,
+    pending_reads: VecDeque<PendingRead>,
+    reads_awaiting_commit: Vec<u64>,
+    read_states: Vec<ReadState>,
+    transferee: Option<NodeId>,
+    transfer_elapsed_ticks: u32,
+    msgs: Vec<Message>,
+    persisted_hard_state: HardState,
+    last_soft_state: SoftState,
+    pending_snapshot: Option<Snapshot>,
+    uncommitted_bytes: usize,
+    handout: Option<Handout>,
+}
+
+impl Raft {
+    /// Builds a node from its configuration and what its storage recovered. `applied` is the
+    /// index the caller's state machine already holds (0 when it is rebuilt from the snapshot
+    /// and the log); it is clamped to what the log can justify.
+    pub fn new(
+        cfg: Config,
+        recovered: RecoveredState,
+        applied: Index,
+    ) -> Result<Raft, ConfigError> {
+        cfg.validate()?;
+        let hs = recovered.hard_state;
+        let mut log = RaftLog::new(recovered.snapshot, recovered.entries, hs.commit);
+        log.applied = applied.clamp(log.snapshot_index(), log.committed);
+        let mut raft = Raft {
+            quorum: cfg.voters.len() / 2 + 1,
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader_id: None,
+            log,
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            reads_awaiting_commit: Vec::new(),
+            read_states: Vec::new(),
+            transferee: None,
+            transfer_elapsed_ticks: 0,
+            msgs: Vec::new(),
+            persisted_hard_state: HardState { commit: 0, ..hs },
+            last_soft_state: SoftState {
+                role: Role::Follower,
+                leader_id: None,
+            },
+            pending_snapshot: None,
+            uncommitted_bytes: 0,
+            handout: None,
+        };
+        raft.persisted_hard_state.commit = raft.log.committed;
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn commit_index(&self) -> Index {
+        self.log.committed
+    }
+    pub fn applied_index(&self) -> Index {
+        self.log.applied
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+    /// The last index the caller confirmed durable.
+    pub fn stable_index(&self) -> Index {
+        self.log.stable_index
+    }
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.log.snapshot.meta
+    }
+    /// The term of the entry at `index`, if the log still holds it.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+    /// The entry at `index`, if the log still holds it (not compacted).
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+    /// On a leader, each follower's match index; empty elsewhere.
+    pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
+        self.progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect()
+    }
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader_id: self.leader_id,
+        }
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn bug(&self, bug: PlantedBug) -> bool {
+        self.cfg.planted_bug == Some(bug)
+    }
+
+    fn assert_not_in_ready(&self) {
+        assert!(
+            self.handout.is_none(),
+            "Raft driven between ready() and advance()"
+        );
+    }
+
+    // ----- inputs -----
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.assert_not_in_ready();
+        self.election_elapsed_ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
+            self.election_elapsed_ticks = 0;
+            self.campaign(self.cfg.pre_vote, false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+            let last = self.log.last_index();
+            for p in self.progress.values_mut() {
+                // Appends were lost and nothing new is proposed to expose the gap: a follower
+                // whose match did not move for two heartbeats is probed again.
+                if p.state == ProgressState::Replicate && p.match_index < last {
+                    if p.match_index == p.match_at_last_heartbeat {
+                        p.stalled_heartbeats += 1;
+                        if p.stalled_heartbeats >= 2 {
+                            p.become_probe();
+                        }
+                    } else {
+                        p.stalled_heartbeats = 0;
+                    }
+                } else {
+                    p.stalled_heartbeats = 0;
+                }
+                p.match_at_last_heartbeat = p.match_index;
+            }
+        }
+        let min = self.cfg.election_timeout_min_ticks;
+        for p in self.progress.values_mut() {
+            if let ProgressState::Snapshot { .. } = p.state {
+                p.snapshot_elapsed_ticks += 1;
+                if p.snapshot_elapsed_ticks >= min {
+                    // The snapshot or its answer was lost: probe again.
+                    p.become_probe();
+                }
+            }
+        }
+        if let Some(_t) = self.transferee {
+            self.transfer_elapsed_ticks += 1;
+            if self.transfer_elapsed_ticks >= min {
+                self.transferee = None;
+            }
+        }
+        if self.election_elapsed_ticks >= min {
+            self.election_elapsed_ticks = 0;
+            if self.cfg.check_quorum {
+                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+                if active < self.quorum {
+                    // Thesis §6.2: a leader that cannot reach a majority steps down.
+                    let term = self.term;
+                    self.become_follower(term, None);
+                }
+            }
+        }
+    }
+
+    /// Starts an election now (tests, single-node bootstrap). Followers normally campaign on
+    /// their own when the election timeout elapses.
+    pub fn campaign_now(&mut self) {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader {
+            self.campaign(false, false);
+        }
+    }
+
+    /// Appends `data` as a new entry if this node leads. Returns the index and term the entry
+    /// got; it is committed once an applied entry has that index *and* term.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(ProposeError::LeadershipTransferInProgress);
+        }
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::Normal,
+            data,
+        };
+        let size = entry.size_bytes();
+        if self.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes {
+            return Err(ProposeError::Backpressure {
+                uncommitted_bytes: self.uncommitted_bytes,
+                max_uncommitted_bytes: self.cfg.max_uncommitted_bytes,
+            });
+        }
+        let at = (entry.index, entry.term);
+        self.uncommitted_bytes += size;
+        self.log.append(entry);
+        self.broadcast_append();
+        Ok(at)
+    }
+
+    /// Asks for a linearizable read point (thesis §6.4). Once leadership is confirmed by a
+    /// heartbeat round, a [`ReadState`] with `ctx` and the read index comes out in a Ready.
+    /// Reads asked before the leader committed an entry of its term wait for that commit.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            self.reads_awaiting_commit.push(ctx);
+            return Ok(());
+        }
+        self.register_reads(&[ctx]);
+        Ok(())
+    }
+
+    fn register_reads(&mut self, ctxs: &[u64]) {
+        if ctxs.is_empty() {
+            return;
+        }
+        if self.quorum == 1 {
+            let index = self.log.committed;
+            self.read_states
+                .extend(ctxs.iter().map(|&ctx| ReadState { ctx, index }));
+            return;
+        }
+        self.read_round += 1;
+        for &ctx in ctxs {
+            self.pending_reads.push_back(PendingRead {
+                ctx,
+                index: self.log.committed,
+                round: self.read_round,
+            });
+        }
+        self.broadcast_heartbeat();
+    }
+
+    /// Hands leadership to `to` (thesis §3.10): proposals stop, `to` is brought up to date and
+    /// told to campaign at once. Gives up after the minimum election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if to == self.cfg.id {
+            return Ok(());
+        }
+        if !self.progress.contains_key(&to) {
+            return Err(ProposeError::UnknownNode { node: to });
+        }
+        self.transferee = Some(to);
+        self.transfer_elapsed_ticks = 0;
+        if self.progress[&to].match_index == self.log.last_index() {
+            self.send(to, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to);
+        }
+        Ok(())
+    }
+
+    /// Records that the application snapshotted its state at `index` (at most the applied
+    /// index) as `data`, and drops the log up to it. The caller stores the snapshot itself.
+    pub fn compact(&mut self, index: Index, data: Vec<u8>) {
+        self.assert_not_in_ready();
+        let voters = self.cfg.voters.clone();
+        self.log.compact(index, data, voters);
+    }
+
+    /// The snapshot the log starts after (with data), for the caller to store after `compact`.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.log.snapshot
+    }
+
+    /// Feeds one message from a peer.
+    pub fn step(&mut self, m: Message) {
+        self.assert_not_in_ready();
+        if m.to != self.cfg.id || m.from == self.cfg.id || !self.cfg.voters.contains(&m.from) {
+            return;
+        }
+        if m.term > self.term {
+            match m.body {
+                MessageBody::RequestVote {
+                    pre_vote,
+                    leadership_transfer,
+                    ..
+                } => {
+                    let in_lease = self.cfg.check_quorum
+                        && self.leader_id.is_some()
+                        && self.election_elapsed_ticks < self.cfg.election_timeout_min_ticks;
+                    if in_lease && !leadership_transfer {
+                        // Thesis §4.2.3: a node that hears from a live leader ignores votes, so
+                        // a partitioned node cannot disrupt the cluster when it returns.
+                        return;
+                    }
+                    if !pre_vote {
+                        self.observe_higher_term(m.term, None);
+                    }
+                }
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow => self.observe_higher_term(m.term, Some(m.from)),
+                _ => self.observe_higher_term(m.term, None),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::AppendEntries {
+                    prev_log_index,
+                    read_round,
+                    ..
+                } if self.cfg.check_quorum || self.cfg.pre_vote => {
+                    // A stale leader: tell it our term so it steps down (it may be stuck
+                    // behind a partition that our pre-votes cannot cross).
+                    self.send(
+                        m.from,
+                        MessageBody::AppendEntriesResponse {
+                            success: false,
+                            match_index: 0,
+                            rejected_index: prev_log_index,
+                            conflict: None,
+                            read_round,
+                        },
+                    );
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    self.send(
+                        m.from,
+                        MessageBody::RequestVoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return;
+        }
+
+        match m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_vote_request(m.from, m.term, pre_vote, last_log_index, last_log_term),
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(m.from, m.term, pre_vote, granted)
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+            } => {
+                if self.role == Role::Leader {
+                    // Two leaders in one term: impossible unless a planted bug allows it.
+                    return;
+                }
+                self.become_follower(self.term, Some(m.from));
+                self.election_elapsed_ticks = 0;
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    read_round,
+                );
+            }
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                rejected_index,
+                conflict,
+                read_round,
+            } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(
+                        m.from,
+                        success,
+                        match_index,
+                        rejected_index,
+                        conflict,
+                        read_round,
+                    );
+                }
+            }
+            MessageBody::InstallSnapshot { snapshot } => {
+                if self.role == Role::Leader {
+                    return;
+                }
+                self.become_follower(self.term, Some(m.from));
+                self.election_elapsed_ticks = 0;
+                self.handle_snapshot(m.from, snapshot);
+            }
+            MessageBody::InstallSnapshotResponse { match_index } => {
+                if self.role == Role::Leader {
+                    self.handle_snapshot_response(m.from, match_index);
+                }
+            }
+            MessageBody::TimeoutNow => {
+                if self.role != Role::Leader {
+                    self.campaign(false, true);
+                }
+            }
+        }
+    }
+
+    // ----- elections (§5.2, §5.4.1, thesis §9.6) -----
+
+    fn observe_higher_term(&mut self, term: Term, leader: Option<NodeId>) {
+        if self.bug(PlantedBug::NoStepDownOnHigherTerm) && self.role == Role::Leader {
+            self.term = term;
+            self.vote = None;
+            return;
+        }
+        self.become_follower(term, leader);
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed_ticks = 0;
+        self.heartbeat_elapsed_ticks = 0;
+        self.randomized_election_timeout_ticks = self
+            .rng
+            .random_range(self.cfg.election_timeout_min_ticks..self.cfg.election_timeout_max_ticks);
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(term >= self.term, "term would go backwards");
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        let was_leader_or_candidate = self.role != Role::Follower;
+        self.role = Role::Follower;
+        if was_leader_or_candidate || self.leader_id != leader {
+            self.leader_id = leader;
+            self.reset_election_timer();
+        }
+        self.progress.clear();
+        self.votes.clear();
+        self.pending_reads.clear();
+        self.reads_awaiting_commit.clear();
+        self.transferee = None;
+        self.uncommitted_bytes = 0;
+    }
+
+    fn campaign(&mut self, pre_vote: bool, leadership_transfer: bool) {
+        self.leader_id = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+        let campaign_term = if pre_vote {
+            self.role = Role::PreCandidate;
+            self.term + 1
+        } else {
+            self.role = Role::Candidate;
+            self.term += 1;
+            self.vote = Some(self.cfg.id);
+            self.term
+        };
+        self.votes.insert(self.cfg.id, true);
+        if self.quorum == 1 {
+            self.win_election(pre_vote, leadership_transfer);
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.cfg.voters.clone() {
+            if to != self.cfg.id {
+                self.msgs.push(Message {
+                    from: self.cfg.id,
+                    to,
+                    term: campaign_term,
+                    body: MessageBody::RequestVote {
+                        pre_vote,
+                        last_log_index,
+                        last_log_term,
+                        leadership_transfer,
+                    },
+                });
+            }
+        }
+    }
+
+    fn win_election(&mut self, pre_vote: bool, leadership_transfer: bool) {
+        if pre_vote {
+            self.campaign(false, leadership_transfer);
+        } else {
+            self.become_leader();
+        }
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader_id.is_none())
+            || (pre_vote && term > self.term);
+        let up_to_date =
+            self.bug(PlantedBug::VoteForStaleLog) || self.log.is_up_to_date(last_index, last_term);
+        if can_vote && up_to_date {
+            if !pre_vote {
+                assert_eq!(term, self.term);
+                self.vote = Some(from);
+                self.election_elapsed_ticks = 0;
+            }
+            self.msgs.push(Message {
+                from: self.cfg.id,
+                to: from,
+                term,
+                body: MessageBody::RequestVoteResponse {
+                    pre_vote,
+                    granted: true,
+                },
+            });
+        } else {
+            self.send(
+                from,
+                MessageBody::RequestVoteResponse {
+                    pre_vote,
+                    granted: false,
+                },
+            );
+        }
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+        let expected = match self.role {
+            // A granted pre-vote echoes the term we would campaign at; a refusal carries the
+            // voter's own term, which is ours (a higher one made us a follower already).
+            Role::PreCandidate => {
+                pre_vote && (term == self.term + 1 || (!granted && term == self.term))
+            }
+            Role::Candidate => !pre_vote && term == self.term,
+            _ => false,
+        };
+        if !expected {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        let yes = self.votes.values().filter(|&&g| g).count();
+        let no = self.votes.len() - yes;
+        if yes >= self.quorum {
+            self.win_election(pre_vote, false);
+        } else if no >= self.quorum {
+            let t = self.term;
+            self.become_follower(t, None);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(self.role, Role::Candidate);
+        self.role = Role::Leader;
+        self.leader_id = Some(self.cfg.id);
+        self.votes.clear();
+        self.reset_election_timer();
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .cfg
+            .voters
+            .iter()
+            .filter(|&&v| v != self.cfg.id)
+            .map(|&v| {
+                let mut p = Progress::new(next);
+                p.recent_active = true;
+                (v, p)
+            })
+            .collect();
+        self.uncommitted_bytes = 0;
+        // §5.4.2 / §8: a no-op of the new term lets earlier entries commit.
+        let noop = Entry {
+            index: next,
+            term: self.term,
+            kind: EntryKind::Noop,
+            data: Vec::new(),
+        };
+        self.log.append(noop);
+        self.broadcast_append();
+    }
+
+    // ----- replication (§5.3) -----
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to);
+        }
+    }
+
+    /// Sends what the window allows to `to`. Returns whether anything was sent.
+    fn send_append(&mut self, to: NodeId) -> bool {
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get(&to) else {
+            return false;
+        };
+        if p.is_paused(self.cfg.max_inflight_appends) {
+            return false;
+        }
+        let next = p.next_index;
+        let replicate = p.state == ProgressState::Replicate;
+        let prev = next - 1;
+        let Some(prev_term) = self.log.term(prev) else {
+            // The entries it needs are compacted: send the snapshot instead (§7).
+            let snapshot = self.log.snapshot.clone();
+            let pending = snapshot.meta.last_index;
+            self.progress
+                .get_mut(&to)
+                .expect("checked")
+                .become_snapshot(pending);
+            self.send(to, MessageBody::InstallSnapshot { snapshot });
+            return true;
+        };
+        if replicate && next > last {
+            return false;
+        }
+        let entries = if next <= last {
+            self.log.entries_from(next, self.cfg.max_append_bytes)
+        } else {
+            Vec::new()
+        };
+        let sent_last = entries.last().map_or(prev, |e| e.index);
+        self.progress
+            .get_mut(&to)
+            .expect("checked")
+            .sent_append(sent_last);
+        let body = MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries,
+            leader_commit: self.log.committed,
+            read_round: self.read_round,
+        };
+        self.send(to, body);
+        true
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect();
+        for (to, match_index) in peers {
+            // Anchor the heartbeat at the follower's match index so it carries a safe commit;
+            // index 0 (term 0) matches every log.
+            let (prev, prev_term) = match self.log.term(match_index) {
+                Some(t) => (match_index, t),
+                None => (0, 0),
+            };
+            let body = MessageBody::AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: Vec::new(),
+                leader_commit: self.log.committed.min(prev),
+                read_round: self.read_round,
+            };
+            self.send(to, body);
+        }
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+        read_round: u64,
+    ) {
+        let committed = self.log.committed;
+        if prev < committed {
+            // Everything up to our commit matches the leader (Leader Completeness).
+            self.send(
+                from,
+                MessageBody::AppendEntriesResponse {
+                    success: true,
+                    match_index: committed,
+                    rejected_index: 0,
+                    conflict: None,
+                    read_round,
+                },
+            );
+            return;
+        }
+        match self.log.term(prev) {
+            Some(t) if t == prev_term => {
+                let last_new = prev + entries.len() as u64;
+                for e in entries {
+                    match self.log.term(e.index) {
+                        Some(t) if t == e.term => {}
+                        Some(_) => {
+                            self.log.truncate_from(e.index);
+                            self.log.append(e);
+                        }
+                        None => self.log.append(e),
+                    }
+                }
+                self.log.commit_to(leader_commit.min(last_new));
+                self.send(
+                    from,
+                    MessageBody::AppendEntriesResponse {
+                        success: true,
+                        match_index: last_new,
+                        rejected_index: 0,
+                        conflict: None,
+                        read_round,
+                    },
+                );
+            }
+            found => {
+                let conflict = match found {
+                    None => ConflictHint {
+                        term: 0,
+                        first_index: self.log.last_index() + 1,
+                    },
+                    Some(t) => ConflictHint {
+                        term: t,
+                        first_index: self.log.first_index_of_term_at(prev),
+                    },
+                };
+                self.send(
+                    from,
+                    MessageBody::AppendEntriesResponse {
+                        success: false,
+                        match_index: 0,
+                        rejected_index: prev,
+                        conflict: Some(conflict),
+                        read_round,
+                    },
+                );
+            }
+        }
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        match_index: Index,
+        rejected: Index,
+        conflict: Option<ConflictHint>,
+        read_round: u64,
+    ) {
+        let last = self.log.last_index();
+        let max_inflight = self.cfg.max_inflight_appends;
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        p.acked_read_round = p.acked_read_round.max(read_round);
+        if success {
+            let updated = p.maybe_update(match_index.min(last));
+            match p.state {
+                ProgressState::Probe => {
+                    if updated {
+                        p.become_replicate();
+                    } else {
+                        p.probe_sent = false;
+                    }
+                }
+                ProgressState::Snapshot { pending } if p.match_index >= pending => {
+                    p.become_replicate()
+                }
+                ProgressState::Replicate if !updated && p.inflight.len() >= max_inflight => {
+                    // A full window with no progress: an append was lost; free a slot so the
+                    // next one exposes the gap (it will be rejected and we probe).
+                    p.inflight.pop_front();
+                }
+                _ => {}
+            }
+            if updated {
+                self.maybe_commit();
+                if self.transferee == Some(from)
+                    && self.progress[&from].match_index == self.log.last_index()
+                {
+                    self.send(from, MessageBody::TimeoutNow);
+                }
+            }
+            while self.send_append(from) {
+                if self.progress[&from].state != ProgressState::Replicate {
+                    break;
+                }
+            }
+        } else if let Some(hint) = conflict {
+            let next = if hint.term != 0 {
+                match self.log.last_index_of_term(hint.term, rejected) {
+                    Some(i) if i < rejected => i + 1,
+                    _ => hint.first_index,
+                }
+            } else {
+                hint.first_index
+            };
+            if self
+                .progress
+                .get_mut(&from)
+                .expect("checked")
+                .maybe_decrease_to(rejected, next)
+            {
+                self.send_append(from);
+            }
+        }
+        self.check_pending_reads();
+    }
+
+    fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
+        let index = snapshot.meta.last_index;
+        let match_index = if index <= self.log.committed {
+            self.log.committed
+        } else if self.log.term(index) == Some(snapshot.meta.last_term) {
+            // We already hold it: no need to throw the log away.
+            self.log.commit_to(index);
+            index
+        } else {
+            self.log.restore(snapshot.clone());
+            self.pending_snapshot = Some(snapshot);
+            index
+        };
+        self.send(from, MessageBody::InstallSnapshotResponse { match_index });
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, match_index: Index) {
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        let updated = p.maybe_update(match_index);
+        if let ProgressState::Snapshot { pending } = p.state {
+            if p.match_index >= pending {
+                p.become_replicate();
+            } else {
+                p.become_probe();
+            }
+        }
+        if updated {
+            self.maybe_commit();
+        }
+        self.send_append(from);
+    }
+
+    /// §5.3, §5.4.2: commits the highest index durable on a majority, if its entry is of the
+    /// current term. Returns whether the commit index moved.
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
+        matches.push(self.log.stable_index);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_index = matches[self.quorum - 1];
+        if quorum_index <= self.log.committed {
+            return false;
+        }
+        let current_term = self.log.term(quorum_index) == Some(self.term);
+        if !current_term && !self.bug(PlantedBug::CommitPreviousTerm) {
+            return false;
+        }
+        let old = self.log.committed;
+        self.log.commit_to(quorum_index);
+        let freed: usize = (old + 1..=quorum_index)
+            .filter_map(|i| self.log.entry(i))
+            .filter(|e| e.term == self.term)
+            .map(Entry::size_bytes)
+            .sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
+        if current_term {
+            let waiting = std::mem::take(&mut self.reads_awaiting_commit);
+            self.register_reads(&waiting);
+        }
+        true
+    }
+
+    fn check_pending_reads(&mut self) {
+        while let Some(r) = self.pending_reads.front() {
+            let acks = 1 + self
+                .progress
+                .values()
+                .filter(|p| p.acked_read_round >= r.round)
+                .count();
+            if acks < self.quorum {
+                break;
+            }
+            let r = self.pending_reads.pop_front().expect("checked");
+            self.read_states.push(ReadState {
+                ctx: r.ctx,
+                index: r.index,
+            });
+        }
+    }
+
+    // ----- Ready / advance -----
+
+    fn hard_state_to_persist(&self) -> HardState {
+        let mut hs = self.hard_state();
+        if self.bug(PlantedBug::VoteNotPersisted) {
+            hs.vote = if self.persisted_hard_state.term == hs.term {
+                self.persisted_hard_state.vote
+            } else {
+                None
+            };
+        }
+        hs
+    }
+
+    /// Whether [`Raft::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.pending_snapshot.is_some()
+            || self.log.last_index() > self.log.stable_index
+            || self.log.committed > self.log.applied
+            || self.hard_state_to_persist() != self.persisted_hard_state
+            || self.soft_state() != self.last_soft_state
+    }
+
+    /// Hands out what to persist, send and apply. Call [`Raft::advance`] once done.
+    pub fn ready(&mut self) -> Ready {
+        self.assert_not_in_ready();
+        let hs = self.hard_state_to_persist();
+        let soft = self.soft_state();
+        let last_index = self.log.last_index();
+        let entries = if last_index > self.log.stable_index {
+            self.log.entries_from(self.log.stable_index + 1, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        let applied_to = self.log.committed.min(last_index);
+        let committed_entries: Vec<Entry> = (self.log.applied + 1..=applied_to)
+            .map(|i| self.log.entry(i).expect("committed entry in log").clone())
+            .collect();
+        let rd = Ready {
+            soft_state: (soft != self.last_soft_state).then_some(soft),
+            hard_state: (hs != self.persisted_hard_state).then_some(hs),
+            snapshot: self.pending_snapshot.take(),
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.last_soft_state = soft;
+        self.handout = Some(Handout {
+            last_index,
+            applied_to,
+            hard_state: hs,
+        });
+        rd
+    }
+
+    /// Tells the core the last Ready was persisted, sent and applied.
+    pub fn advance(&mut self) {
+        let h = self.handout.take().expect("advance() without ready()");
+        assert!(h.last_index >= self.log.stable_index || h.last_index == self.log.last_index());
+        self.log.stable_index = h.last_index;
+        assert!(
+            h.applied_to >= self.log.applied,
+            "applied index went backwards"
+        );
+        self.log.applied = h.applied_to;
+        assert!(
+            h.hard_state.term >= self.persisted_hard_state.term,
+            "persisted term went backwards"
+        );
+        self.persisted_hard_state = h.hard_state;
+        debug_assert!(self.log.applied <= self.log.committed);
+        debug_assert!(self.log.stable_index <= self.log.last_index());
+        if self.role == Role::Leader {
+            // Our own entries just became durable: they may complete a majority.
+            if self.maybe_commit() {
+                // Tell followers the new commit promptly.
+                let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                for to in peers {
+                    self.send_append(to);
+                }
+            }
+        }
+    }
+}
