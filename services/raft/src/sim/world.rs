@@ -359,7 +359,7 @@ impl World {
     }
 
     fn step_once(&mut self) -> Step {
-        if self.steps % 500 == 0 {
+        if self.steps.is_multiple_of(500) {
             self.check_log_matching()?;
         }
         let ev = self.queue.pop().expect("ticks keep the queue non-empty");
