@@ -37,6 +37,8 @@ pub(crate) struct Progress {
     /// Heartbeats in a row that saw no progress while behind (Replicate only).
     pub(crate) stalled_heartbeats: u32,
     pub(crate) match_at_last_heartbeat: Index,
+    /// The highest commit index this follower can have learnt from what we sent it.
+    pub(crate) commit_sent: Index,
 }
 
 impl Progress {
@@ -52,6 +54,7 @@ impl Progress {
             snapshot_elapsed_ticks: 0,
             stalled_heartbeats: 0,
             match_at_last_heartbeat: 0,
+            commit_sent: 0,
         }
     }
 

@@ -768,6 +768,8 @@ impl Raft {
             .get_mut(&to)
             .expect("checked")
             .sent_append(sent_last);
+        let p = self.progress.get_mut(&to).expect("checked");
+        p.commit_sent = p.commit_sent.max(self.log.committed.min(sent_last));
         let body = MessageBody::AppendEntries {
             prev_log_index: prev,
             prev_log_term: prev_term,
@@ -779,28 +781,58 @@ impl Raft {
         true
     }
 
-    fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<(NodeId, Index)> = self
-            .progress
-            .iter()
-            .map(|(&id, p)| (id, p.match_index))
-            .collect();
-        for (to, match_index) in peers {
-            // Anchor the heartbeat at the follower's match index so it carries a safe commit;
-            // index 0 (term 0) matches every log.
-            let (prev, prev_term) = match self.log.term(match_index) {
-                Some(t) => (match_index, t),
-                None => (0, 0),
-            };
-            let body = MessageBody::AppendEntries {
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: Vec::new(),
-                leader_commit: self.log.committed.min(prev),
-                read_round: self.read_round,
-            };
-            self.send(to, body);
+    /// Tells every follower a new commit index without waiting for the next heartbeat: an
+    /// append where there is something to send, else an empty one anchored at its match index.
+    fn broadcast_commit(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_commit(to);
         }
+    }
+
+    /// Makes sure `to` can learn our commit index: an append if there is one to send, else an
+    /// empty one if it has not been told the commit its matched log allows.
+    fn send_commit(&mut self, to: NodeId) {
+        if self.send_append(to) {
+            return;
+        }
+        let Some(p) = self.progress.get(&to) else {
+            return;
+        };
+        if self.log.committed.min(p.match_index) > p.commit_sent {
+            self.send_heartbeat(to);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_heartbeat(to);
+        }
+    }
+
+    fn send_heartbeat(&mut self, to: NodeId) {
+        let Some(match_index) = self.progress.get(&to).map(|p| p.match_index) else {
+            return;
+        };
+        // Anchor the heartbeat at the follower's match index so it carries a safe commit;
+        // index 0 (term 0) matches every log.
+        let (prev, prev_term) = match self.log.term(match_index) {
+            Some(t) => (match_index, t),
+            None => (0, 0),
+        };
+        let leader_commit = self.log.committed.min(prev);
+        if let Some(p) = self.progress.get_mut(&to) {
+            p.commit_sent = p.commit_sent.max(leader_commit);
+        }
+        let body = MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries: Vec::new(),
+            leader_commit,
+            read_round: self.read_round,
+        };
+        self.send(to, body);
     }
 
     fn handle_append(
@@ -914,7 +946,9 @@ impl Raft {
                 _ => {}
             }
             if updated {
-                self.maybe_commit();
+                if self.maybe_commit() {
+                    self.broadcast_commit();
+                }
                 if self.transferee == Some(from)
                     && self.progress[&from].match_index == self.log.last_index()
                 {
@@ -926,6 +960,8 @@ impl Raft {
                     break;
                 }
             }
+            // It may now hold entries it has not been told are committed.
+            self.send_commit(from);
         } else if let Some(hint) = conflict {
             let next = if hint.term != 0 {
                 match self.log.last_index_of_term(hint.term, rejected) {
@@ -976,10 +1012,10 @@ impl Raft {
                 p.become_probe();
             }
         }
-        if updated {
-            self.maybe_commit();
+        if updated && self.maybe_commit() {
+            self.broadcast_commit();
         }
-        self.send_append(from);
+        self.send_commit(from);
     }
 
     /// §5.3, §5.4.2: commits the highest index durable on a majority, if its entry is of the
@@ -1000,7 +1036,7 @@ impl Raft {
         self.log.commit_to(quorum_index);
         let freed: usize = (old + 1..=quorum_index)
             .filter_map(|i| self.log.entry(i))
-            .filter(|e| e.term == self.term)
+            .filter(|e| e.term == self.term && e.kind == EntryKind::Normal)
             .map(Entry::size_bytes)
             .sum();
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
@@ -1104,15 +1140,9 @@ impl Raft {
         self.persisted_hard_state = h.hard_state;
         debug_assert!(self.log.applied <= self.log.committed);
         debug_assert!(self.log.stable_index <= self.log.last_index());
-        if self.role == Role::Leader {
-            // Our own entries just became durable: they may complete a majority.
-            if self.maybe_commit() {
-                // Tell followers the new commit promptly.
-                let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-                for to in peers {
-                    self.send_append(to);
-                }
-            }
+        // Our own entries just became durable: they may complete a majority.
+        if self.role == Role::Leader && self.maybe_commit() {
+            self.broadcast_commit();
         }
     }
 }

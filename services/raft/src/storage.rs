@@ -20,7 +20,8 @@ pub trait Storage {
     /// Reads back everything persisted: hard state, latest snapshot, entries after it.
     fn recover(&self) -> Result<RecoveredState, Self::Error>;
 
-    /// Persists, durably and in this order, a received snapshot (replacing the whole log),
+    /// Persists, durably and in this order, a received snapshot (replacing the whole log, even
+    /// entries after its index),
     /// `entries` (replacing any stored suffix from `entries[0].index`), and the hard state.
     fn persist(
         &mut self,
@@ -110,12 +111,9 @@ impl Storage for MemStorage {
         hard_state: Option<&HardState>,
     ) -> Result<(), Never> {
         if let Some(s) = snapshot {
-            let keep_from = s.meta.last_index + 1;
-            self.entries.retain(|e| e.index >= keep_from);
-            // A snapshot only keeps a suffix that continues it; anything else is discarded.
-            if self.entries.first().is_some_and(|e| e.index != keep_from) {
-                self.entries.clear();
-            }
+            // A snapshot from the leader replaces the whole log, as the core did in memory: a
+            // stored suffix may continue the index with entries of an old term.
+            self.entries.clear();
             self.snapshot = Some(s.clone());
         }
         if let Some(first) = entries.first() {
