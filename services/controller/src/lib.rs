@@ -1,1 +1,5 @@
-//! The DistributedMQ metadata controller.
+//! Controller
+
+mod checksum;
+pub mod metadata;
+pub mod raft_storage;
