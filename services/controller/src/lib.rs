@@ -1,5 +1,8 @@
-//! Controller
+//! The DistributedMQ metadata controller: the Raft driver over sled, the RaftService transport,
+//! the metadata state machine and ControllerService.
 
 mod checksum;
 pub mod metadata;
+pub mod node;
 pub mod raft_storage;
+pub mod transport;

@@ -1,0 +1,90 @@
+//! What a metadata node needs to know to run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dmq_raft::NodeId;
+
+/// Where one controller listens: `raft` for RaftService (peer port), `client` for
+/// ControllerService (what leader hints carry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddrs {
+    pub raft: String,
+    pub client: String,
+}
+
+/// A node's configuration. Times are wall-clock durations; the Raft core counts ticks of
+/// `tick`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every controller, this one included.
+    pub peers: BTreeMap<NodeId, PeerAddrs>,
+    pub data_dir: PathBuf,
+    /// One Raft tick.
+    pub tick: Duration,
+    pub heartbeat_interval_ticks: u32,
+    pub election_timeout_min_ticks: u32,
+    pub election_timeout_max_ticks: u32,
+    /// A proposal not committed within this long fails with a retryable error.
+    pub replication_timeout: Duration,
+    /// Snapshot the metadata and compact the log every this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Inputs (peer messages, proposals, reads) queued for the Raft thread at most; beyond it
+    /// callers get RESOURCE_EXHAUSTED.
+    pub inbox_depth: usize,
+    /// Messages queued for one peer at most; beyond it they are dropped (Raft retransmits).
+    pub peer_queue_depth: usize,
+    /// RPCs in flight to one peer at most (pipelining window of the transport).
+    pub peer_inflight_max: usize,
+    /// Bytes of entries in one AppendEntries at most.
+    pub max_append_bytes: usize,
+    /// Snapshot bytes per InstallSnapshot stream chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest snapshot accepted from a leader.
+    pub snapshot_max_bytes: usize,
+    /// Seed of the Raft core's RNG (election timeouts). Defaults to the node id.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// The defaults: 100 ms ticks, heartbeat every tick, elections after 1..2 s (DESIGN.md).
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, PeerAddrs>, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            id,
+            peers,
+            data_dir,
+            tick: Duration::from_millis(100),
+            heartbeat_interval_ticks: 1,
+            election_timeout_min_ticks: 10,
+            election_timeout_max_ticks: 20,
+            replication_timeout: Duration::from_secs(5),
+            snapshot_every_entries: 10_000,
+            inbox_depth: 4096,
+            peer_queue_depth: 1024,
+            peer_inflight_max: 64,
+            max_append_bytes: 1024 * 1024,
+            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_max_bytes: 512 * 1024 * 1024,
+            seed: id,
+        }
+    }
+
+    /// The Raft core's configuration derived from this one.
+    pub fn raft_config(&self) -> dmq_raft::Config {
+        let mut c = dmq_raft::Config::new(self.id, self.peers.keys().copied().collect());
+        c.heartbeat_interval_ticks = self.heartbeat_interval_ticks;
+        c.election_timeout_min_ticks = self.election_timeout_min_ticks;
+        c.election_timeout_max_ticks = self.election_timeout_max_ticks;
+        c.max_inflight_appends = self.peer_inflight_max;
+        c.max_append_bytes = self.max_append_bytes;
+        c.seed = self.seed;
+        c
+    }
+
+    /// The client address of `id`, for leader hints.
+    pub fn client_addr(&self, id: NodeId) -> Option<&str> {
+        self.peers.get(&id).map(|p| p.client.as_str())
+    }
+}

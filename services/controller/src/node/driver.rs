@@ -1,0 +1,551 @@
+//! The Raft thread: the only owner of the core, the sled storage writes and the applied
+//! metadata. It runs on its own OS thread because every Ready ends in a blocking fsync.
+//!
+//! # To ensure correctness
+//! - One loop iteration takes every queued input (so concurrent proposals share one Ready),
+//!   then for each Ready: persist (one sync), send, apply, advance. No message leaves and no
+//!   waiter is answered before the Ready that produced it is durable; this is asserted against
+//!   the storage's synced index.
+//! - A proposal is answered when the entry at its index is applied: with the outcome if the
+//!   entry has the proposal's term, else as lost. Losing leadership fails every waiter at once.
+//! - A peer's RPC is answered with the response the core produced for it, in order per peer and
+//!   kind; a request the core ignored is answered with an empty response.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Instant;
+
+use dmq_proto::v1::{MetadataCommand, MetadataSnapshot};
+use dmq_raft::{
+    Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
+    Storage, Term,
+};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::handle::{Input, Reply};
+use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError};
+use crate::metadata::{ApplyOutcome, MetadataStore};
+use crate::raft_storage::SledStorage;
+use crate::transport::peer;
+
+/// Inputs taken in one iteration at most, so a flood cannot starve ticks.
+const INPUTS_PER_ITERATION_MAX: usize = 4096;
+/// Largest serialized metadata command accepted for proposal.
+pub(crate) const COMMAND_BYTES_MAX: usize = 512 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ResponseKind {
+    Vote,
+    Append,
+    Snapshot,
+}
+
+struct ProposalWaiter {
+    term: Term,
+    reply: Reply<ApplyOutcome>,
+}
+
+struct Driver {
+    cfg: NodeConfig,
+    raft: Raft,
+    storage: SledStorage,
+    metadata: Arc<MetadataStore>,
+    rx: Receiver<Input>,
+    peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    status_tx: watch::Sender<NodeStatus>,
+    proposals: BTreeMap<Index, ProposalWaiter>,
+    /// (deadline, index) in proposal order, to time proposals out cheaply.
+    proposal_deadlines: VecDeque<(Instant, Index)>,
+    next_read_ctx: u64,
+    /// Reads waiting for their ReadState.
+    reads_unconfirmed: HashMap<u64, (Instant, Reply<()>)>,
+    /// Confirmed reads waiting for the applied index to reach theirs.
+    reads_confirmed: Vec<(Index, Reply<()>)>,
+    reply_slots: HashMap<(NodeId, ResponseKind), VecDeque<oneshot::Sender<Option<Message>>>>,
+    role: Role,
+}
+
+pub(crate) fn spawn(
+    cfg: NodeConfig,
+    storage: SledStorage,
+    metadata: Arc<MetadataStore>,
+) -> Result<NodeHandle, StartError> {
+    let recovered = storage.recover()?;
+    if let Some(snap) = &recovered.snapshot {
+        // The metadata trees are synced with the log but may lag a snapshot the log was
+        // compacted to (or one installed from the leader): catch up from the snapshot.
+        if metadata.applied_index() < snap.meta.last_index {
+            let ms =
+                MetadataSnapshot::decode(snap.data.as_slice()).map_err(StartError::Snapshot)?;
+            metadata.restore(&ms)?;
+        }
+    }
+    let applied = metadata.applied_index();
+    let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(cfg.inbox_depth);
+    let status = status_of(&cfg, &raft, true);
+    let (status_tx, status_rx) = watch::channel(status);
+    let runtime = tokio::runtime::Handle::current();
+    let peers = cfg
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != cfg.id)
+        .map(|(&id, addrs)| {
+            (
+                id,
+                peer::spawn(&runtime, &cfg, id, addrs.raft.clone(), tx.clone()),
+            )
+        })
+        .collect();
+    let handle = NodeHandle {
+        tx,
+        status: status_rx,
+        replication_timeout: cfg.replication_timeout,
+        max_command_bytes: COMMAND_BYTES_MAX,
+        addrs: Arc::new(cfg.peers.clone()),
+    };
+    let role = raft.role();
+    let driver = Driver {
+        cfg,
+        raft,
+        storage,
+        metadata,
+        rx,
+        peers,
+        status_tx,
+        proposals: BTreeMap::new(),
+        proposal_deadlines: VecDeque::new(),
+        next_read_ctx: 1,
+        reads_unconfirmed: HashMap::new(),
+        reads_confirmed: Vec::new(),
+        reply_slots: HashMap::new(),
+        role,
+    };
+    std::thread::Builder::new()
+        .name(format!("raft-{}", driver.cfg.id))
+        .spawn(move || driver.run())
+        .map_err(StartError::Thread)?;
+    Ok(handle)
+}
+
+fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
+    let leader_id = raft.leader_id();
+    NodeStatus {
+        id: cfg.id,
+        role: raft.role(),
+        term: raft.term(),
+        leader_id,
+        leader_addr: leader_id
+            .and_then(|l| cfg.client_addr(l))
+            .map(str::to_string),
+        commit_index: raft.commit_index(),
+        applied_index: raft.applied_index(),
+        match_indexes: raft.match_indexes(),
+        running,
+    }
+}
+
+/// A failure the node cannot continue after.
+#[derive(Debug)]
+struct Fatal(String);
+
+impl Driver {
+    fn run(mut self) {
+        tracing::info!(
+            node_id = self.cfg.id,
+            term = self.raft.term(),
+            "raft thread started"
+        );
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        let outcome = loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        break Ok(());
+                    }
+                    let mut stop = false;
+                    for _ in 0..INPUTS_PER_ITERATION_MAX {
+                        match self.rx.try_recv() {
+                            Ok(input) => {
+                                if !self.handle(input) {
+                                    stop = true;
+                                    break;
+                                }
+                            }
+                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    if stop {
+                        break Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raft.tick();
+                next_tick += self.cfg.tick;
+                if next_tick < now {
+                    // We fell behind (a long fsync): skip the missed ticks rather than firing
+                    // a burst that would start an election at once.
+                    next_tick = now + self.cfg.tick;
+                }
+            }
+            if let Err(e) = self.process_readies() {
+                break Err(e);
+            }
+            self.expire_waiters(Instant::now());
+            self.publish_status(true);
+        };
+        let error = match outcome {
+            Ok(()) => {
+                tracing::info!(node_id = self.cfg.id, "raft thread stopped");
+                NodeError::ShuttingDown
+            }
+            Err(Fatal(e)) => {
+                tracing::error!(node_id = self.cfg.id, error = %e, "raft thread failed; the node stops");
+                NodeError::Fatal(e)
+            }
+        };
+        self.fail_all(error);
+        self.publish_status(false);
+    }
+
+    /// Takes one input. Returns false on shutdown.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Peer(m) => self.raft.step(m),
+            Input::PeerRequest(m, reply) => {
+                let kind = match m.body {
+                    MessageBody::RequestVote { .. } => Some(ResponseKind::Vote),
+                    MessageBody::AppendEntries { .. } => Some(ResponseKind::Append),
+                    MessageBody::InstallSnapshot { .. } => Some(ResponseKind::Snapshot),
+                    _ => None,
+                };
+                match kind {
+                    Some(k) => self
+                        .reply_slots
+                        .entry((m.from, k))
+                        .or_default()
+                        .push_back(reply),
+                    None => {
+                        let _ = reply.send(None);
+                    }
+                }
+                self.raft.step(m);
+            }
+            Input::Propose { data, reply } => match self.raft.propose(data) {
+                Ok((index, term)) => {
+                    let deadline = Instant::now() + self.cfg.replication_timeout;
+                    self.proposals.insert(index, ProposalWaiter { term, reply });
+                    self.proposal_deadlines.push_back((deadline, index));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.propose_error(e)));
+                }
+            },
+            Input::ReadBarrier { reply } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        let deadline = Instant::now() + self.cfg.replication_timeout;
+                        self.reads_unconfirmed.insert(ctx, (deadline, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.propose_error(e)));
+                    }
+                }
+            }
+            Input::TransferLeadership { to, reply } => {
+                let target = to.or_else(|| {
+                    // The most up-to-date follower takes over fastest.
+                    self.raft
+                        .match_indexes()
+                        .into_iter()
+                        .max_by_key(|&(id, m)| (m, id))
+                        .map(|(id, _)| id)
+                });
+                let result = match target {
+                    None => Err(self.not_leader()),
+                    Some(t) => self
+                        .raft
+                        .transfer_leadership(t)
+                        .map(|()| t)
+                        .map_err(|e| self.propose_error(e)),
+                };
+                let _ = reply.send(result);
+            }
+            Input::Shutdown => return false,
+        }
+        true
+    }
+
+    fn not_leader(&self) -> NodeError {
+        match self.raft.leader_id() {
+            Some(l) if l != self.cfg.id => match self.cfg.client_addr(l) {
+                Some(addr) => NodeError::NotLeader {
+                    leader_id: l,
+                    leader_addr: addr.to_string(),
+                },
+                None => NodeError::NoLeader,
+            },
+            _ => NodeError::NoLeader,
+        }
+    }
+
+    fn propose_error(&self, e: ProposeError) -> NodeError {
+        match e {
+            ProposeError::NotLeader { .. } => self.not_leader(),
+            ProposeError::LeadershipTransferInProgress => NodeError::NoLeader,
+            ProposeError::Backpressure { .. } => NodeError::Overloaded(e.to_string()),
+            ProposeError::UnknownNode { node } => {
+                NodeError::Overloaded(format!("node {node} is not a controller"))
+            }
+        }
+    }
+
+    fn process_readies(&mut self) -> Result<(), Fatal> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            // 1. Persist: one sync for everything in this Ready.
+            self.storage
+                .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+                .map_err(|e| Fatal(format!("persisting the Raft log failed: {e}")))?;
+            let synced = self.storage.synced_index();
+            if let Some(last) = rd.entries.last() {
+                assert!(
+                    synced >= last.index,
+                    "entry {} handed out but only {synced} is synced",
+                    last.index
+                );
+            }
+            if let Some(s) = &rd.snapshot {
+                let ms = MetadataSnapshot::decode(s.data.as_slice()).map_err(|e| {
+                    Fatal(format!("snapshot from the leader cannot be decoded: {e}"))
+                })?;
+                self.metadata
+                    .restore(&ms)
+                    .map_err(|e| Fatal(format!("restoring the metadata snapshot failed: {e}")))?;
+                tracing::info!(
+                    node_id = self.cfg.id,
+                    index = s.meta.last_index,
+                    "installed snapshot"
+                );
+            }
+            // 2. Send: everything a message promises is durable now.
+            for m in rd.messages {
+                self.assert_durable(&m, synced);
+                self.route(m);
+            }
+            // 3. Apply.
+            for e in &rd.committed_entries {
+                assert!(
+                    e.index <= synced.max(self.raft.snapshot_meta().last_index),
+                    "applying an entry that is not durable"
+                );
+                self.apply(e)?;
+            }
+            for ReadState { ctx, index } in rd.read_states {
+                if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
+                    self.reads_confirmed.push((index, reply));
+                }
+            }
+            if let Some(soft) = rd.soft_state {
+                self.on_role(soft.role);
+            }
+            self.raft.advance();
+            let applied = self.raft.applied_index();
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+                .into_iter()
+                .partition(|(i, _)| *i <= applied);
+            self.reads_confirmed = waiting;
+            for (_, reply) in ready {
+                let _ = reply.send(Ok(()));
+            }
+            self.maybe_snapshot()?;
+        }
+        // Requests the core chose not to answer get an empty answer.
+        for (_, slots) in self.reply_slots.drain() {
+            for reply in slots {
+                let _ = reply.send(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing is acknowledged or voted on beyond what is durable.
+    fn assert_durable(&self, m: &Message, synced: Index) {
+        let durable = synced.max(self.raft.snapshot_meta().last_index);
+        match m.body {
+            MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                ..
+            } => {
+                assert!(
+                    match_index <= durable,
+                    "acknowledging {match_index} but only {durable} is durable"
+                );
+            }
+            MessageBody::RequestVoteResponse {
+                granted: true,
+                pre_vote: false,
+            } => {
+                let hs = self.raft.hard_state();
+                assert!(
+                    hs.term == m.term && hs.vote == Some(m.to),
+                    "vote sent before it was persisted"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn route(&mut self, m: Message) {
+        let kind = match m.body {
+            MessageBody::RequestVoteResponse { .. } => Some(ResponseKind::Vote),
+            MessageBody::AppendEntriesResponse { .. } => Some(ResponseKind::Append),
+            MessageBody::InstallSnapshotResponse { .. } => Some(ResponseKind::Snapshot),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            match self
+                .reply_slots
+                .get_mut(&(m.to, k))
+                .and_then(VecDeque::pop_front)
+            {
+                Some(reply) => {
+                    let _ = reply.send(Some(m));
+                }
+                None => tracing::debug!(
+                    node_id = self.cfg.id,
+                    to = m.to,
+                    "response without a waiting request dropped"
+                ),
+            }
+            return;
+        }
+        if let Some(tx) = self.peers.get(&m.to) {
+            // A full queue means the peer is slow or down: Raft retransmits what matters.
+            let _ = tx.try_send(m);
+        }
+    }
+
+    fn apply(&mut self, e: &Entry) -> Result<(), Fatal> {
+        let result = match e.kind {
+            EntryKind::Noop => self.metadata.apply_noop(e.index),
+            EntryKind::Normal => match MetadataCommand::decode(e.data.as_slice()) {
+                Ok(cmd) => self.metadata.apply(e.index, &cmd),
+                Err(err) => {
+                    // Only validated commands are proposed; apply an undecodable one as a no-op
+                    // on every node alike rather than stop the cluster.
+                    tracing::error!(node_id = self.cfg.id, index = e.index, error = %err, "undecodable command applied as a no-op");
+                    self.metadata.apply_noop(e.index)
+                }
+            },
+        };
+        let outcome =
+            result.map_err(|err| Fatal(format!("applying entry {} failed: {err}", e.index)))?;
+        if let Some(w) = self.proposals.remove(&e.index) {
+            let answer = if w.term == e.term {
+                Ok(outcome)
+            } else {
+                Err(NodeError::LeadershipLost)
+            };
+            let _ = w.reply.send(answer);
+        }
+        Ok(())
+    }
+
+    fn on_role(&mut self, role: Role) {
+        if self.role == Role::Leader && role != Role::Leader {
+            tracing::info!(
+                node_id = self.cfg.id,
+                term = self.raft.term(),
+                "lost leadership"
+            );
+            self.fail_all(NodeError::LeadershipLost);
+        }
+        if role == Role::Leader && self.role != Role::Leader {
+            tracing::info!(
+                node_id = self.cfg.id,
+                term = self.raft.term(),
+                "became leader"
+            );
+        }
+        self.role = role;
+    }
+
+    fn fail_all(&mut self, error: NodeError) {
+        for (_, w) in std::mem::take(&mut self.proposals) {
+            let _ = w.reply.send(Err(error.clone()));
+        }
+        self.proposal_deadlines.clear();
+        for (_, (_, reply)) in self.reads_unconfirmed.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.reads_confirmed.drain(..) {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+
+    fn expire_waiters(&mut self, now: Instant) {
+        let timeout = self.cfg.replication_timeout;
+        while let Some(&(deadline, index)) = self.proposal_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.proposal_deadlines.pop_front();
+            if let Some(w) = self.proposals.remove(&index) {
+                let _ = w.reply.send(Err(NodeError::Timeout(timeout)));
+            }
+        }
+        let expired: Vec<u64> = self
+            .reads_unconfirmed
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(&c, _)| c)
+            .collect();
+        for ctx in expired {
+            if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
+                let _ = reply.send(Err(NodeError::Timeout(timeout)));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
+        let applied = self.raft.applied_index();
+        if applied < self.raft.snapshot_meta().last_index + self.cfg.snapshot_every_entries {
+            return Ok(());
+        }
+        let snapshot = self.metadata.snapshot();
+        debug_assert_eq!(snapshot.applied_index, applied);
+        self.raft.compact(applied, snapshot.encode_to_vec());
+        self.storage
+            .compact(self.raft.snapshot())
+            .map_err(|e| Fatal(format!("storing a snapshot failed: {e}")))?;
+        tracing::info!(
+            node_id = self.cfg.id,
+            index = applied,
+            "snapshot taken, log compacted"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&self, running: bool) {
+        let status = status_of(&self.cfg, &self.raft, running);
+        self.status_tx.send_if_modified(|s| {
+            if *s != status {
+                *s = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

@@ -1,0 +1,188 @@
+//! How the rest of the controller talks to the Raft thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use dmq_proto::v1::MetadataCommand;
+use dmq_raft::{Index, Message, NodeId, Role, Term};
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+
+use crate::metadata::ApplyOutcome;
+
+/// What the node is and knows now; published after every Ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader_id: Option<NodeId>,
+    /// The leader's client address, when known.
+    pub leader_addr: Option<String>,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    /// On the leader: each follower's match index.
+    pub match_indexes: BTreeMap<NodeId, Index>,
+    /// False once the Raft thread stopped (shutdown or a fatal storage error).
+    pub running: bool,
+}
+
+/// Why a request to the node failed, and what the caller should do.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    /// Retry on the leader.
+    #[error("this controller is not the leader; the leader is node {leader_id} at {leader_addr}")]
+    NotLeader {
+        leader_id: NodeId,
+        leader_addr: String,
+    },
+    /// Retry shortly: an election is under way.
+    #[error("no controller leader is known yet (an election is under way); retry shortly")]
+    NoLeader,
+    /// Retry: the outcome is unknown (the change may still be applied; make retries safe).
+    #[error("not committed within {0:?}; the change may or may not be applied, retry")]
+    Timeout(Duration),
+    /// Retry: leadership changed while the request waited; the outcome is unknown.
+    #[error(
+        "leadership changed before the request completed; the change may or may not be applied, retry on the new leader"
+    )]
+    LeadershipLost,
+    /// Retry later: the node is saturated.
+    #[error("controller overloaded: {0}; retry with backoff")]
+    Overloaded(String),
+    /// The node is stopping; use another controller.
+    #[error("controller is shutting down; use another controller")]
+    ShuttingDown,
+    /// The node cannot go on (e.g. a failed disk write); an operator must look at it.
+    #[error("controller failed: {0}")]
+    Fatal(String),
+}
+
+impl NodeError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, NodeError::Fatal(_))
+    }
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// What the Raft thread takes in.
+pub(crate) enum Input {
+    /// A message from a peer that needs no answer (a response to one of our RPCs).
+    Peer(Message),
+    /// A request from a peer whose RPC waits for the core's answer (sent only once the Ready
+    /// that produced it is durable).
+    PeerRequest(Message, oneshot::Sender<Option<Message>>),
+    Propose {
+        data: Vec<u8>,
+        reply: Reply<ApplyOutcome>,
+    },
+    /// Waits until a linearizable read point (ReadIndex) is applied.
+    ReadBarrier {
+        reply: Reply<()>,
+    },
+    /// Hands leadership to the most up-to-date follower (or `to`).
+    TransferLeadership {
+        to: Option<NodeId>,
+        reply: Reply<NodeId>,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) tx: SyncSender<Input>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) replication_timeout: Duration,
+    pub(crate) max_command_bytes: usize,
+    pub(crate) addrs: Arc<BTreeMap<NodeId, crate::node::PeerAddrs>>,
+}
+
+impl NodeHandle {
+    pub(crate) fn send(&self, input: Input) -> Result<(), NodeError> {
+        self.tx.try_send(input).map_err(|e| match e {
+            TrySendError::Full(_) => NodeError::Overloaded("the Raft inbox is full".into()),
+            TrySendError::Disconnected(_) => NodeError::ShuttingDown,
+        })
+    }
+
+    /// The error a non-leader answers with: where the leader is, or that none is known.
+    pub fn not_leader(&self) -> NodeError {
+        let s = self.status();
+        match (s.leader_id, s.leader_addr) {
+            (Some(id), Some(addr)) if id != s.id => NodeError::NotLeader {
+                leader_id: id,
+                leader_addr: addr,
+            },
+            _ => NodeError::NoLeader,
+        }
+    }
+
+    /// Proposes `command` and waits until it is applied (or fails). Only the leader accepts.
+    pub async fn propose(&self, command: &MetadataCommand) -> Result<ApplyOutcome, NodeError> {
+        let data = command.encode_to_vec();
+        if data.len() > self.max_command_bytes {
+            return Err(NodeError::Overloaded(format!(
+                "command of {} bytes exceeds {} bytes",
+                data.len(),
+                self.max_command_bytes
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Propose { data, reply })?;
+        self.wait(rx).await
+    }
+
+    /// Returns once this node's applied state includes every change committed before the call
+    /// (ReadIndex, thesis §6.4): a read of the metadata store after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::ReadBarrier { reply })?;
+        self.wait(rx).await
+    }
+
+    /// Hands leadership over (to `to`, or the most up-to-date follower) and returns the
+    /// target. Completes when the transfer was started; watch [`NodeHandle::status`] for the
+    /// outcome.
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::TransferLeadership { to, reply })?;
+        self.wait(rx).await
+    }
+
+    /// Stops the Raft thread (after the Ready in progress).
+    pub fn shutdown(&self) {
+        let _ = self.tx.try_send(Input::Shutdown);
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, NodeError>>) -> Result<T, NodeError> {
+        // The driver answers every waiter (timeouts included); this bound only guards against
+        // a driver that died.
+        match tokio::time::timeout(self.replication_timeout * 2, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::Timeout(self.replication_timeout)),
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every published status (leader changes, commits).
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// Every controller's addresses.
+    pub fn peers(&self) -> &BTreeMap<NodeId, crate::node::PeerAddrs> {
+        &self.addrs
+    }
+
+    pub(crate) fn raw_sender(&self) -> SyncSender<Input> {
+        self.tx.clone()
+    }
+}

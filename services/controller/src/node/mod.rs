@@ -1,0 +1,42 @@
+//! A metadata node: one thread owns the Raft core and runs its Ready loop against sled
+//! (persist with one sync per Ready, send, apply, advance); everything else talks to it through
+//! a [`NodeHandle`] over a bounded queue.
+
+mod config;
+mod driver;
+pub(crate) mod handle;
+
+pub use config::{NodeConfig, PeerAddrs};
+pub use handle::{NodeError, NodeHandle, NodeStatus};
+
+use std::sync::Arc;
+
+use crate::metadata::MetadataStore;
+use crate::raft_storage::{RaftStorageError, SledStorage};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid Raft configuration: {0}")]
+    Config(#[from] dmq_raft::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
+    #[error("metadata store: {0}")]
+    Metadata(#[from] crate::metadata::StoreError),
+    #[error(
+        "the stored snapshot cannot be decoded ({0}); the data dir is corrupt: move it aside and let the node catch up from the leader"
+    )]
+    Snapshot(prost::DecodeError),
+    #[error("could not start the Raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Opens the node's storage in `cfg.data_dir`, recovers, and starts the driver thread and the
+/// peer senders (on the current tokio runtime). Returns the handle and the metadata store,
+/// which readers may use directly (it is always a consistent applied state).
+pub fn start(cfg: NodeConfig) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
+    let storage = SledStorage::open(&cfg.data_dir)?;
+    let metadata = Arc::new(MetadataStore::open(storage.db())?);
+    let handle = driver::spawn(cfg, storage, metadata.clone())?;
+    Ok((handle, metadata))
+}

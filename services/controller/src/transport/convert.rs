@@ -1,0 +1,506 @@
+//! Conversions between the pure core's messages and the `dmq.v1` Raft RPCs. The only place
+//! that knows both shapes.
+
+use dmq_proto::v1 as pb;
+use dmq_raft::{
+    ConflictHint, Entry, EntryKind, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
+};
+
+/// Why a request from a peer cannot become a core message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("entry {index} has no entry type; the sender runs an incompatible version")]
+    MissingEntryType { index: u64 },
+    #[error("request addressed to node {to}, but this is node {me}: check --peers on the sender")]
+    WrongNode { to: NodeId, me: NodeId },
+    #[error("sender id is 0; node ids start at 1")]
+    ZeroSender,
+}
+
+pub fn entry_to_pb(e: &Entry) -> pb::LogEntry {
+    pb::LogEntry {
+        index: e.index,
+        term: e.term,
+        r#type: match e.kind {
+            EntryKind::Normal => pb::EntryType::Normal as i32,
+            EntryKind::Noop => pb::EntryType::Noop as i32,
+        },
+        data: e.data.clone(),
+    }
+}
+
+pub fn entry_from_pb(e: pb::LogEntry) -> Result<Entry, ConvertError> {
+    let kind = match pb::EntryType::try_from(e.r#type) {
+        Ok(pb::EntryType::Normal) => EntryKind::Normal,
+        Ok(pb::EntryType::Noop) => EntryKind::Noop,
+        _ => return Err(ConvertError::MissingEntryType { index: e.index }),
+    };
+    Ok(Entry {
+        index: e.index,
+        term: e.term,
+        kind,
+        data: e.data,
+    })
+}
+
+fn check(from: NodeId, to: NodeId, me: NodeId) -> Result<(), ConvertError> {
+    if from == 0 {
+        return Err(ConvertError::ZeroSender);
+    }
+    if to != me {
+        return Err(ConvertError::WrongNode { to, me });
+    }
+    Ok(())
+}
+
+pub fn vote_request_to_pb(m: &Message) -> Option<pb::RequestVoteRequest> {
+    match m.body {
+        MessageBody::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => Some(pb::RequestVoteRequest {
+            term: m.term,
+            candidate_id: m.from,
+            last_log_index,
+            last_log_term,
+            pre_vote,
+            leadership_transfer,
+            to: m.to,
+        }),
+        _ => None,
+    }
+}
+
+pub fn vote_request_from_pb(
+    r: pb::RequestVoteRequest,
+    me: NodeId,
+) -> Result<Message, ConvertError> {
+    check(r.candidate_id, r.to, me)?;
+    Ok(Message {
+        from: r.candidate_id,
+        to: r.to,
+        term: r.term,
+        body: MessageBody::RequestVote {
+            pre_vote: r.pre_vote,
+            last_log_index: r.last_log_index,
+            last_log_term: r.last_log_term,
+            leadership_transfer: r.leadership_transfer,
+        },
+    })
+}
+
+/// A response; `None` (encoded with `from = 0`) when the core chose not to answer.
+pub fn vote_response_to_pb(m: Option<&Message>) -> pb::RequestVoteResponse {
+    match m {
+        Some(Message {
+            from,
+            term,
+            body: MessageBody::RequestVoteResponse { pre_vote, granted },
+            ..
+        }) => pb::RequestVoteResponse {
+            term: *term,
+            from: *from,
+            vote_granted: *granted,
+            pre_vote: *pre_vote,
+        },
+        _ => pb::RequestVoteResponse::default(),
+    }
+}
+
+pub fn vote_response_from_pb(r: pb::RequestVoteResponse, me: NodeId) -> Option<Message> {
+    (r.from != 0).then_some(Message {
+        from: r.from,
+        to: me,
+        term: r.term,
+        body: MessageBody::RequestVoteResponse {
+            pre_vote: r.pre_vote,
+            granted: r.vote_granted,
+        },
+    })
+}
+
+pub fn append_request_to_pb(m: &Message) -> Option<pb::AppendEntriesRequest> {
+    match &m.body {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_round,
+        } => Some(pb::AppendEntriesRequest {
+            term: m.term,
+            leader_id: m.from,
+            prev_log_index: *prev_log_index,
+            prev_log_term: *prev_log_term,
+            entries: entries.iter().map(entry_to_pb).collect(),
+            leader_commit: *leader_commit,
+            read_round: *read_round,
+            to: m.to,
+        }),
+        _ => None,
+    }
+}
+
+pub fn append_request_from_pb(
+    r: pb::AppendEntriesRequest,
+    me: NodeId,
+) -> Result<Message, ConvertError> {
+    check(r.leader_id, r.to, me)?;
+    let entries = r
+        .entries
+        .into_iter()
+        .map(entry_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Message {
+        from: r.leader_id,
+        to: r.to,
+        term: r.term,
+        body: MessageBody::AppendEntries {
+            prev_log_index: r.prev_log_index,
+            prev_log_term: r.prev_log_term,
+            entries,
+            leader_commit: r.leader_commit,
+            read_round: r.read_round,
+        },
+    })
+}
+
+pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
+    match m {
+        Some(Message {
+            from,
+            term,
+            body:
+                MessageBody::AppendEntriesResponse {
+                    success,
+                    match_index,
+                    rejected_index,
+                    conflict,
+                    read_round,
+                },
+            ..
+        }) => pb::AppendEntriesResponse {
+            term: *term,
+            from: *from,
+            success: *success,
+            match_index: *match_index,
+            conflict_term: conflict.map_or(0, |c| c.term),
+            // first_index is at least 1 whenever there is a hint, so 0 encodes "no hint".
+            conflict_index: conflict.map_or(0, |c| c.first_index),
+            read_round: *read_round,
+            rejected_index: *rejected_index,
+        },
+        _ => pb::AppendEntriesResponse::default(),
+    }
+}
+
+pub fn append_response_from_pb(r: pb::AppendEntriesResponse, me: NodeId) -> Option<Message> {
+    (r.from != 0).then(|| Message {
+        from: r.from,
+        to: me,
+        term: r.term,
+        body: MessageBody::AppendEntriesResponse {
+            success: r.success,
+            match_index: r.match_index,
+            rejected_index: r.rejected_index,
+            conflict: (r.conflict_index != 0).then_some(ConflictHint {
+                term: r.conflict_term,
+                first_index: r.conflict_index,
+            }),
+            read_round: r.read_round,
+        },
+    })
+}
+
+/// Splits a snapshot into stream chunks of at most `chunk_bytes` of data (at least one chunk).
+pub fn snapshot_to_chunks(
+    m: &Message,
+    chunk_bytes: usize,
+) -> Option<Vec<pb::InstallSnapshotRequest>> {
+    let MessageBody::InstallSnapshot { snapshot } = &m.body else {
+        return None;
+    };
+    let chunk_bytes = chunk_bytes.max(1);
+    let data = &snapshot.data;
+    let mut out = Vec::new();
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + chunk_bytes).min(data.len());
+        out.push(pb::InstallSnapshotRequest {
+            term: m.term,
+            leader_id: m.from,
+            last_included_index: snapshot.meta.last_index,
+            last_included_term: snapshot.meta.last_term,
+            voters: snapshot.meta.voters.clone(),
+            offset: offset as u64,
+            data: data[offset..end].to_vec(),
+            done: end == data.len(),
+            to: m.to,
+        });
+        offset = end;
+        if offset >= data.len() {
+            return Some(out);
+        }
+    }
+}
+
+/// Reassembles a snapshot stream; chunks must come in order without gaps.
+#[derive(Default)]
+pub struct SnapshotAssembler {
+    first: Option<pb::InstallSnapshotRequest>,
+    data: Vec<u8>,
+    done: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AssembleError {
+    #[error(
+        "snapshot chunk at offset {got} but {expected} bytes were received: chunks must be in order"
+    )]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("snapshot chunks disagree on the snapshot they belong to")]
+    Mixed,
+    #[error("snapshot exceeds {max_bytes} bytes")]
+    TooLarge { max_bytes: usize },
+    #[error("snapshot stream ended before the chunk marked done")]
+    Incomplete,
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+}
+
+impl SnapshotAssembler {
+    pub fn push(
+        &mut self,
+        mut c: pb::InstallSnapshotRequest,
+        max_bytes: usize,
+    ) -> Result<(), AssembleError> {
+        if c.offset != self.data.len() as u64 {
+            return Err(AssembleError::OutOfOrder {
+                expected: self.data.len() as u64,
+                got: c.offset,
+            });
+        }
+        if self.data.len() + c.data.len() > max_bytes {
+            return Err(AssembleError::TooLarge { max_bytes });
+        }
+        self.data.append(&mut c.data);
+        self.done = c.done;
+        match &self.first {
+            None => self.first = Some(c),
+            Some(f) => {
+                if (
+                    f.term,
+                    f.leader_id,
+                    f.last_included_index,
+                    f.last_included_term,
+                    f.to,
+                ) != (
+                    c.term,
+                    c.leader_id,
+                    c.last_included_index,
+                    c.last_included_term,
+                    c.to,
+                ) {
+                    return Err(AssembleError::Mixed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, me: NodeId) -> Result<Message, AssembleError> {
+        let first = self.first.ok_or(AssembleError::Incomplete)?;
+        if !self.done {
+            return Err(AssembleError::Incomplete);
+        }
+        check(first.leader_id, first.to, me)?;
+        Ok(Message {
+            from: first.leader_id,
+            to: first.to,
+            term: first.term,
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        last_index: first.last_included_index,
+                        last_term: first.last_included_term,
+                        voters: first.voters,
+                    },
+                    data: self.data,
+                },
+            },
+        })
+    }
+}
+
+pub fn snapshot_response_to_pb(m: Option<&Message>) -> pb::InstallSnapshotResponse {
+    match m {
+        Some(Message {
+            from,
+            term,
+            body: MessageBody::InstallSnapshotResponse { match_index },
+            ..
+        }) => pb::InstallSnapshotResponse {
+            term: *term,
+            from: *from,
+            match_index: *match_index,
+        },
+        _ => pb::InstallSnapshotResponse::default(),
+    }
+}
+
+pub fn snapshot_response_from_pb(r: pb::InstallSnapshotResponse, me: NodeId) -> Option<Message> {
+    (r.from != 0).then_some(Message {
+        from: r.from,
+        to: me,
+        term: r.term,
+        body: MessageBody::InstallSnapshotResponse {
+            match_index: r.match_index,
+        },
+    })
+}
+
+pub fn timeout_now_to_pb(m: &Message) -> Option<pb::TimeoutNowRequest> {
+    matches!(m.body, MessageBody::TimeoutNow).then(|| pb::TimeoutNowRequest {
+        term: m.term,
+        leader_id: m.from,
+        to: m.to,
+    })
+}
+
+pub fn timeout_now_from_pb(r: pb::TimeoutNowRequest, me: NodeId) -> Result<Message, ConvertError> {
+    check(r.leader_id, r.to, me)?;
+    Ok(Message {
+        from: r.leader_id,
+        to: r.to,
+        term: r.term,
+        body: MessageBody::TimeoutNow,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_append(m: Message) {
+        let pb = append_request_to_pb(&m).unwrap();
+        assert_eq!(append_request_from_pb(pb, m.to).unwrap(), m);
+    }
+
+    #[test]
+    fn append_and_responses_roundtrip() {
+        roundtrip_append(Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 4,
+                prev_log_term: 2,
+                entries: vec![
+                    Entry {
+                        index: 5,
+                        term: 3,
+                        kind: EntryKind::Noop,
+                        data: vec![],
+                    },
+                    Entry {
+                        index: 6,
+                        term: 3,
+                        kind: EntryKind::Normal,
+                        data: vec![1, 2],
+                    },
+                ],
+                leader_commit: 4,
+                read_round: 9,
+            },
+        });
+        for conflict in [
+            None,
+            Some(ConflictHint {
+                term: 0,
+                first_index: 7,
+            }),
+            Some(ConflictHint {
+                term: 2,
+                first_index: 3,
+            }),
+        ] {
+            let m = Message {
+                from: 2,
+                to: 1,
+                term: 3,
+                body: MessageBody::AppendEntriesResponse {
+                    success: conflict.is_none(),
+                    match_index: 6,
+                    rejected_index: 4,
+                    conflict,
+                    read_round: 9,
+                },
+            };
+            assert_eq!(
+                append_response_from_pb(append_response_to_pb(Some(&m)), 1),
+                Some(m)
+            );
+        }
+        assert_eq!(
+            append_response_from_pb(append_response_to_pb(None), 1),
+            None
+        );
+    }
+
+    #[test]
+    fn wrong_recipient_is_refused_with_advice() {
+        let r = pb::TimeoutNowRequest {
+            term: 1,
+            leader_id: 1,
+            to: 3,
+        };
+        let err = timeout_now_from_pb(r, 2).unwrap_err();
+        assert!(err.to_string().contains("check --peers"));
+    }
+
+    #[test]
+    fn snapshots_chunk_and_reassemble() {
+        let m = Message {
+            from: 1,
+            to: 2,
+            term: 4,
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        last_index: 10,
+                        last_term: 3,
+                        voters: vec![1, 2, 3],
+                    },
+                    data: (0..10_000u32).map(|i| i as u8).collect(),
+                },
+            },
+        };
+        let chunks = snapshot_to_chunks(&m, 4096).unwrap();
+        assert_eq!(chunks.len(), 3);
+        let mut a = SnapshotAssembler::default();
+        for c in chunks.clone() {
+            a.push(c, 1 << 20).unwrap();
+        }
+        assert_eq!(a.finish(2).unwrap(), m);
+        // Out of order is refused.
+        let mut a = SnapshotAssembler::default();
+        let err = a.push(chunks[1].clone(), 1 << 20).unwrap_err();
+        assert!(matches!(err, AssembleError::OutOfOrder { .. }));
+        // Too large is refused.
+        let mut a = SnapshotAssembler::default();
+        assert!(matches!(
+            a.push(chunks[0].clone(), 100),
+            Err(AssembleError::TooLarge { .. })
+        ));
+        // An empty snapshot is one chunk marked done.
+        let mut empty = m.clone();
+        if let MessageBody::InstallSnapshot { snapshot } = &mut empty.body {
+            snapshot.data.clear();
+        }
+        let chunks = snapshot_to_chunks(&empty, 4096).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].done);
+    }
+}
