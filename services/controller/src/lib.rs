@@ -5,4 +5,6 @@ mod checksum;
 pub mod metadata;
 pub mod node;
 pub mod raft_storage;
+pub mod server;
+pub mod service;
 pub mod transport;

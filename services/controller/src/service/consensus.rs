@@ -1,0 +1,60 @@
+//! [`Consensus`]: what ControllerService needs of its metadata node. [`NodeHandle`] is the real
+//! one; the unit tests use a fake that applies proposals to a store at once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use dmq_proto::v1::MetadataCommand;
+use dmq_raft::NodeId;
+use tokio::sync::watch;
+
+use crate::metadata::ApplyOutcome;
+use crate::node::{NodeError, NodeHandle, NodeStatus, PeerAddrs};
+
+/// The node operations the service uses; see [`NodeHandle`] for their contracts.
+pub trait Consensus: Clone + Send + Sync + 'static {
+    /// What the node is and knows now.
+    fn status(&self) -> NodeStatus;
+    /// Every status the node publishes.
+    fn watch_status(&self) -> watch::Receiver<NodeStatus>;
+    /// The error a non-leader answers a mutation with.
+    fn not_leader(&self) -> NodeError;
+    /// Every controller's addresses, this one included.
+    fn peers(&self) -> &BTreeMap<NodeId, PeerAddrs>;
+    /// Proposes `command` and waits until it is applied (only the leader accepts).
+    fn propose(
+        &self,
+        command: &MetadataCommand,
+    ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send;
+    /// Returns once reading the applied state is linearizable.
+    fn read_barrier(&self) -> impl Future<Output = Result<(), NodeError>> + Send;
+}
+
+impl Consensus for NodeHandle {
+    fn status(&self) -> NodeStatus {
+        NodeHandle::status(self)
+    }
+
+    fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        NodeHandle::watch_status(self)
+    }
+
+    fn not_leader(&self) -> NodeError {
+        NodeHandle::not_leader(self)
+    }
+
+    fn peers(&self) -> &BTreeMap<NodeId, PeerAddrs> {
+        NodeHandle::peers(self)
+    }
+
+    fn propose(
+        &self,
+        command: &MetadataCommand,
+    ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send {
+        NodeHandle::propose(self, command)
+    }
+
+    fn read_barrier(&self) -> impl Future<Output = Result<(), NodeError>> + Send {
+        NodeHandle::read_barrier(self)
+    }
+}
