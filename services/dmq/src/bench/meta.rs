@@ -1,0 +1,202 @@
+//! `dmq bench meta`: 256-byte metadata writes (RegisterBroker for distinct broker ids) through
+//! Raft with fsync on: (i) one client, sequential; (ii) many in flight. Reports latency
+//! quantiles, throughput, and how many elections happened during the run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::stats::{Latencies, Summary};
+use super::{MetaWriter, register_request};
+use crate::local_cluster::{LocalCluster, LocalClusterSpec, controller_info};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct MetaArgs {
+    /// Controllers to use (client addresses); without it a local 3-controller cluster is
+    /// started in a temporary directory.
+    #[arg(long, env = "DMQ_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Writes issued one after another.
+    #[arg(long, default_value_t = 2_000)]
+    pub sequential_ops: u64,
+    /// Writes issued with `--in-flight` outstanding.
+    #[arg(long, default_value_t = 20_000)]
+    pub concurrent_ops: u64,
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+    /// Keep the concurrent phase going for this many seconds (a saturating run) instead of
+    /// `--concurrent-ops` writes.
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MetaReport {
+    pub sequential: Summary,
+    pub sequential_ops_per_s: f64,
+    pub concurrent: Summary,
+    pub concurrent_ops_per_s: f64,
+    pub in_flight: usize,
+    pub value_bytes: usize,
+    /// Terms that began during the run: 0 means no election.
+    pub elections_during_run: u64,
+    pub errors: u64,
+}
+
+pub async fn run(args: MetaArgs) -> Result<(), String> {
+    let tmp;
+    let _cluster;
+    let controllers = if args.bootstrap.is_empty() {
+        tmp =
+            tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let spec = LocalClusterSpec {
+            controllers: 3,
+            base_port: None,
+            data_dir: tmp.path().to_path_buf(),
+            controller_args: Vec::new(),
+            binary: None,
+        };
+        let cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
+        cluster
+            .wait_for_leader(Duration::from_secs(15))
+            .await
+            .map_err(|e| e.to_string())?;
+        let addrs = cluster.client_addrs();
+        _cluster = cluster;
+        addrs
+    } else {
+        args.bootstrap.clone()
+    };
+    let report = measure(&args, controllers).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("serializable"));
+    } else {
+        println!(
+            "sequential: {} writes, {:.1} writes/sec, {}",
+            report.sequential.count, report.sequential_ops_per_s, report.sequential
+        );
+        println!(
+            "concurrent ({} in flight): {} writes, {:.1} writes/sec, {}",
+            report.in_flight,
+            report.concurrent.count,
+            report.concurrent_ops_per_s,
+            report.concurrent
+        );
+        println!(
+            "elections during the run: {}, errors: {}",
+            report.elections_during_run, report.errors
+        );
+    }
+    Ok(())
+}
+
+async fn max_term(controllers: &[String]) -> u64 {
+    let mut term = 0;
+    for c in controllers {
+        if let Some(info) = controller_info(c).await {
+            term = term.max(info.term);
+        }
+    }
+    term
+}
+
+pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaReport, String> {
+    let base_id = 1_000_000_000 + (std::process::id() as u64) * 10_000_000;
+    let term_before = max_term(&controllers).await;
+    let mut writer = MetaWriter::new(controllers.clone());
+    let errors = Arc::new(AtomicU64::new(0));
+
+    // Warm up the connection and the leader's caches.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    writer
+        .register(register_request(base_id, args.value_bytes), deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut sequential = Latencies::default();
+    let started = Instant::now();
+    for i in 0..args.sequential_ops {
+        let t = Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        match writer
+            .register(
+                register_request(base_id + 1 + i, args.value_bytes),
+                deadline,
+            )
+            .await
+        {
+            Ok(_) => sequential.record(t.elapsed()),
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let sequential_secs = started.elapsed().as_secs_f64();
+
+    let next = Arc::new(AtomicU64::new(0));
+    let limit = args.concurrent_ops;
+    let until = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.in_flight.max(1))
+        .map(|_| {
+            let mut writer = writer.clone();
+            let next = next.clone();
+            let errors = errors.clone();
+            let bytes = args.value_bytes;
+            let first = base_id + 1 + args.sequential_ops;
+            tokio::spawn(async move {
+                let mut lat = Latencies::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let done = match until {
+                        Some(t) => Instant::now() >= t,
+                        None => i >= limit,
+                    };
+                    if done {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    match writer
+                        .register(register_request(first + i, bytes), deadline)
+                        .await
+                    {
+                        Ok(_) => lat.record(t.elapsed()),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut concurrent = Latencies::default();
+    for w in workers {
+        concurrent.merge(&w.await.map_err(|e| e.to_string())?);
+    }
+    let concurrent_secs = started.elapsed().as_secs_f64();
+    let term_after = max_term(&controllers).await;
+    let seq = sequential.summary();
+    let conc = concurrent.summary();
+    Ok(MetaReport {
+        sequential_ops_per_s: seq.count as f64 / sequential_secs,
+        sequential: seq,
+        concurrent_ops_per_s: conc.count as f64 / concurrent_secs,
+        concurrent: conc,
+        in_flight: args.in_flight,
+        value_bytes: args.value_bytes,
+        elections_during_run: term_after.saturating_sub(term_before),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,227 @@
+//! The command line: every flag, its `DMQ_*` environment variable and its default.
+//!
+//! Flags win over environment variables, which win over the defaults. Durations carry their unit
+//! at the end of the name (`--tick-ms`, `--broker-session-timeout-ms`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum, value_parser};
+
+/// DistributedMQ: a Kafka-like message system. Logs go to stderr (filter with RUST_LOG, default
+/// `info`); data goes to stdout.
+#[derive(Debug, Parser)]
+#[command(name = "dmq", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "DMQ_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one metadata controller: a member of the Raft cluster that holds all cluster metadata.
+    Controller(ControllerArgs),
+    /// Measure the system (each benchmark starts its own local cluster unless told otherwise).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `dmq bench ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Metadata writes through Raft with fsync on: sequential latency and throughput in flight.
+    Meta(crate::bench::meta::MetaArgs),
+    /// Kill -9 the controller leader during sequential writes: time to the next acknowledged write.
+    Failover(crate::bench::failover::FailoverArgs),
+}
+
+/// `dmq controller`. Start one per member with the same `--peers` on every member.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example (3 controllers on one machine; run with --node-id 2 and 3 likewise, \
+                  each with its own ports and data dir):\n  dmq controller --node-id 1 \
+                  --listen 127.0.0.1:9001 --peer-listen 127.0.0.1:9101 \\\n    --peers \
+                  1=127.0.0.1:9101/127.0.0.1:9001,2=127.0.0.1:9102/127.0.0.1:9002,3=127.0.0.1:9103/127.0.0.1:9003 \
+                  \\\n    --data-dir /var/lib/dmq/c1"
+)]
+pub struct ControllerArgs {
+    /// This controller's id: a positive integer that appears in --peers.
+    #[arg(long, env = "DMQ_NODE_ID", value_parser = value_parser!(u64).range(1..))]
+    pub node_id: u64,
+
+    /// Address of the client API (ControllerService) for brokers, admins and the CLI.
+    #[arg(long, env = "DMQ_LISTEN", default_value = "127.0.0.1:9093")]
+    pub listen: SocketAddr,
+
+    /// Address of the peer API (RaftService) that the other controllers connect to.
+    #[arg(long, env = "DMQ_PEER_LISTEN", default_value = "127.0.0.1:9094")]
+    pub peer_listen: SocketAddr,
+
+    /// Every controller, this one included, comma-separated: ID=PEER_ADDR[/CLIENT_ADDR]. PEER_ADDR
+    /// is where its RaftService listens; CLIENT_ADDR (what leader hints carry) defaults to
+    /// PEER_ADDR's host with this node's --listen port.
+    #[arg(long, env = "DMQ_PEERS", value_name = "ID=PEER_ADDR[/CLIENT_ADDR],...")]
+    pub peers: String,
+
+    /// Directory of this controller's Raft log, snapshots and metadata (created if missing).
+    #[arg(long, env = "DMQ_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Length of one Raft tick, in milliseconds.
+    #[arg(long, env = "DMQ_TICK_MS", default_value_t = 100, value_parser = value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
+
+    /// The leader sends heartbeats every this many ticks.
+    #[arg(
+        long,
+        env = "DMQ_HEARTBEAT_INTERVAL_TICKS",
+        default_value_t = 1,
+        value_parser = value_parser!(u32).range(1..)
+    )]
+    pub heartbeat_interval_ticks: u32,
+
+    /// A follower that hears no leader for a random time in [min, max) ticks starts an election.
+    #[arg(
+        long,
+        env = "DMQ_ELECTION_TIMEOUT_MIN_TICKS",
+        default_value_t = 10,
+        value_parser = value_parser!(u32).range(1..)
+    )]
+    pub election_timeout_min_ticks: u32,
+
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    #[arg(
+        long,
+        env = "DMQ_ELECTION_TIMEOUT_MAX_TICKS",
+        default_value_t = 20,
+        value_parser = value_parser!(u32).range(1..)
+    )]
+    pub election_timeout_max_ticks: u32,
+
+    /// A change not committed within this long fails with a retryable error, in milliseconds.
+    #[arg(
+        long,
+        env = "DMQ_REPLICATION_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub replication_timeout_ms: u64,
+
+    /// Snapshot the metadata and compact the log every this many applied entries.
+    #[arg(
+        long,
+        env = "DMQ_SNAPSHOT_EVERY_ENTRIES",
+        default_value_t = 10_000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub snapshot_every_entries: u64,
+
+    /// The leader marks a broker OFFLINE after no heartbeat for this long, in milliseconds.
+    #[arg(
+        long,
+        env = "DMQ_BROKER_SESSION_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub broker_session_timeout_ms: u64,
+
+    /// How often brokers are told to heartbeat, in milliseconds; below the session timeout.
+    #[arg(
+        long,
+        env = "DMQ_BROKER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub broker_heartbeat_interval_ms: u64,
+
+    /// On SIGTERM/SIGINT a leader hands leadership to a peer for at most this long before
+    /// stopping, in milliseconds (0: stop at once).
+    #[arg(long, env = "DMQ_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
+    pub shutdown_transfer_timeout_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let cli = Cli::try_parse_from([
+            "dmq",
+            "controller",
+            "--node-id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:9094",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let Command::Controller(a) = cli.command else {
+            panic!("not a controller command")
+        };
+        assert_eq!(a.listen, "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(a.peer_listen, "127.0.0.1:9094".parse().unwrap());
+        assert_eq!(a.tick_ms, 100);
+        assert_eq!(a.heartbeat_interval_ticks, 1);
+        assert_eq!(
+            (a.election_timeout_min_ticks, a.election_timeout_max_ticks),
+            (10, 20)
+        );
+        assert_eq!(a.replication_timeout_ms, 5000);
+        assert_eq!(a.snapshot_every_entries, 10_000);
+        assert_eq!(a.broker_session_timeout_ms, 30_000);
+        assert_eq!(a.broker_heartbeat_interval_ms, 5000);
+        assert_eq!(a.shutdown_transfer_timeout_ms, 3000);
+    }
+
+    #[test]
+    fn log_format_is_global() {
+        for args in [
+            &["dmq", "--log-format", "json", "controller"][..],
+            &["dmq", "controller", "--log-format", "json"][..],
+        ] {
+            let mut v = args.to_vec();
+            v.extend(["--node-id", "1", "--peers", "1=h:1", "--data-dir", "d"]);
+            assert_eq!(Cli::try_parse_from(v).unwrap().log_format, LogFormat::Json);
+        }
+    }
+
+    #[test]
+    fn rejects_zero_and_missing() {
+        let base = ["dmq", "controller", "--peers", "1=h:1", "--data-dir", "d"];
+        assert!(Cli::try_parse_from(base).is_err(), "--node-id is required");
+        let mut zero = base.to_vec();
+        zero.extend(["--node-id", "0"]);
+        assert!(Cli::try_parse_from(zero).is_err());
+        let mut tick = base.to_vec();
+        tick.extend(["--node-id", "1", "--tick-ms", "0"]);
+        assert!(Cli::try_parse_from(tick).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! The `dmq` program. `main.rs` only calls [`main_entry`]; the process-level tests build the
+//! same code as their own binary.
+//!
+//! One concept per module: [`cli`] (flags), [`logging`], [`signal`] (shutdown signals),
+//! [`peers`] (the `--peers` list), [`controller_cmd`] (`dmq controller`), [`error`] (exit
+//! statuses).
+
+pub mod bench;
+pub mod cli;
+pub mod controller_cmd;
+pub mod error;
+pub mod local_cluster;
+pub mod logging;
+pub mod peers;
+pub mod signal;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+/// Parses the arguments, sets up logging and the tokio runtime, and runs the subcommand.
+///
+/// Exit status: 0 on success or clean shutdown, 1 on a runtime error, 2 on bad flags. Errors are
+/// printed as one line on stderr.
+pub fn main_entry() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; real errors exit with 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dmq-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(CliError::Runtime(format!("could not start tokio: {e}"))),
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // Do not wait for tasks that ignore shutdown (e.g. a blocked peer connection).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Controller(args) => controller_cmd::run(args).await,
+        Command::Bench(cli::BenchCommand::Meta(args)) => {
+            bench::meta::run(args).await.map_err(CliError::Runtime)
+        }
+        Command::Bench(cli::BenchCommand::Failover(args)) => {
+            bench::failover::run(args).await.map_err(CliError::Runtime)
+        }
+    }
+}
+
+fn fail(e: CliError) -> ExitCode {
+    eprintln!("error: {e}");
+    e.exit_code()
+}

@@ -1,0 +1,281 @@
+//! A cluster of `dmq` processes on loopback, started from this very binary: what `dmq dev` and
+//! the benchmarks that kill nodes (`dmq bench failover`) run on. It owns its children: `kill`
+//! sends SIGKILL to exactly that PID, and dropping the cluster kills every process it started.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dmq_proto::v1::GetControllerInfoRequest;
+use dmq_proto::v1::controller_service_client::ControllerServiceClient;
+
+/// One controller process of a [`LocalCluster`].
+pub struct LocalController {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalController {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// How to lay the cluster out.
+#[derive(Clone, Debug)]
+pub struct LocalClusterSpec {
+    pub controllers: usize,
+    /// Client ports are `base_port + i`, peer ports `base_port + 100 + i`; `None` picks free
+    /// ports.
+    pub base_port: Option<u16>,
+    pub data_dir: PathBuf,
+    /// Extra flags for every `dmq controller` (e.g. shorter timeouts).
+    pub controller_args: Vec<String>,
+    /// The `dmq` binary to run; defaults to this executable.
+    pub binary: Option<PathBuf>,
+}
+
+pub struct LocalCluster {
+    binary: PathBuf,
+    pub controllers: Vec<LocalController>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    #[error("cannot find this executable: {0}")]
+    Exe(std::io::Error),
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no single controller leader within {0:?}; see the logs under the data dir")]
+    NoLeader(Duration),
+    #[error("cannot find a free loopback port: {0}")]
+    Port(std::io::Error),
+}
+
+fn free_port() -> Result<u16, LocalClusterError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(LocalClusterError::Port)?;
+    Ok(l.local_addr().map_err(LocalClusterError::Port)?.port())
+}
+
+impl LocalCluster {
+    /// Starts the controllers (not waiting for a leader; see [`LocalCluster::wait_for_leader`]).
+    pub fn start(spec: &LocalClusterSpec) -> Result<LocalCluster, LocalClusterError> {
+        let binary = match &spec.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().map_err(LocalClusterError::Exe)?,
+        };
+        let mut addrs = Vec::new();
+        for i in 0..spec.controllers {
+            let (client, peer) = match spec.base_port {
+                Some(base) => (base + i as u16, base + 100 + i as u16),
+                None => (free_port()?, free_port()?),
+            };
+            addrs.push((format!("127.0.0.1:{client}"), format!("127.0.0.1:{peer}")));
+        }
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| format!("{}={peer}/{client}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut controllers = Vec::new();
+        for (i, (client, peer)) in addrs.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = spec.data_dir.join(format!("controller-{id}"));
+            std::fs::create_dir_all(&dir).map_err(|source| LocalClusterError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let mut args = vec![
+                "controller".to_string(),
+                "--node-id".into(),
+                id.to_string(),
+                "--listen".into(),
+                client.clone(),
+                "--peer-listen".into(),
+                peer.clone(),
+                "--peers".into(),
+                peers.clone(),
+                "--data-dir".into(),
+                dir.join("data").display().to_string(),
+            ];
+            args.extend(spec.controller_args.iter().cloned());
+            controllers.push(LocalController {
+                id,
+                client_addr: client,
+                peer_addr: peer,
+                args,
+                log: dir.join("controller.log"),
+                child: None,
+            });
+        }
+        let mut cluster = LocalCluster {
+            binary,
+            controllers,
+        };
+        for id in 1..=spec.controllers as u64 {
+            cluster.start_controller(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn controller_mut(&mut self, id: u64) -> &mut LocalController {
+        self.controllers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known controller id")
+    }
+
+    /// (Re)starts controller `id` with its original flags and data dir.
+    pub fn start_controller(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let binary = self.binary.clone();
+        let c = self.controller_mut(id);
+        if c.child.is_some() {
+            return Ok(());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&c.log)
+            .map_err(|source| LocalClusterError::Io {
+                path: c.log.clone(),
+                source,
+            })?;
+        let err = log.try_clone().map_err(|source| LocalClusterError::Io {
+            path: c.log.clone(),
+            source,
+        })?;
+        let child = Command::new(&binary)
+            .args(&c.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| LocalClusterError::Spawn {
+                binary: binary.clone(),
+                source,
+            })?;
+        c.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL to exactly this controller's process, then reaps it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.controller_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (graceful: a leader hands over first), waiting up to `timeout` before SIGKILL.
+    pub fn stop(&mut self, id: u64, timeout: Duration) {
+        if let Some(mut child) = self.controller_mut(id).child.take() {
+            terminate(&mut child, timeout);
+        }
+    }
+
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.controllers
+            .iter()
+            .map(|c| c.client_addr.clone())
+            .collect()
+    }
+
+    /// Polls every running controller until they all name the same leader; returns its id
+    /// and client address.
+    pub async fn wait_for_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<(u64, String), LocalClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.agreed_leader().await {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(LocalClusterError::NoLeader(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<(u64, String)> {
+        let mut seen = None;
+        for c in self.controllers.iter().filter(|c| c.is_running()) {
+            let info = controller_info(&c.client_addr).await?;
+            if info.leader_id == 0 {
+                return None;
+            }
+            match seen {
+                None => seen = Some((info.leader_id, info.leader_address)),
+                Some((id, _)) if id != info.leader_id => return None,
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
+/// GetControllerInfo with a short deadline; `None` when the controller does not answer.
+pub async fn controller_info(addr: &str) -> Option<dmq_proto::v1::GetControllerInfoResponse> {
+    let call = async {
+        let mut client = ControllerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .ok()?;
+        client
+            .get_controller_info(GetControllerInfoRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(Duration::from_millis(500), call)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn terminate(child: &mut Child, timeout: Duration) {
+    // SAFETY: kill(2) on a PID we own and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in &mut self.controllers {
+            if let Some(mut child) = c.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
