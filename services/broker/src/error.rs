@@ -1,0 +1,35 @@
+//! Why a broker could not start or stopped on its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use dmq_client::discovery::DiscoveryError;
+
+/// A broker failure. Unreachable controllers are not one: the broker keeps retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A setting is wrong: fix the flag or environment variable it names.
+    #[error("invalid broker configuration: {0}")]
+    InvalidConfig(String),
+    /// The controller list is wrong: fix `--controllers`.
+    #[error("invalid controller list: {0}")]
+    Controllers(#[from] DiscoveryError),
+    /// The data directory could not be created: check the path and its permissions.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound: pick a free port or address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The gRPC server failed while running: see the cause; restart the broker.
+    #[error("broker gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// An internal task panicked: a bug, please report it with the log.
+    #[error("broker task failed: {0}")]
+    Task(String),
+}

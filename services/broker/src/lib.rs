@@ -1,0 +1,151 @@
+//! A DistributedMQ broker: finds the controller leader, registers, stays alive by heartbeats,
+//! follows the cluster metadata, and serves BrokerService with the gRPC health service.
+//!
+//! Start one with [`run`] (binds [`BrokerConfig::listen`]) or [`serve`] (on a listener you
+//! bound, e.g. port 0 in tests); both return when the `shutdown` future completes and the
+//! broker has said goodbye, or on a fatal error. Unreachable controllers are never fatal:
+//! the broker keeps looking for a leader (see `dmq_client::discovery`).
+//!
+//! Liveness (DESIGN.md, "Brokers and liveness"): registration returns a broker epoch;
+//! heartbeats every [`BrokerConfig::heartbeat_interval`] carry it with the metadata version
+//! held; a newer version in the answer makes the broker pull `GetMetadata` from the leader
+//! into its [`MetadataCache`]; FENCED makes it register again (new epoch). Health is
+//! NOT_SERVING until registered, SERVING while registered, NOT_SERVING while fenced or
+//! draining. On shutdown it sends a last heartbeat with `leaving = true`, then stops the
+//! server, each step bounded by [`BrokerConfig::shutdown_timeout`]. The data directory is
+//! created; partition logs will live there.
+
+mod config;
+mod controller_calls;
+mod error;
+mod metadata_cache;
+mod service;
+mod session;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use metadata_cache::{MetadataCache, MetadataSnapshot};
+
+use std::future::Future;
+
+use dmq_proto::v1::broker_service_server::BrokerServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::service::BrokerServiceImpl;
+use crate::state::Broker;
+
+/// Binds `cfg.listen` and runs the broker until `shutdown` completes; see [`serve`].
+pub async fn run(cfg: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
+    cfg.validate()?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| BrokerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    serve(cfg, listener, shutdown).await
+}
+
+/// Runs the broker on `listener` (its address overrides `cfg.listen`) until `shutdown`
+/// completes: serves BrokerService and health, keeps the session with the controllers, and
+/// on shutdown reports NOT_SERVING, sends the leaving heartbeat and drains the server.
+///
+/// Errors: a bad configuration or data directory before anything starts; a server failure
+/// while running (the broker then still tries to say goodbye).
+pub async fn serve(
+    cfg: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    cfg.validate()?;
+    tokio::fs::create_dir_all(&cfg.data_dir)
+        .await
+        .map_err(|source| BrokerError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let broker = Broker::new(cfg, health)?;
+    broker.set_serving(false).await;
+    let cfg = &broker.cfg;
+    tracing::info!(
+        broker_id = cfg.broker_id,
+        listen = ?listener.local_addr().ok(),
+        advertise = %cfg.advertise,
+        controllers = ?cfg.controllers,
+        data_dir = %cfg.data_dir.display(),
+        "broker starting"
+    );
+
+    let (server_stop, server_stopped) = oneshot::channel::<()>();
+    let router =
+        Server::builder()
+            .add_service(health_service)
+            .add_service(BrokerServiceServer::new(BrokerServiceImpl::new(
+                broker.clone(),
+            )));
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let mut session = tokio::spawn(session::run(broker.clone(), stopped));
+
+    let mut server_exit = None;
+    let mut session_exit = None;
+    tokio::select! {
+        _ = shutdown => tracing::info!("broker shutting down"),
+        exit = &mut server => {
+            tracing::error!(?exit, "broker gRPC server stopped unexpectedly; shutting down");
+            server_exit = Some(exit);
+        }
+        exit = &mut session => {
+            tracing::error!(?exit, "broker session task stopped unexpectedly; shutting down");
+            session_exit = Some(exit);
+        }
+    }
+
+    // Drain: no new traffic, goodbye to the controllers, then stop serving.
+    broker.set_serving(false).await;
+    let _ = stop.send(true);
+    if session_exit.is_none() {
+        let bound = cfg.shutdown_timeout + cfg.rpc_timeout;
+        match tokio::time::timeout(bound, &mut session).await {
+            Ok(exit) => session_exit = Some(exit),
+            Err(_) => {
+                tracing::warn!(?bound, "session did not finish in time; abandoning it");
+                session.abort();
+            }
+        }
+    }
+    let _ = server_stop.send(());
+    if server_exit.is_none() {
+        match tokio::time::timeout(cfg.shutdown_timeout, &mut server).await {
+            Ok(exit) => server_exit = Some(exit),
+            Err(_) => {
+                tracing::warn!(bound = ?cfg.shutdown_timeout, "requests still in flight after the shutdown timeout; closing");
+                server.abort();
+            }
+        }
+    }
+    tracing::info!(broker_id = cfg.broker_id, "broker stopped");
+
+    match server_exit {
+        Some(Ok(Err(e))) => return Err(BrokerError::Serve(e)),
+        Some(Err(join)) => return Err(BrokerError::Task(format!("gRPC server: {join}"))),
+        _ => {}
+    }
+    if let Some(Err(join)) = session_exit {
+        return Err(BrokerError::Task(format!("session: {join}")));
+    }
+    Ok(())
+}

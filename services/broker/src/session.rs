@@ -1,0 +1,330 @@
+//! The broker's session with the controllers: register, heartbeat, follow metadata, leave.
+//!
+//! ```text
+//!   ┌────────────► register ──(epoch)──► heartbeat every interval ──(stop)──► leave
+//!   │   (retry: hint at once,                │  ONLINE/OFFLINE: log transitions
+//!   │    else backoff 1–8 s)                 │  newer metadata version: GetMetadata, swap
+//!   └──────────────── FENCED ◄───────────────┘  failure: retry after 1 s (3 → rediscover)
+//! ```
+//!
+//! Every call goes to the leader the [`LeaderLocator`](dmq_client::discovery::LeaderLocator)
+//! names and feeds its rules: a NOT_LEADER answer hands over its hint, an unreachable leader
+//! counts a failure, a success resets the count. Every wait also watches the stop signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmq_client::discovery::{Backoff, ControllerFailure, LeaderInfo, classify};
+use dmq_proto::v1::{self as pb, BrokerStatus};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until};
+use tonic::Status;
+
+use crate::metadata_cache::MetadataSnapshot;
+use crate::state::Broker;
+
+/// NOT_LEADER redirects followed at once before pausing: hints can chase a leader that keeps
+/// moving, and this bounds the calls between two pauses.
+const REDIRECTS_MAX: u32 = 3;
+
+/// Runs the session until `stop` turns true (or its sender goes away), then says goodbye.
+pub(crate) async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
+    let mut session = SessionLoop {
+        retry: Backoff::from_options(&broker.cfg.discovery),
+        failures: Throttle::new(broker.cfg.discovery.log_interval),
+        broker,
+        stop,
+    };
+    while let Some(epoch) = session.register().await {
+        if session.heartbeat(epoch).await.is_none() {
+            break;
+        }
+    }
+    leave(&session.broker).await;
+}
+
+struct SessionLoop {
+    broker: Arc<Broker>,
+    stop: watch::Receiver<bool>,
+    /// Paces registration retries.
+    retry: Backoff,
+    failures: Throttle,
+}
+
+impl SessionLoop {
+    /// `future`, unless the broker is stopping first (then `None`).
+    async fn or_stop<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|stop| *stop) => None,
+            out = future => Some(out),
+        }
+    }
+
+    /// Registers with the leader, retrying until it works; returns the new epoch, or `None`
+    /// when stopped first.
+    async fn register(&mut self) -> Option<u64> {
+        let broker = self.broker.clone();
+        let (host, port) = broker.advertised.clone();
+        let mut redirects = 0;
+        loop {
+            let leader = self.or_stop(broker.locator.leader()).await?;
+            let request = pb::RegisterBrokerRequest {
+                broker_id: broker.id(),
+                host: host.clone(),
+                port: u32::from(port),
+                rack: broker.cfg.rack.clone(),
+            };
+            let answer = self
+                .or_stop(broker.calls.register(&leader.address, request))
+                .await?;
+            match answer {
+                Ok(registered) => {
+                    broker.locator.on_heartbeat_success();
+                    self.retry.reset();
+                    self.failures.recovered("registration");
+                    tracing::info!(
+                        broker_id = broker.id(),
+                        epoch = registered.broker_epoch,
+                        controller = leader.id,
+                        term = registered.term,
+                        "registered with the controller leader"
+                    );
+                    broker.registered(registered.broker_epoch);
+                    broker.set_serving(true).await;
+                    if registered.metadata_version > broker.metadata.version() {
+                        self.or_stop(refresh_metadata(&broker, &leader)).await?;
+                    }
+                    return Some(registered.broker_epoch);
+                }
+                Err(status) => {
+                    if self.failed(&leader, &status, "RegisterBroker") && redirects < REDIRECTS_MAX
+                    {
+                        redirects += 1;
+                        continue;
+                    }
+                    redirects = 0;
+                    let pause = self.retry.next_delay();
+                    self.or_stop(sleep(pause)).await?;
+                }
+            }
+        }
+    }
+
+    /// Heartbeats with `epoch` until the controllers fence it (`Some`: register again) or
+    /// the broker stops (`None`).
+    async fn heartbeat(&mut self, epoch: u64) -> Option<()> {
+        let broker = self.broker.clone();
+        let interval = broker.cfg.heartbeat_interval;
+        let mut next = Instant::now() + interval;
+        let mut redirects = 0;
+        loop {
+            let woken = self
+                .or_stop(async {
+                    tokio::select! {
+                        _ = sleep_until(next) => {}
+                        _ = broker.wakeup.notified() => {}
+                    }
+                })
+                .await;
+            woken?;
+            let leader = self.or_stop(broker.locator.leader()).await?;
+            let request = pb::BrokerHeartbeatRequest {
+                broker_id: broker.id(),
+                broker_epoch: epoch,
+                metadata_version: broker.metadata.version(),
+                leaving: false,
+            };
+            let answer = self
+                .or_stop(broker.calls.heartbeat(&leader.address, request))
+                .await?;
+            match answer {
+                Ok(answer) => {
+                    broker.locator.on_heartbeat_success();
+                    self.failures.recovered("heartbeat");
+                    redirects = 0;
+                    match BrokerStatus::try_from(answer.status) {
+                        Ok(BrokerStatus::Fenced) => {
+                            broker.set_status(BrokerStatus::Fenced);
+                            broker.set_serving(false).await;
+                            return Some(());
+                        }
+                        Ok(status @ (BrokerStatus::Online | BrokerStatus::Offline)) => {
+                            broker.set_status(status)
+                        }
+                        _ => tracing::warn!(
+                            status = answer.status,
+                            "heartbeat answer without a known status; ignoring it"
+                        ),
+                    }
+                    if answer.metadata_version > broker.metadata.version() {
+                        self.or_stop(refresh_metadata(&broker, &leader)).await?;
+                    }
+                    next = Instant::now() + interval;
+                }
+                Err(status) => {
+                    let redirected = self.failed(&leader, &status, "BrokerHeartbeat");
+                    next = if redirected && redirects < REDIRECTS_MAX {
+                        redirects += 1;
+                        Instant::now()
+                    } else {
+                        redirects = 0;
+                        Instant::now() + broker.cfg.retry_pause()
+                    };
+                }
+            }
+        }
+    }
+
+    /// Applies the locator rules to a failed call; returns whether it was a redirect worth
+    /// following at once.
+    fn failed(&mut self, leader: &LeaderInfo, status: &Status, what: &str) -> bool {
+        let failure = classify(status);
+        self.failures.failed(what, leader, status);
+        match failure {
+            ControllerFailure::NotLeader { hint } => {
+                self.broker.locator.on_not_leader(hint);
+                true
+            }
+            ControllerFailure::Unavailable | ControllerFailure::Refused => {
+                self.broker.locator.on_heartbeat_failure();
+                false
+            }
+        }
+    }
+}
+
+/// Pulls the metadata from `leader` and swaps it in if newer. A failure is logged and left
+/// for the next heartbeat, which will still see a newer version and try again.
+async fn refresh_metadata(broker: &Broker, leader: &LeaderInfo) {
+    match broker.calls.get_metadata(&leader.address).await {
+        Ok(answer) => {
+            let snapshot = MetadataSnapshot::from_response(answer);
+            let version = snapshot.version();
+            if broker.metadata.install(snapshot) {
+                tracing::debug!(version, "metadata updated");
+            } else {
+                tracing::debug!(
+                    version,
+                    held = broker.metadata.version(),
+                    "ignoring metadata no newer than the one held"
+                );
+            }
+        }
+        Err(status) => {
+            if let ControllerFailure::NotLeader { hint } = classify(&status) {
+                broker.locator.on_not_leader(hint);
+            }
+            tracing::warn!(
+                controller = %leader.address,
+                code = ?status.code(),
+                error = %status.message(),
+                "could not fetch metadata; retrying on the next heartbeat"
+            );
+        }
+    }
+}
+
+/// Tells the controllers this broker is leaving (a heartbeat with `leaving = true`) so they
+/// move leadership away at once rather than after the session timeout. Bounded by the
+/// shutdown timeout; follows at most a few NOT_LEADER redirects; best effort.
+async fn leave(broker: &Broker) {
+    let session = broker.session();
+    if session.epoch == 0 {
+        return;
+    }
+    let request = pb::BrokerHeartbeatRequest {
+        broker_id: broker.id(),
+        broker_epoch: session.epoch,
+        metadata_version: broker.metadata.version(),
+        leaving: true,
+    };
+    let goodbye = async {
+        let mut last = Status::unavailable("no attempt made");
+        for _ in 0..=REDIRECTS_MAX {
+            let leader = broker.locator.leader().await;
+            match broker.calls.heartbeat(&leader.address, request).await {
+                Ok(_) => return Ok(leader),
+                Err(status) => match classify(&status) {
+                    ControllerFailure::NotLeader { hint } => {
+                        broker.locator.on_not_leader(hint);
+                        last = status;
+                    }
+                    _ => return Err(status),
+                },
+            }
+        }
+        Err(last)
+    };
+    let bound = broker.cfg.shutdown_timeout;
+    match tokio::time::timeout(bound, goodbye).await {
+        Ok(Ok(leader)) => {
+            tracing::info!(
+                epoch = session.epoch,
+                controller = leader.id,
+                "told the controllers this broker is leaving"
+            )
+        }
+        Ok(Err(status)) => tracing::warn!(
+            code = ?status.code(),
+            error = %status.message(),
+            "could not tell the controllers this broker is leaving; they will notice after the session timeout"
+        ),
+        Err(_) => tracing::warn!(
+            ?bound,
+            "no controller leader answered the leaving heartbeat in time; the controllers will notice after the session timeout"
+        ),
+    }
+}
+
+/// Logs a streak of failed calls: the first one, then at most once per `every`, and the
+/// recovery.
+struct Throttle {
+    every: Duration,
+    streak: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            streak: 0,
+            last_warning: None,
+        }
+    }
+
+    fn failed(&mut self, what: &str, leader: &LeaderInfo, status: &Status) {
+        self.streak += 1;
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= self.every)
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(
+                call = what,
+                controller = %leader.address,
+                code = ?status.code(),
+                error = %status.message(),
+                failures = self.streak,
+                "controller call failed; retrying"
+            );
+        } else {
+            tracing::debug!(call = what, controller = %leader.address, code = ?status.code(), error = %status.message(), failures = self.streak, "controller call failed");
+        }
+    }
+
+    fn recovered(&mut self, what: &str) {
+        if self.streak > 0 {
+            tracing::info!(
+                call = what,
+                failures = self.streak,
+                "controller calls succeed again"
+            );
+        }
+        self.streak = 0;
+        self.last_warning = None;
+    }
+}

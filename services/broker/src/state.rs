@@ -1,0 +1,121 @@
+//! What the broker's tasks share: its identity, session with the controllers, locator,
+//! metadata cache and health.
+
+use std::sync::Arc;
+
+use dmq_client::discovery::{ChannelPool, GrpcProbe, LeaderLocator};
+use dmq_proto::v1::BrokerStatus;
+use tokio::sync::{Notify, watch};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::controller_calls::ControllerCalls;
+use crate::{BrokerConfig, BrokerError, MetadataCache};
+
+/// The gRPC name health checks use for BrokerService.
+pub(crate) const BROKER_SERVICE_NAME: &str = dmq_proto::v1::broker_service_server::SERVICE_NAME;
+
+/// This broker's standing with the controllers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// The epoch of the last successful registration; 0 before the first.
+    pub epoch: u64,
+    /// The status the controllers last reported (UNSPECIFIED before registering).
+    pub status: BrokerStatus,
+}
+
+pub(crate) struct Broker {
+    pub cfg: BrokerConfig,
+    /// Host and port registered with the controllers.
+    pub advertised: (String, u16),
+    pub locator: LeaderLocator,
+    pub calls: ControllerCalls,
+    pub metadata: MetadataCache,
+    pub session: watch::Sender<Session>,
+    /// Poked by an accepted CONTROLLER_CHANGED push so the heartbeat loop greets the new
+    /// leader at once instead of at the next interval. Holds at most one permit.
+    pub wakeup: Notify,
+    health: HealthReporter,
+}
+
+impl Broker {
+    pub(crate) fn new(
+        cfg: BrokerConfig,
+        health: HealthReporter,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        let advertised = cfg.advertised()?;
+        let channels = ChannelPool::new(cfg.discovery.call_timeout);
+        let probe = GrpcProbe::new(channels.clone(), cfg.discovery.call_timeout);
+        let locator =
+            LeaderLocator::with_probe(cfg.controllers.clone(), cfg.discovery.clone(), probe)?;
+        let calls = ControllerCalls::new(channels, cfg.rpc_timeout);
+        Ok(Arc::new(Broker {
+            advertised,
+            locator,
+            calls,
+            metadata: MetadataCache::new(),
+            session: watch::Sender::new(Session {
+                epoch: 0,
+                status: BrokerStatus::Unspecified,
+            }),
+            wakeup: Notify::new(),
+            health,
+            cfg,
+        }))
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.cfg.broker_id
+    }
+
+    pub(crate) fn session(&self) -> Session {
+        *self.session.borrow()
+    }
+
+    /// Records a successful registration: new epoch, ONLINE.
+    pub(crate) fn registered(&self, epoch: u64) {
+        self.session.send_modify(|s| s.epoch = epoch);
+        self.set_status(BrokerStatus::Online);
+    }
+
+    /// Records the status the controllers report, logging every transition.
+    pub(crate) fn set_status(&self, status: BrokerStatus) {
+        let mut old = status;
+        self.session.send_modify(|s| {
+            old = s.status;
+            s.status = status;
+        });
+        let epoch = self.session().epoch;
+        match (old, status) {
+            (a, b) if a == b => {}
+            (BrokerStatus::Offline, BrokerStatus::Online) => {
+                tracing::info!(epoch, "broker is ONLINE again (was OFFLINE)")
+            }
+            (_, BrokerStatus::Online) => tracing::info!(epoch, "broker is ONLINE"),
+            (_, BrokerStatus::Offline) => tracing::warn!(
+                epoch,
+                "controllers marked this broker OFFLINE (heartbeats were missed); still heartbeating"
+            ),
+            (_, BrokerStatus::Fenced) => {
+                tracing::warn!(
+                    epoch,
+                    "broker epoch fenced by the controllers; registering again"
+                )
+            }
+            (_, BrokerStatus::Unspecified) => {}
+        }
+    }
+
+    /// Health of the whole server ("") and of BrokerService: SERVING only while registered and
+    /// not draining.
+    pub(crate) async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in ["", BROKER_SERVICE_NAME] {
+            self.health.set_service_status(name, status).await;
+        }
+    }
+}
