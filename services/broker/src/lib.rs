@@ -35,7 +35,6 @@ use std::future::Future;
 use dmq_proto::v1::broker_service_server::BrokerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::service::BrokerServiceImpl;
@@ -92,7 +91,8 @@ pub async fn serve(
                 broker.clone(),
             )));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        // Nagle off: small RPCs must not wait for delayed ACKs.
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         async {
             let _ = server_stopped.await;
         },

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dmq_raft::Role;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::node::{self, NodeConfig, NodeHandle, StartError};
@@ -71,13 +71,13 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .add_service(dmq_proto::reflection::v1())
         .add_service(dmq_proto::reflection::v1alpha())
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
+            incoming(client_listener),
             wait_true(stop_rx.clone()),
         );
     let peer_server = tonic::transport::Server::builder()
         .add_service(RaftServer::new(&node, cfg.node.snapshot_max_bytes).into_service())
         .add_service(health_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), wait_true(stop_rx));
+        .serve_with_incoming_shutdown(incoming(peer_listener), wait_true(stop_rx));
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
     let health_task = tokio::spawn(report_health(node.clone(), health.clone()));
@@ -111,6 +111,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     } else {
         Ok(())
     }
+}
+
+/// Accepted connections with Nagle off: small RPCs must not wait for delayed ACKs (40 ms).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {

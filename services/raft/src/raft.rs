@@ -83,6 +83,8 @@ pub struct Raft {
     pending_snapshot: Option<Snapshot>,
     uncommitted_bytes: usize,
     handout: Option<Handout>,
+    /// Proposals were appended since the last broadcast (leader only).
+    append_pending: bool,
 }
 
 impl Raft {
@@ -127,6 +129,7 @@ impl Raft {
             pending_snapshot: None,
             uncommitted_bytes: 0,
             handout: None,
+            append_pending: false,
         };
         raft.persisted_hard_state.commit = raft.log.committed;
         raft.reset_election_timer();
@@ -317,7 +320,8 @@ impl Raft {
         let at = (entry.index, entry.term);
         self.uncommitted_bytes += size;
         self.log.append(entry);
-        self.broadcast_append();
+        // Sent once per Ready, so proposals taken together share one AppendEntries.
+        self.append_pending = true;
         Ok(at)
     }
 
@@ -1093,6 +1097,9 @@ impl Raft {
     /// Hands out what to persist, send and apply. Call [`Raft::advance`] once done.
     pub fn ready(&mut self) -> Ready {
         self.assert_not_in_ready();
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.broadcast_append();
+        }
         let hs = self.hard_state_to_persist();
         let soft = self.soft_state();
         let last_index = self.log.last_index();

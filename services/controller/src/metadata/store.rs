@@ -158,6 +158,46 @@ impl MetadataStore {
         Ok(outcome)
     }
 
+    /// Applies consecutive log entries (`None` for a no-op) in one sled transaction, which is
+    /// what a Ready's committed entries are: one write for the batch instead of one per entry.
+    /// Each outcome is what [`MetadataStore::apply`] would have returned. On `Err` the node
+    /// must stop: the in-memory state may be ahead of what was written.
+    pub fn apply_batch(
+        &self,
+        entries: &[(u64, Option<&MetadataCommand>)],
+    ) -> Result<Vec<ApplyOutcome>, StoreError> {
+        let mut state = self.write();
+        let (mut brokers, mut topics, mut meta) = (Batch::default(), Batch::default(), Batch::default());
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for &(index, command) in entries {
+            if index <= state.applied_index {
+                outcomes.push(ApplyOutcome::AlreadyApplied);
+                continue;
+            }
+            let (delta, outcome) = match command {
+                None => (Delta::default(), ApplyOutcome::Applied { version: state.version, reply: CommandReply::Noop }),
+                Some(command) => match state.plan(index, command) {
+                    Ok((delta, reply)) => {
+                        let version = if delta.changes_metadata() { index } else { state.version };
+                        (delta, ApplyOutcome::Applied { version, reply })
+                    }
+                    Err(rejection) => (Delta::default(), ApplyOutcome::Rejected(rejection)),
+                },
+            };
+            stage_delta(&delta, index, &mut brokers, &mut topics, &mut meta);
+            state.commit(index, delta);
+            last = Some(index);
+            outcomes.push(outcome);
+        }
+        if let Some(index) = last {
+            meta.insert(KEY_APPLIED_INDEX, seal_u64(KEY_APPLIED_INDEX, index));
+            self.commit(&brokers, &topics, &meta)?;
+            debug_assert_eq!(state.check_invariants(), Ok(()), "after index {index}");
+        }
+        Ok(outcomes)
+    }
+
     /// Applies a log entry that carries no metadata command (a new leader's no-op, a membership
     /// change): only the applied index moves.
     pub fn apply_noop(&self, index: u64) -> ApplyResult {
@@ -361,29 +401,9 @@ impl MetadataStore {
     /// Writes the delta of the entry at `index` with the new applied index (and version), in
     /// one transaction.
     fn write_delta(&self, index: u64, delta: &Delta) -> Result<(), StoreError> {
-        let mut brokers = Batch::default();
-        for (id, broker) in &delta.brokers {
-            let key = id.to_be_bytes();
-            match broker {
-                Some(broker) => brokers.insert(&key, seal_message(&key, broker)),
-                None => brokers.remove(&key),
-            }
-        }
-        let mut topics = Batch::default();
-        for (name, topic) in &delta.topics {
-            match topic {
-                Some(topic) => topics.insert(name.as_bytes(), seal_message(name.as_bytes(), topic)),
-                None => topics.remove(name.as_bytes()),
-            }
-        }
-        let mut meta = Batch::default();
+        let (mut brokers, mut topics, mut meta) = (Batch::default(), Batch::default(), Batch::default());
+        stage_delta(delta, index, &mut brokers, &mut topics, &mut meta);
         meta.insert(KEY_APPLIED_INDEX, seal_u64(KEY_APPLIED_INDEX, index));
-        if delta.changes_metadata() {
-            meta.insert(KEY_VERSION, seal_u64(KEY_VERSION, index));
-        }
-        if let Some(next) = delta.next_topic_id {
-            meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
-        }
         self.commit(&brokers, &topics, &meta)
     }
 
@@ -873,5 +893,29 @@ mod tests {
             c.store.restore(&a.store.snapshot()).unwrap();
             prop_assert_eq!(c.store.get_metadata(), a.store.get_metadata());
         }
+    }
+}
+
+/// Adds the writes of `delta` (applied at `index`) to the batches; later writes to a key
+/// replace earlier ones, so deltas of consecutive entries can share batches.
+fn stage_delta(delta: &Delta, index: u64, brokers: &mut Batch, topics: &mut Batch, meta: &mut Batch) {
+    for (id, broker) in &delta.brokers {
+        let key = id.to_be_bytes();
+        match broker {
+            Some(broker) => brokers.insert(&key, seal_message(&key, broker)),
+            None => brokers.remove(&key),
+        }
+    }
+    for (name, topic) in &delta.topics {
+        match topic {
+            Some(topic) => topics.insert(name.as_bytes(), seal_message(name.as_bytes(), topic)),
+            None => topics.remove(name.as_bytes()),
+        }
+    }
+    if delta.changes_metadata() {
+        meta.insert(KEY_VERSION, seal_u64(KEY_VERSION, index));
+    }
+    if let Some(next) = delta.next_topic_id {
+        meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
     }
 }

@@ -87,8 +87,9 @@ impl LivenessTracker {
         now: Instant,
         timeout: Duration,
     ) -> Vec<(u64, u64)> {
+        let known: std::collections::HashSet<u64> = brokers.iter().map(|b| b.broker_id).collect();
         self.brokers
-            .retain(|id, e| e.fencing || e.unfencing || brokers.iter().any(|b| b.broker_id == *id));
+            .retain(|id, e| e.fencing || e.unfencing || known.contains(id));
         let mut overdue = Vec::new();
         for b in brokers {
             let entry = self.brokers.entry(b.broker_id).or_insert(Entry {
