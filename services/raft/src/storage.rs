@@ -10,6 +10,10 @@
 //!   (a conflicting suffix, §5.3), so the stored log is always one contiguous run.
 //! - `synced_index` never exceeds the last entry that is durable; callers assert that nothing
 //!   above it is acknowledged or voted on.
+//! - The one exception to "durable before `persist` returns": a hard state whose only change is
+//!   `commit` may be written without a sync (it becomes durable with the next one). The commit
+//!   index is a hint: a restarted node that recovers a lower one re-learns it from the leader,
+//!   and nothing a node sends depends on it being on disk. Term and vote are always synced.
 
 use crate::types::{Entry, HardState, Index, RecoveredState, Snapshot};
 
