@@ -446,17 +446,13 @@ impl ControllerCluster {
 
     /// Prints the tail of node `id`'s log to stderr.
     pub fn dump_log(&self, id: u64) {
-        let lines = std::env::var("DMQ_TEST_LOG_LINES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
         let node = self.node(id);
         eprintln!(
             "----- controller {id} (client {}, peer {}, log {}) -----\n{}",
             node.client,
             node.peer,
             node.process.log_path().display(),
-            node.process.log_tail(lines)
+            node.process.log_tail_for_dump()
         );
     }
 

@@ -10,6 +10,7 @@
 //! The program under test is the `dmq-under-test` binary of this package (the same code as
 //! `dmq`, see [`dmq_bin`]).
 
+pub mod brokers;
 mod cluster;
 mod fake_broker;
 #[cfg(test)]

@@ -178,6 +178,16 @@ impl ChildProcess {
         }
     }
 
+    /// The tail of the log that a failed test prints: `DMQ_TEST_LOG_LINES` lines (default 200,
+    /// 0 = all).
+    pub fn log_tail_for_dump(&self) -> String {
+        let lines = std::env::var("DMQ_TEST_LOG_LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        self.log_tail(lines)
+    }
+
     /// The last `lines` lines of the log (all of it when `lines` is 0).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = match std::fs::read(&self.log_path) {

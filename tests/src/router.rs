@@ -2,8 +2,9 @@
 //! of a follower's FAILED_PRECONDITION (or UNAVAILABLE) answer, and moves on to the next known
 //! controller when one is unreachable or has no leader, until an overall deadline.
 //!
-//! It retries on UNAVAILABLE and on timeouts, so a mutation may reach the log twice (e.g. a
-//! CreateTopic that was committed but whose answer was lost comes back as ALREADY_EXISTS).
+//! It retries on UNAVAILABLE, broken connections and timeouts, so a mutation may reach the log
+//! twice (e.g. a CreateTopic that was committed but whose answer was lost comes back as
+//! ALREADY_EXISTS).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,9 +113,10 @@ impl LeaderRouter {
     }
 
     /// Runs `f` against the leader: `f` gets a client and makes one call (build the request
-    /// inside, it may run several times). Follows leader hints; on UNAVAILABLE, DEADLINE_EXCEEDED
-    /// or an attempt timeout it tries the next controller. Any other error is returned at once;
-    /// past the call's deadline the last error is returned.
+    /// inside, it may run several times). Follows leader hints; on UNAVAILABLE, DEADLINE_EXCEEDED,
+    /// a broken connection (UNKNOWN, CANCELLED) or an attempt timeout it tries the next
+    /// controller. Any other error is returned at once; past the call's deadline the last error
+    /// is returned.
     pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
     where
         F: FnMut(ControllerServiceClient<Channel>) -> Fut,
@@ -159,10 +161,17 @@ impl LeaderRouter {
                 }
                 // A precondition of the request itself, not a redirect.
                 (Code::FailedPrecondition, None) => return Err(status),
-                // Unreachable, no leader known, or a stale hint: ask the next controller.
-                (Code::FailedPrecondition | Code::Unavailable | Code::DeadlineExceeded, _) => {
-                    self.forget_leader()
-                }
+                // Unreachable, no leader known, a stale hint, or the connection broke mid-call
+                // (a killed controller: tonic reports UNKNOWN "transport error" or CANCELLED; no
+                // controller answers those codes itself): ask the next controller.
+                (
+                    Code::FailedPrecondition
+                    | Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Unknown
+                    | Code::Cancelled,
+                    _,
+                ) => self.forget_leader(),
                 _ => return Err(status),
             }
             last = Some(status);

@@ -71,6 +71,10 @@ pub async fn serve(
             source,
         })?;
     let (health, health_service) = tonic_health::server::health_reporter();
+    // "liveness" is SERVING while the process runs, registered or not, for liveness probes.
+    health
+        .set_service_status("liveness", tonic_health::ServingStatus::Serving)
+        .await;
     let broker = Broker::new(cfg, health)?;
     broker.set_serving(false).await;
     let cfg = &broker.cfg;

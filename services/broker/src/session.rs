@@ -24,8 +24,9 @@ use tonic::Status;
 use crate::metadata_cache::MetadataSnapshot;
 use crate::state::Broker;
 
-/// NOT_LEADER redirects followed at once before pausing: hints can chase a leader that keeps
-/// moving, and this bounds the calls between two pauses.
+/// Calls retried at once before pausing (NOT_LEADER redirects, or rediscovery right after the
+/// leader was forgotten): hints can chase a leader that keeps moving, and this bounds the calls
+/// between two pauses.
 const REDIRECTS_MAX: u32 = 3;
 
 /// Runs the session until `stop` turns true (or its sender goes away), then says goodbye.
@@ -164,8 +165,8 @@ impl SessionLoop {
                     next = Instant::now() + interval;
                 }
                 Err(status) => {
-                    let redirected = self.failed(&leader, &status, "BrokerHeartbeat");
-                    next = if redirected && redirects < REDIRECTS_MAX {
+                    let at_once = self.failed(&leader, &status, "BrokerHeartbeat");
+                    next = if at_once && redirects < REDIRECTS_MAX {
                         redirects += 1;
                         Instant::now()
                     } else {
@@ -177,8 +178,9 @@ impl SessionLoop {
         }
     }
 
-    /// Applies the locator rules to a failed call; returns whether it was a redirect worth
-    /// following at once.
+    /// Applies the locator rules to a failed call; returns whether to try again at once: after
+    /// a redirect, or when this failure made the locator forget the leader (discovery paces
+    /// itself, so waiting another retry pause first would only delay finding the new leader).
     fn failed(&mut self, leader: &LeaderInfo, status: &Status, what: &str) -> bool {
         let failure = classify(status);
         self.failures.failed(what, leader, status);
@@ -188,8 +190,7 @@ impl SessionLoop {
                 true
             }
             ControllerFailure::Unavailable | ControllerFailure::Refused => {
-                self.broker.locator.on_heartbeat_failure();
-                false
+                self.broker.locator.on_heartbeat_failure()
             }
         }
     }

@@ -708,11 +708,13 @@ impl Storage for SledStorage {
         }
         let commit_only = snapshot.is_none()
             && entries.is_empty()
-            && (new_hard_state.term, new_hard_state.vote) == (self.hard_state.term, self.hard_state.vote);
+            && (new_hard_state.term, new_hard_state.vote)
+                == (self.hard_state.term, self.hard_state.vote);
         if commit_only {
             // Only the commit index moved: it is a hint the core re-learns from the leader, so
             // it rides along with the next sync instead of costing one (see the trait docs).
-            self.commit(&log_batch, &meta_batch).inspect_err(|_| self.failed = true)?;
+            self.commit(&log_batch, &meta_batch)
+                .inspect_err(|_| self.failed = true)?;
             self.hard_state = new_hard_state;
             return Ok(());
         }

@@ -16,6 +16,10 @@ use crate::node::{self, NodeConfig, NodeHandle, StartError};
 use crate::service::{ControllerServiceImpl, ServiceConfig};
 use crate::transport::RaftServer;
 
+/// The health service name that reports SERVING while the process runs (for liveness
+/// probes); "" and `dmq.v1.ControllerService` report SERVING only while a leader is known.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Everything a controller process needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -70,16 +74,18 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .add_service(health_service.clone())
         .add_service(dmq_proto::reflection::v1())
         .add_service(dmq_proto::reflection::v1alpha())
-        .serve_with_incoming_shutdown(
-            incoming(client_listener),
-            wait_true(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(client_listener), wait_true(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(RaftServer::new(&node, cfg.node.snapshot_max_bytes).into_service())
         .add_service(health_service)
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_true(stop_rx));
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
+    // "liveness" is SERVING while the process runs, whatever the cluster's state, so a
+    // liveness probe never restarts a controller merely because there is no leader.
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let health_task = tokio::spawn(report_health(node.clone(), health.clone()));
 
     let mut status = node.watch_status();
@@ -89,6 +95,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     };
     health_task.abort();
     set_health(&health, ServingStatus::NotServing).await;
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::NotServing)
+        .await;
     if failed {
         tracing::error!(node_id, "metadata node failed; stopping the servers");
     } else {

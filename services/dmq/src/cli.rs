@@ -40,6 +40,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Run one metadata controller: a member of the Raft cluster that holds all cluster metadata.
     Controller(ControllerArgs),
+    /// Run one broker: finds the controller leader, registers, heartbeats and follows the
+    /// cluster metadata.
+    Broker(BrokerArgs),
+    /// Start a whole local cluster on loopback (3 controllers + 3 brokers by default) and keep
+    /// it running until Ctrl-C.
+    Dev(crate::dev_cmd::DevArgs),
     /// Measure the system (each benchmark starts its own local cluster unless told otherwise).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -87,14 +93,14 @@ pub struct ControllerArgs {
     pub data_dir: PathBuf,
 
     /// Length of one Raft tick, in milliseconds.
-    #[arg(long, env = "DMQ_TICK_MS", default_value_t = 100, value_parser = value_parser!(u64).range(1..))]
+    #[arg(long, env = "DMQ_TICK_MS", default_value_t = 50, value_parser = value_parser!(u64).range(1..))]
     pub tick_ms: u64,
 
     /// The leader sends heartbeats every this many ticks.
     #[arg(
         long,
         env = "DMQ_HEARTBEAT_INTERVAL_TICKS",
-        default_value_t = 1,
+        default_value_t = 2,
         value_parser = value_parser!(u32).range(1..)
     )]
     pub heartbeat_interval_ticks: u32,
@@ -159,6 +165,63 @@ pub struct ControllerArgs {
     pub shutdown_transfer_timeout_ms: u64,
 }
 
+/// `dmq broker`. Give every broker its own --broker-id, ports and data dir, and the same
+/// --controllers.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example (3 controllers with client APIs on ports 9001-9003; run more brokers \
+                  likewise, each with its own id, port and data dir):\n  dmq broker --broker-id 1 \
+                  --listen 127.0.0.1:9092 \\\n    --controllers \
+                  127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003 --data-dir /var/lib/dmq/b1"
+)]
+pub struct BrokerArgs {
+    /// This broker's id: a positive integer, unique in the cluster and kept across restarts.
+    #[arg(long, env = "DMQ_BROKER_ID", value_parser = value_parser!(u64).range(1..))]
+    pub broker_id: u64,
+
+    /// Address of BrokerService and the gRPC health service.
+    #[arg(long, env = "DMQ_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// The HOST:PORT that controllers, clients and other brokers use to reach this broker
+    /// (default: --listen, which must then not be a wildcard address like 0.0.0.0). IPv6 hosts
+    /// in brackets.
+    #[arg(long, env = "DMQ_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// Client (ControllerService) addresses of the controllers, comma-separated; any subset
+    /// holding one live controller is enough to find the leader.
+    #[arg(long, env = "DMQ_CONTROLLERS", value_name = "HOST:PORT,...")]
+    pub controllers: String,
+
+    /// Directory of this broker's data (created if missing).
+    #[arg(long, env = "DMQ_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Rack (failure domain) label for replica placement (default: none).
+    #[arg(long, env = "DMQ_RACK")]
+    pub rack: Option<String>,
+
+    /// Pause between heartbeats to the controller leader, in milliseconds; keep it well below
+    /// the controllers' --broker-session-timeout-ms (default 30000).
+    #[arg(
+        long,
+        env = "DMQ_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub heartbeat_interval_ms: u64,
+
+    /// Deadline of every call to a controller, in milliseconds.
+    #[arg(
+        long,
+        env = "DMQ_RPC_TIMEOUT_MS",
+        default_value_t = 2000,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub rpc_timeout_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +251,8 @@ mod tests {
         };
         assert_eq!(a.listen, "127.0.0.1:9093".parse().unwrap());
         assert_eq!(a.peer_listen, "127.0.0.1:9094".parse().unwrap());
-        assert_eq!(a.tick_ms, 100);
-        assert_eq!(a.heartbeat_interval_ticks, 1);
+        assert_eq!(a.tick_ms, 50);
+        assert_eq!(a.heartbeat_interval_ticks, 2);
         assert_eq!(
             (a.election_timeout_min_ticks, a.election_timeout_max_ticks),
             (10, 20)

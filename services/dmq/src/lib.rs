@@ -2,15 +2,18 @@
 //! same code as their own binary.
 //!
 //! One concept per module: [`cli`] (flags), [`logging`], [`signal`] (shutdown signals),
-//! [`peers`] (the `--peers` list), [`controller_cmd`] (`dmq controller`), [`error`] (exit
-//! statuses).
+//! [`peers`] (the `--peers` list), [`controller_cmd`] (`dmq controller`), [`broker_cmd`]
+//! (`dmq broker`), [`error`] (exit statuses).
 
 pub mod bench;
+pub mod broker_cmd;
 pub mod cli;
 pub mod controller_cmd;
+pub mod dev_cmd;
 pub mod error;
 pub mod local_cluster;
 pub mod logging;
+pub mod ordinal;
 pub mod peers;
 pub mod signal;
 
@@ -59,6 +62,8 @@ pub fn main_entry() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
         Command::Controller(args) => controller_cmd::run(args).await,
+        Command::Broker(args) => broker_cmd::run(args).await,
+        Command::Dev(args) => dev_cmd::run(args).await,
         Command::Bench(cli::BenchCommand::Meta(args)) => {
             bench::meta::run(args).await.map_err(CliError::Runtime)
         }

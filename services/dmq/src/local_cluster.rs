@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use dmq_proto::v1::GetControllerInfoRequest;
 use dmq_proto::v1::controller_service_client::ControllerServiceClient;
 
-/// One controller process of a [`LocalCluster`].
-pub struct LocalController {
+/// One process of a [`LocalCluster`] (a controller or a broker).
+pub struct LocalProcess {
     pub id: u64,
+    /// The client address (ControllerService or BrokerService).
     pub client_addr: String,
+    /// The peer (RaftService) address of a controller; empty for a broker.
     pub peer_addr: String,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
 
-impl LocalController {
+impl LocalProcess {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -36,19 +38,24 @@ impl LocalController {
 #[derive(Clone, Debug)]
 pub struct LocalClusterSpec {
     pub controllers: usize,
+    /// Brokers: client ports `base_port + 200 + i`.
+    pub brokers: usize,
     /// Client ports are `base_port + i`, peer ports `base_port + 100 + i`; `None` picks free
     /// ports.
     pub base_port: Option<u16>,
     pub data_dir: PathBuf,
     /// Extra flags for every `dmq controller` (e.g. shorter timeouts).
     pub controller_args: Vec<String>,
+    /// Extra flags for every `dmq broker`.
+    pub broker_args: Vec<String>,
     /// The `dmq` binary to run; defaults to this executable.
     pub binary: Option<PathBuf>,
 }
 
 pub struct LocalCluster {
     binary: PathBuf,
-    pub controllers: Vec<LocalController>,
+    pub controllers: Vec<LocalProcess>,
+    pub brokers: Vec<LocalProcess>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +84,8 @@ fn free_port() -> Result<u16, LocalClusterError> {
 }
 
 impl LocalCluster {
-    /// Starts the controllers (not waiting for a leader; see [`LocalCluster::wait_for_leader`]).
+    /// Starts the controllers and brokers (not waiting for a leader; see
+    /// [`LocalCluster::wait_for_leader`]).
     pub fn start(spec: &LocalClusterSpec) -> Result<LocalCluster, LocalClusterError> {
         let binary = match &spec.binary {
             Some(b) => b.clone(),
@@ -100,45 +108,88 @@ impl LocalCluster {
         let mut controllers = Vec::new();
         for (i, (client, peer)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let dir = spec.data_dir.join(format!("controller-{id}"));
-            std::fs::create_dir_all(&dir).map_err(|source| LocalClusterError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let mut args = vec![
-                "controller".to_string(),
-                "--node-id".into(),
-                id.to_string(),
-                "--listen".into(),
-                client.clone(),
-                "--peer-listen".into(),
-                peer.clone(),
-                "--peers".into(),
-                peers.clone(),
-                "--data-dir".into(),
-                dir.join("data").display().to_string(),
-            ];
+            let dir = make_dir(&spec.data_dir.join(format!("controller-{id}")))?;
+            let mut args: Vec<String> = [
+                "controller",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &client,
+                "--peer-listen",
+                &peer,
+                "--peers",
+                &peers,
+                "--data-dir",
+                &dir.join("data").display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             args.extend(spec.controller_args.iter().cloned());
-            controllers.push(LocalController {
+            let log = dir.join("controller.log");
+            controllers.push(LocalProcess {
                 id,
                 client_addr: client,
                 peer_addr: peer,
                 args,
-                log: dir.join("controller.log"),
+                log,
+                child: None,
+            });
+        }
+        let controller_addrs = controllers
+            .iter()
+            .map(|c| c.client_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut brokers = Vec::new();
+        for i in 0..spec.brokers {
+            let id = i as u64 + 1;
+            let port = match spec.base_port {
+                Some(base) => base + 200 + i as u16,
+                None => free_port()?,
+            };
+            let addr = format!("127.0.0.1:{port}");
+            let dir = make_dir(&spec.data_dir.join(format!("broker-{id}")))?;
+            let mut args: Vec<String> = [
+                "broker",
+                "--broker-id",
+                &id.to_string(),
+                "--listen",
+                &addr,
+                "--controllers",
+                &controller_addrs,
+                "--data-dir",
+                &dir.join("data").display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(spec.broker_args.iter().cloned());
+            let log = dir.join("broker.log");
+            brokers.push(LocalProcess {
+                id,
+                client_addr: addr,
+                peer_addr: String::new(),
+                args,
+                log,
                 child: None,
             });
         }
         let mut cluster = LocalCluster {
             binary,
             controllers,
+            brokers,
         };
         for id in 1..=spec.controllers as u64 {
             cluster.start_controller(id)?;
         }
+        for id in 1..=spec.brokers as u64 {
+            cluster.start_broker(id)?;
+        }
         Ok(cluster)
     }
 
-    fn controller_mut(&mut self, id: u64) -> &mut LocalController {
+    fn controller_mut(&mut self, id: u64) -> &mut LocalProcess {
         self.controllers
             .iter_mut()
             .find(|c| c.id == id)
@@ -148,34 +199,19 @@ impl LocalCluster {
     /// (Re)starts controller `id` with its original flags and data dir.
     pub fn start_controller(&mut self, id: u64) -> Result<(), LocalClusterError> {
         let binary = self.binary.clone();
-        let c = self.controller_mut(id);
-        if c.child.is_some() {
-            return Ok(());
-        }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&c.log)
-            .map_err(|source| LocalClusterError::Io {
-                path: c.log.clone(),
-                source,
-            })?;
-        let err = log.try_clone().map_err(|source| LocalClusterError::Io {
-            path: c.log.clone(),
-            source,
-        })?;
-        let child = Command::new(&binary)
-            .args(&c.args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| LocalClusterError::Spawn {
-                binary: binary.clone(),
-                source,
-            })?;
-        c.child = Some(child);
-        Ok(())
+        spawn(&binary, self.controller_mut(id))
+    }
+
+    /// (Re)starts broker `id` with its original flags and data dir.
+    pub fn start_broker(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let binary = self.binary.clone();
+        spawn(
+            &binary,
+            self.brokers
+                .iter_mut()
+                .find(|b| b.id == id)
+                .expect("known broker id"),
+        )
     }
 
     /// SIGKILL to exactly this controller's process, then reaps it.
@@ -190,6 +226,23 @@ impl LocalCluster {
     pub fn stop(&mut self, id: u64, timeout: Duration) {
         if let Some(mut child) = self.controller_mut(id).child.take() {
             terminate(&mut child, timeout);
+        }
+    }
+
+    /// Stops everything gracefully: brokers first (they tell the controllers they are
+    /// leaving), then the controllers; whatever has not exited within `timeout` is killed.
+    pub fn stop_all(&mut self, timeout: Duration) {
+        for group in [&mut self.brokers, &mut self.controllers] {
+            for p in group.iter() {
+                if let Some(child) = p.child.as_ref() {
+                    signal_term(child);
+                }
+            }
+            for p in group.iter_mut() {
+                if let Some(mut child) = p.child.take() {
+                    terminate(&mut child, timeout);
+                }
+            }
         }
     }
 
@@ -235,6 +288,53 @@ impl LocalCluster {
     }
 }
 
+fn make_dir(dir: &Path) -> Result<PathBuf, LocalClusterError> {
+    std::fs::create_dir_all(dir).map_err(|source| LocalClusterError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(dir.to_path_buf())
+}
+
+/// Starts `p` (unless running), appending its output to its log file.
+fn spawn(binary: &Path, p: &mut LocalProcess) -> Result<(), LocalClusterError> {
+    if p.child.is_some() {
+        return Ok(());
+    }
+    let io = |source| LocalClusterError::Io {
+        path: p.log.clone(),
+        source,
+    };
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&p.log)
+        .map_err(io)?;
+    let err = log.try_clone().map_err(|source| LocalClusterError::Io {
+        path: p.log.clone(),
+        source,
+    })?;
+    let child = Command::new(binary)
+        .args(&p.args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| LocalClusterError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+    p.child = Some(child);
+    Ok(())
+}
+
+fn signal_term(child: &Child) {
+    // SAFETY: kill(2) on a PID we own and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
 /// GetControllerInfo with a short deadline; `None` when the controller does not answer.
 pub async fn controller_info(addr: &str) -> Option<dmq_proto::v1::GetControllerInfoResponse> {
     let call = async {
@@ -254,10 +354,7 @@ pub async fn controller_info(addr: &str) -> Option<dmq_proto::v1::GetControllerI
 }
 
 fn terminate(child: &mut Child, timeout: Duration) {
-    // SAFETY: kill(2) on a PID we own and have not reaped yet.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    signal_term(child);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -271,7 +368,7 @@ fn terminate(child: &mut Child, timeout: Duration) {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for c in &mut self.controllers {
+        for c in self.brokers.iter_mut().chain(self.controllers.iter_mut()) {
             if let Some(mut child) = c.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -167,7 +167,8 @@ impl MetadataStore {
         entries: &[(u64, Option<&MetadataCommand>)],
     ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut state = self.write();
-        let (mut brokers, mut topics, mut meta) = (Batch::default(), Batch::default(), Batch::default());
+        let (mut brokers, mut topics, mut meta) =
+            (Batch::default(), Batch::default(), Batch::default());
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut last = None;
         for &(index, command) in entries {
@@ -176,10 +177,20 @@ impl MetadataStore {
                 continue;
             }
             let (delta, outcome) = match command {
-                None => (Delta::default(), ApplyOutcome::Applied { version: state.version, reply: CommandReply::Noop }),
+                None => (
+                    Delta::default(),
+                    ApplyOutcome::Applied {
+                        version: state.version,
+                        reply: CommandReply::Noop,
+                    },
+                ),
                 Some(command) => match state.plan(index, command) {
                     Ok((delta, reply)) => {
-                        let version = if delta.changes_metadata() { index } else { state.version };
+                        let version = if delta.changes_metadata() {
+                            index
+                        } else {
+                            state.version
+                        };
                         (delta, ApplyOutcome::Applied { version, reply })
                     }
                     Err(rejection) => (Delta::default(), ApplyOutcome::Rejected(rejection)),
@@ -401,7 +412,8 @@ impl MetadataStore {
     /// Writes the delta of the entry at `index` with the new applied index (and version), in
     /// one transaction.
     fn write_delta(&self, index: u64, delta: &Delta) -> Result<(), StoreError> {
-        let (mut brokers, mut topics, mut meta) = (Batch::default(), Batch::default(), Batch::default());
+        let (mut brokers, mut topics, mut meta) =
+            (Batch::default(), Batch::default(), Batch::default());
         stage_delta(delta, index, &mut brokers, &mut topics, &mut meta);
         meta.insert(KEY_APPLIED_INDEX, seal_u64(KEY_APPLIED_INDEX, index));
         self.commit(&brokers, &topics, &meta)
@@ -898,7 +910,13 @@ mod tests {
 
 /// Adds the writes of `delta` (applied at `index`) to the batches; later writes to a key
 /// replace earlier ones, so deltas of consecutive entries can share batches.
-fn stage_delta(delta: &Delta, index: u64, brokers: &mut Batch, topics: &mut Batch, meta: &mut Batch) {
+fn stage_delta(
+    delta: &Delta,
+    index: u64,
+    brokers: &mut Batch,
+    topics: &mut Batch,
+    meta: &mut Batch,
+) {
     for (id, broker) in &delta.brokers {
         let key = id.to_be_bytes();
         match broker {

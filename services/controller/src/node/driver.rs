@@ -94,11 +94,15 @@ impl Stats {
                 applied_per_s = self.applied as f64 / elapsed.as_secs_f64(),
                 persist_ms_avg = self.persist.as_secs_f64() * 1e3 / self.readies as f64,
                 apply_ms_per_ready = self.apply.as_secs_f64() * 1e3 / self.readies as f64,
-                busy_pct = (self.persist + self.apply).as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
+                busy_pct =
+                    (self.persist + self.apply).as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
                 "raft thread"
             );
         }
-        *self = Stats { since: Some(Instant::now()), ..Stats::default() };
+        *self = Stats {
+            since: Some(Instant::now()),
+            ..Stats::default()
+        };
     }
 }
 
@@ -353,9 +357,8 @@ impl Driver {
             // syncs (thesis §10.2.1); its own entries count toward a commit only after this
             // Ready is persisted and advanced. Its term is already durable: it voted for itself.
             if self.raft.role() == Role::Leader {
-                let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut rd.messages)
-                    .into_iter()
-                    .partition(|m| {
+                let (early, late): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut rd.messages).into_iter().partition(|m| {
                         matches!(
                             m.body,
                             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
@@ -518,14 +521,25 @@ impl Driver {
                 },
             })
             .collect();
-        let batch: Vec<(Index, Option<&MetadataCommand>)> =
-            entries.iter().zip(&commands).map(|(e, c)| (e.index, c.as_ref())).collect();
+        let batch: Vec<(Index, Option<&MetadataCommand>)> = entries
+            .iter()
+            .zip(&commands)
+            .map(|(e, c)| (e.index, c.as_ref()))
+            .collect();
         let outcomes = self.metadata.apply_batch(&batch).map_err(|err| {
-            Fatal(format!("applying entries {}..={} failed: {err}", entries[0].index, entries[entries.len() - 1].index))
+            Fatal(format!(
+                "applying entries {}..={} failed: {err}",
+                entries[0].index,
+                entries[entries.len() - 1].index
+            ))
         })?;
         for (e, outcome) in entries.iter().zip(outcomes) {
             if let Some(w) = self.proposals.remove(&e.index) {
-                let answer = if w.term == e.term { Ok(outcome) } else { Err(NodeError::LeadershipLost) };
+                let answer = if w.term == e.term {
+                    Ok(outcome)
+                } else {
+                    Err(NodeError::LeadershipLost)
+                };
                 let _ = w.reply.send(answer);
             }
         }

@@ -36,6 +36,7 @@ pub async fn run(args: FailoverArgs) -> Result<(), String> {
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let spec = LocalClusterSpec {
         controllers: 3,
+        brokers: 0,
         base_port: None,
         data_dir: tmp.path().to_path_buf(),
         controller_args: args
@@ -44,6 +45,7 @@ pub async fn run(args: FailoverArgs) -> Result<(), String> {
             .filter(|a| !a.is_empty())
             .cloned()
             .collect(),
+        broker_args: Vec::new(),
         binary: None,
     };
     let mut cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;

@@ -59,9 +59,11 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
             tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let spec = LocalClusterSpec {
             controllers: 3,
+            brokers: 0,
             base_port: None,
             data_dir: tmp.path().to_path_buf(),
             controller_args: Vec::new(),
+            broker_args: Vec::new(),
             binary: None,
         };
         let cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
