@@ -12,6 +12,7 @@
 
 pub mod brokers;
 mod cluster;
+pub mod controller_ops;
 mod fake_broker;
 #[cfg(test)]
 mod fake_controller;
