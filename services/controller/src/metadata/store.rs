@@ -526,6 +526,36 @@ fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
     }
 }
 
+/// Adds the writes of `delta` (applied at `index`) to the batches; later writes to a key
+/// replace earlier ones, so deltas of consecutive entries can share batches.
+fn stage_delta(
+    delta: &Delta,
+    index: u64,
+    brokers: &mut Batch,
+    topics: &mut Batch,
+    meta: &mut Batch,
+) {
+    for (id, broker) in &delta.brokers {
+        let key = id.to_be_bytes();
+        match broker {
+            Some(broker) => brokers.insert(&key, seal_message(&key, broker)),
+            None => brokers.remove(&key),
+        }
+    }
+    for (name, topic) in &delta.topics {
+        match topic {
+            Some(topic) => topics.insert(name.as_bytes(), seal_message(name.as_bytes(), topic)),
+            None => topics.remove(name.as_bytes()),
+        }
+    }
+    if delta.changes_metadata() {
+        meta.insert(KEY_VERSION, seal_u64(KEY_VERSION, index));
+    }
+    if let Some(next) = delta.next_topic_id {
+        meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -905,35 +935,5 @@ mod tests {
             c.store.restore(&a.store.snapshot()).unwrap();
             prop_assert_eq!(c.store.get_metadata(), a.store.get_metadata());
         }
-    }
-}
-
-/// Adds the writes of `delta` (applied at `index`) to the batches; later writes to a key
-/// replace earlier ones, so deltas of consecutive entries can share batches.
-fn stage_delta(
-    delta: &Delta,
-    index: u64,
-    brokers: &mut Batch,
-    topics: &mut Batch,
-    meta: &mut Batch,
-) {
-    for (id, broker) in &delta.brokers {
-        let key = id.to_be_bytes();
-        match broker {
-            Some(broker) => brokers.insert(&key, seal_message(&key, broker)),
-            None => brokers.remove(&key),
-        }
-    }
-    for (name, topic) in &delta.topics {
-        match topic {
-            Some(topic) => topics.insert(name.as_bytes(), seal_message(name.as_bytes(), topic)),
-            None => topics.remove(name.as_bytes()),
-        }
-    }
-    if delta.changes_metadata() {
-        meta.insert(KEY_VERSION, seal_u64(KEY_VERSION, index));
-    }
-    if let Some(next) = delta.next_topic_id {
-        meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
     }
 }
