@@ -3,6 +3,7 @@
 
 mod checksum;
 pub mod metadata;
+mod metrics;
 pub mod node;
 pub mod raft_storage;
 pub mod server;

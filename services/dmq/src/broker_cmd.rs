@@ -108,6 +108,7 @@ fn detail_of(e: &dmq_client::discovery::DiscoveryError) -> String {
 /// (exit status 1; 2 for a configuration it rejects).
 pub async fn run(args: BrokerArgs) -> Result<(), CliError> {
     let cfg = broker_config(&args)?;
+    crate::admin::serve_metrics(&args.admin_listen)?;
     let signals = ShutdownSignals::install().map_err(|e| {
         CliError::Runtime(format!(
             "could not install the SIGTERM/SIGINT handlers: {e}"

@@ -163,6 +163,10 @@ pub struct ControllerArgs {
     /// stopping, in milliseconds (0: stop at once).
     #[arg(long, env = "DMQ_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
     pub shutdown_transfer_timeout_ms: u64,
+
+    /// Admin HTTP address serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9095 (default off).
+    #[arg(long, env = "DMQ_ADMIN_LISTEN", default_value = "off")]
+    pub admin_listen: crate::admin::AdminListen,
 }
 
 /// `dmq broker`. Give every broker its own --broker-id, ports and data dir, and the same
@@ -220,6 +224,10 @@ pub struct BrokerArgs {
         value_parser = value_parser!(u64).range(1..)
     )]
     pub rpc_timeout_ms: u64,
+
+    /// Admin HTTP address serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9095 (default off).
+    #[arg(long, env = "DMQ_ADMIN_LISTEN", default_value = "off")]
+    pub admin_listen: crate::admin::AdminListen,
 }
 
 #[cfg(test)]

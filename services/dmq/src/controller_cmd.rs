@@ -59,6 +59,7 @@ pub fn server_config(args: &ControllerArgs) -> Result<server::ServerConfig, CliE
 /// server fails (exit status 1).
 pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
     let cfg = server_config(&args)?;
+    crate::admin::serve_metrics(&args.admin_listen)?;
     let signals = ShutdownSignals::install().map_err(|e| {
         CliError::Runtime(format!(
             "could not install the SIGTERM/SIGINT handlers: {e}"

@@ -21,7 +21,8 @@ pub struct DevArgs {
     /// Brokers.
     #[arg(long, default_value_t = 3, env = "DMQ_DEV_BROKERS")]
     pub brokers: usize,
-    /// Controllers listen on BASE.., their Raft peers on BASE+100.., brokers on BASE+200...
+    /// Controllers listen on BASE.., their Raft peers on BASE+100.., brokers on BASE+200..;
+    /// metrics on BASE+300.. (controllers) and BASE+400.. (brokers).
     #[arg(long, default_value_t = 9000, env = "DMQ_DEV_BASE_PORT")]
     pub base_port: u16,
     /// Keep data here (and reuse it on the next start); default: a temporary folder removed
@@ -40,11 +41,11 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             args.controllers
         )));
     }
-    if args.base_port < 1024 || args.base_port as u32 + 200 + args.brokers as u32 > 65_535 {
+    if args.base_port < 1024 || args.base_port as u32 + 400 + args.brokers as u32 > 65_535 {
         return Err(CliError::Usage(format!(
             "--base-port {} leaves no room for the ports BASE..BASE+{}; pick one between 1024 and 65000",
             args.base_port,
-            200 + args.brokers
+            400 + args.brokers
         )));
     }
     let mut signals = ShutdownSignals::install()
@@ -140,9 +141,13 @@ async fn print_table(cluster: &LocalCluster, data_dir: &std::path::Path, tempora
         .await
         .ok()
         .map(|(id, _)| id);
+    let metrics = |a: &Option<String>| {
+        a.as_ref()
+            .map_or("-".to_string(), |a| format!("http://{a}/metrics"))
+    };
     println!(
-        "{:<11} {:>3}  {:<21} {:<21} ROLE",
-        "NODE", "ID", "ADDRESS", "RAFT PEER ADDRESS"
+        "{:<11} {:>3}  {:<16} {:<16} {:<9} METRICS",
+        "NODE", "ID", "ADDRESS", "RAFT PEER", "ROLE"
     );
     for c in &cluster.controllers {
         let role = if Some(c.id) == leader {
@@ -150,15 +155,17 @@ async fn print_table(cluster: &LocalCluster, data_dir: &std::path::Path, tempora
         } else {
             "follower"
         };
+        let m = metrics(&c.admin_addr);
         println!(
-            "{:<11} {:>3}  {:<21} {:<21} {role}",
+            "{:<11} {:>3}  {:<16} {:<16} {role:<9} {m}",
             "controller", c.id, c.client_addr, c.peer_addr
         );
     }
     for b in &cluster.brokers {
+        let m = metrics(&b.admin_addr);
         println!(
-            "{:<11} {:>3}  {:<21} {:<21} ONLINE",
-            "broker", b.id, b.client_addr, "-"
+            "{:<11} {:>3}  {:<16} {:<16} {:<9} {m}",
+            "broker", b.id, b.client_addr, "-", "ONLINE"
         );
     }
     println!();

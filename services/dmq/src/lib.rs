@@ -5,6 +5,7 @@
 //! [`peers`] (the `--peers` list), [`controller_cmd`] (`dmq controller`), [`broker_cmd`]
 //! (`dmq broker`), [`error`] (exit statuses).
 
+pub mod admin;
 pub mod bench;
 pub mod broker_cmd;
 pub mod cli;

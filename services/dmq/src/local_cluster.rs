@@ -17,6 +17,8 @@ pub struct LocalProcess {
     pub client_addr: String,
     /// The peer (RaftService) address of a controller; empty for a broker.
     pub peer_addr: String,
+    /// Where /metrics is served, when the cluster has fixed ports.
+    pub admin_addr: Option<String>,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -40,8 +42,9 @@ pub struct LocalClusterSpec {
     pub controllers: usize,
     /// Brokers: client ports `base_port + 200 + i`.
     pub brokers: usize,
-    /// Client ports are `base_port + i`, peer ports `base_port + 100 + i`; `None` picks free
-    /// ports.
+    /// Client ports are `base_port + i`, peer ports `base_port + 100 + i`, broker ports
+    /// `base_port + 200 + i`, metrics `base_port + 300 + i` (controllers) and `+ 400 + i`
+    /// (brokers); `None` picks free ports and serves no metrics.
     pub base_port: Option<u16>,
     pub data_dir: PathBuf,
     /// Extra flags for every `dmq controller` (e.g. shorter timeouts).
@@ -125,12 +128,19 @@ impl LocalCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            let admin_addr = spec
+                .base_port
+                .map(|base| format!("127.0.0.1:{}", base + 300 + i as u16));
+            if let Some(a) = &admin_addr {
+                args.extend(["--admin-listen".to_string(), a.clone()]);
+            }
             args.extend(spec.controller_args.iter().cloned());
             let log = dir.join("controller.log");
             controllers.push(LocalProcess {
                 id,
                 client_addr: client,
                 peer_addr: peer,
+                admin_addr,
                 args,
                 log,
                 child: None,
@@ -164,12 +174,19 @@ impl LocalCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            let admin_addr = spec
+                .base_port
+                .map(|base| format!("127.0.0.1:{}", base + 400 + i as u16));
+            if let Some(a) = &admin_addr {
+                args.extend(["--admin-listen".to_string(), a.clone()]);
+            }
             args.extend(spec.broker_args.iter().cloned());
             let log = dir.join("broker.log");
             brokers.push(LocalProcess {
                 id,
                 client_addr: addr,
                 peer_addr: String::new(),
+                admin_addr,
                 args,
                 log,
                 child: None,

@@ -378,6 +378,7 @@ impl Driver {
                 .map_err(|e| Fatal(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
             self.stats.persist += t.elapsed();
+            crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
             if let Some(last) = rd.entries.last() {
                 assert!(
                     synced >= last.index,
@@ -414,6 +415,7 @@ impl Driver {
             }
             self.apply(&rd.committed_entries)?;
             self.stats.apply += t.elapsed();
+            crate::metrics::raft_applied(rd.committed_entries.len(), t.elapsed());
             for ReadState { ctx, index } in rd.read_states {
                 if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
                     self.reads_confirmed.push((index, reply));
@@ -625,6 +627,7 @@ impl Driver {
         let status = status_of(&self.cfg, &self.raft, running);
         self.status_tx.send_if_modified(|s| {
             if *s != status {
+                crate::metrics::raft_status(s, &status);
                 *s = status;
                 true
             } else {

@@ -334,6 +334,7 @@ impl<N: Consensus> Inner<N> {
         } else {
             self.tracker().heard(id, epoch, now);
         }
+        crate::metrics::broker_heartbeat(id);
         let current = match self.store.broker(id) {
             Some(b) if b.broker_epoch == epoch => b.status(),
             _ => BrokerStatus::Fenced,
@@ -615,6 +616,8 @@ impl<N: Consensus> Inner<N> {
     /// session timeout, one proposal in flight per broker at most.
     fn check_liveness(self: &Arc<Self>, now: Instant) {
         let views = broker_views(&self.store);
+        let online = views.iter().filter(|v| v.online).count();
+        crate::metrics::broker_status_counts(online, views.len() - online);
         let overdue = self
             .tracker()
             .overdue(&views, now, self.cfg.session_timeout);
