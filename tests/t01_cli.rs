@@ -159,3 +159,50 @@ fn flags_come_from_the_environment() {
         stderr(&o)
     );
 }
+
+/// Settings come from the TOML file, then DMQ_* variables, then flags, each overriding the
+/// one before. The resolved --listen/--peer-listen show in the "both X" refusal.
+#[test]
+fn config_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dmq.toml");
+    std::fs::write(
+        &file,
+        "[controller]\nnode-id = 1\npeers = \"1=127.0.0.1:7001\"\ndata-dir = \"/tmp/x\"\n\
+         listen = \"127.0.0.1:7001\"\npeer_listen = \"127.0.0.1:7001\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = dmq(&["controller", "--config", f], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("both 127.0.0.1:7001"), "{}", stderr(&o));
+
+    let env = [
+        ("DMQ_LISTEN", "127.0.0.1:7002"),
+        ("DMQ_PEER_LISTEN", "127.0.0.1:7002"),
+    ];
+    let o = dmq(&["controller", "--config", f], &env);
+    assert!(stderr(&o).contains("both 127.0.0.1:7002"), "{}", stderr(&o));
+
+    let flags = [
+        "controller",
+        "--config",
+        f,
+        "--listen",
+        "127.0.0.1:7003",
+        "--peer-listen",
+        "127.0.0.1:7003",
+    ];
+    let o = dmq(&flags, &env);
+    assert!(stderr(&o).contains("both 127.0.0.1:7003"), "{}", stderr(&o));
+
+    // DMQ_CONFIG names the file too; an unknown key is refused with the file named.
+    std::fs::write(&file, "[controller]\nnode-idd = 1\n").unwrap();
+    let o = dmq(&["controller"], &[("DMQ_CONFIG", f)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown setting `node-idd`"),
+        "{}",
+        stderr(&o)
+    );
+}

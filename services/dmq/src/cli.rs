@@ -23,6 +23,12 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// A TOML file of settings for the subcommand: keys are its long flag names (top level, or
+    /// in a [controller] / [broker] / ... table). Flags win over DMQ_* variables, which win
+    /// over the file.
+    #[arg(long, global = true, env = "DMQ_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bench;
 pub mod broker_cmd;
 pub mod cli;
+pub mod config_file;
 pub mod controller_cmd;
 pub mod dev_cmd;
 pub mod error;
@@ -30,7 +31,11 @@ use crate::error::CliError;
 /// Exit status: 0 on success or clean shutdown, 1 on a runtime error, 2 on bad flags. Errors are
 /// printed as one line on stderr.
 pub fn main_entry() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config_file::apply(&args) {
+        return fail(e);
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed; real errors exit with 2.

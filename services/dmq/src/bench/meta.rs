@@ -29,6 +29,10 @@ pub struct MetaArgs {
     /// Bytes per write.
     #[arg(long, default_value_t = 256)]
     pub value_bytes: usize,
+    /// Distinct keys (broker ids) the writes cycle through, so a long run measures the
+    /// write path rather than an ever-growing state (and ever-larger snapshots).
+    #[arg(long, default_value_t = 20_000)]
+    pub keys: u64,
     /// Keep the concurrent phase going for this many seconds (a saturating run) instead of
     /// `--concurrent-ops` writes.
     #[arg(long)]
@@ -130,7 +134,7 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         match writer
             .register(
-                register_request(base_id + 1 + i, args.value_bytes),
+                register_request(base_id + 1 + i % args.keys.max(1), args.value_bytes),
                 deadline,
             )
             .await
@@ -155,6 +159,7 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
             let next = next.clone();
             let errors = errors.clone();
             let bytes = args.value_bytes;
+            let keys = args.keys.max(1);
             let first = base_id + 1 + args.sequential_ops;
             tokio::spawn(async move {
                 let mut lat = Latencies::default();
@@ -170,7 +175,7 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
                     let t = Instant::now();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                     match writer
-                        .register(register_request(first + i, bytes), deadline)
+                        .register(register_request(first + i % keys, bytes), deadline)
                         .await
                     {
                         Ok(_) => lat.record(t.elapsed()),
