@@ -18,6 +18,7 @@
 mod config;
 mod controller_calls;
 mod error;
+pub mod log;
 mod metadata_cache;
 mod service;
 mod session;
@@ -91,6 +92,8 @@ pub async fn serve(
     let router =
         Server::builder()
             .add_service(health_service)
+            .add_service(dmq_proto::reflection::v1())
+            .add_service(dmq_proto::reflection::v1alpha())
             .add_service(BrokerServiceServer::new(BrokerServiceImpl::new(
                 broker.clone(),
             )));

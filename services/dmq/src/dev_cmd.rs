@@ -72,11 +72,13 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     let mut cluster = LocalCluster::start(&spec).map_err(|e| CliError::Runtime(e.to_string()))?;
     let ready = tokio::select! {
-        r = wait_ready(&cluster, Duration::from_secs(args.ready_timeout_s)) => r,
+        r = wait_ready(&mut cluster, Duration::from_secs(args.ready_timeout_s)) => r,
         s = signals.recv() => Err(format!("{s} before the cluster was ready")),
     };
     if let Err(e) = ready {
         cluster.stop_all(Duration::from_secs(5));
+        // Keep the logs for whoever has to find out why.
+        let _ = tmp.map(tempfile::TempDir::keep);
         return Err(CliError::Runtime(format!(
             "{e}; logs are in {}",
             data_dir.display()
@@ -96,23 +98,30 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A leader is elected and every broker shows ONLINE in DescribeCluster.
-async fn wait_ready(cluster: &LocalCluster, timeout: Duration) -> Result<(), String> {
+/// A leader is elected and every broker shows ONLINE in DescribeCluster; fails at once, with
+/// the end of its log, if a process exits (a port in use, a bad data dir...).
+async fn wait_ready(cluster: &mut LocalCluster, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let (_, leader) = cluster
-        .wait_for_leader(timeout)
-        .await
-        .map_err(|e| e.to_string())?;
     let want = cluster.brokers.len();
+    let mut leader = None;
     loop {
-        let online = online_brokers(&leader).await.unwrap_or(0);
-        if online >= want {
-            return Ok(());
+        if let Some(why) = cluster.first_exited() {
+            return Err(why);
+        }
+        if leader.is_none() {
+            leader = cluster.wait_for_leader(Duration::from_millis(200)).await.ok().map(|(_, a)| a);
+        }
+        if let Some(addr) = &leader {
+            let online = online_brokers(addr).await.unwrap_or(0);
+            if online >= want {
+                return Ok(());
+            }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "only {online} of {want} brokers ONLINE after {timeout:?}"
-            ));
+            return Err(match leader {
+                None => format!("no controller leader after {timeout:?}"),
+                Some(_) => format!("not every broker ONLINE after {timeout:?}"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

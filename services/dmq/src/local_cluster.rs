@@ -31,6 +31,20 @@ impl LocalProcess {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+    /// The exit status if the process has exited on its own (it is then no longer running).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// The last `n` lines of the process's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }
@@ -261,6 +275,23 @@ impl LocalCluster {
                 }
             }
         }
+    }
+
+    /// The first process that exited on its own, described with the end of its log.
+    pub fn first_exited(&mut self) -> Option<String> {
+        for (kind, group) in [("controller", &mut self.controllers), ("broker", &mut self.brokers)] {
+            for p in group.iter_mut() {
+                if let Some(status) = p.exited() {
+                    return Some(format!(
+                        "{kind} {} exited ({status}); end of {}:\n{}",
+                        p.id,
+                        p.log.display(),
+                        p.log_tail(5)
+                    ));
+                }
+            }
+        }
+        None
     }
 
     pub fn client_addrs(&self) -> Vec<String> {
