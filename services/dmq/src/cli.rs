@@ -29,6 +29,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "DMQ_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); off when
+    /// unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -47,7 +47,6 @@ pub fn main_entry() -> ExitCode {
             };
         }
     };
-    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dmq-worker")
@@ -55,6 +54,15 @@ pub fn main_entry() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => return fail(CliError::Runtime(format!("could not start tokio: {e}"))),
+    };
+    let service = match &cli.command {
+        Command::Controller(_) => "dmq-controller",
+        Command::Broker(_) => "dmq-broker",
+        _ => "dmq",
+    };
+    let _logging = {
+        let _rt = runtime.enter();
+        logging::init(cli.log_format, cli.otlp_endpoint.as_deref(), service)
     };
     let result = runtime.block_on(dispatch(cli.command));
     // Do not wait for tasks that ignore shutdown (e.g. a blocked peer connection).
