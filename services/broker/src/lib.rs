@@ -89,14 +89,13 @@ pub async fn serve(
     );
 
     let (server_stop, server_stopped) = oneshot::channel::<()>();
-    let router =
-        Server::builder()
-            .add_service(health_service)
-            .add_service(dmq_proto::reflection::v1())
-            .add_service(dmq_proto::reflection::v1alpha())
-            .add_service(BrokerServiceServer::new(BrokerServiceImpl::new(
-                broker.clone(),
-            )));
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(dmq_proto::reflection::v1())
+        .add_service(dmq_proto::reflection::v1alpha())
+        .add_service(BrokerServiceServer::new(BrokerServiceImpl::new(
+            broker.clone(),
+        )));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         // Nagle off: small RPCs must not wait for delayed ACKs.
         tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -109,7 +109,11 @@ async fn wait_ready(cluster: &mut LocalCluster, timeout: Duration) -> Result<(),
             return Err(why);
         }
         if leader.is_none() {
-            leader = cluster.wait_for_leader(Duration::from_millis(200)).await.ok().map(|(_, a)| a);
+            leader = cluster
+                .wait_for_leader(Duration::from_millis(200))
+                .await
+                .ok()
+                .map(|(_, a)| a);
         }
         if let Some(addr) = &leader {
             let online = online_brokers(addr).await.unwrap_or(0);

@@ -279,7 +279,10 @@ impl LocalCluster {
 
     /// The first process that exited on its own, described with the end of its log.
     pub fn first_exited(&mut self) -> Option<String> {
-        for (kind, group) in [("controller", &mut self.controllers), ("broker", &mut self.brokers)] {
+        for (kind, group) in [
+            ("controller", &mut self.controllers),
+            ("broker", &mut self.brokers),
+        ] {
             for p in group.iter_mut() {
                 if let Some(status) = p.exited() {
                     return Some(format!(
