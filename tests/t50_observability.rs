@@ -19,9 +19,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tonic::service::Routes;
 
-/// Remembers every exported span as (service name, span name, attribute keys).
+/// One exported span: service name, span name, attribute keys.
+type SeenSpan = (String, String, Vec<String>);
+
+/// Remembers every exported span.
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<(String, String, Vec<String>)>>>);
+struct Collector(Arc<Mutex<Vec<SeenSpan>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -81,7 +84,10 @@ async fn t50_metrics_on_the_admin_port_and_traces_over_otlp() {
     let mut cluster = ControllerCluster::start(1, opts).await;
     cluster.wait_for_leader(Duration::from_secs(20)).await;
     let mut client = cluster.leader_client().await;
-    client.list_topics(ListTopicsRequest::default()).await.expect("ListTopics");
+    client
+        .list_topics(ListTopicsRequest::default())
+        .await
+        .expect("ListTopics");
 
     let text = wait_until(deadline(Duration::from_secs(20)), || async {
         match scrape(admin) {
@@ -92,16 +98,31 @@ async fn t50_metrics_on_the_admin_port_and_traces_over_otlp() {
     })
     .await
     .expect("metrics served");
-    for name in ["raft_commit_index", "raft_applied_index", "raft_leader_changes_total", "raft_entries_replicated_total"] {
+    for name in [
+        "raft_commit_index",
+        "raft_applied_index",
+        "raft_leader_changes_total",
+        "raft_entries_replicated_total",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 
     wait_until(deadline(Duration::from_secs(30)), || async {
         let seen = collector.0.lock().unwrap().clone();
         let ok = seen.iter().any(|(service, name, keys)| {
-            service == "dmq-controller" && name == "list_topics" && keys.iter().any(|k| k == "node_id")
+            service == "dmq-controller"
+                && name == "list_topics"
+                && keys.iter().any(|k| k == "node_id")
         });
-        if ok { Ok(()) } else { Err(format!("{} spans so far: {:?}", seen.len(), seen.iter().take(5).collect::<Vec<_>>())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} spans so far: {:?}",
+                seen.len(),
+                seen.iter().take(5).collect::<Vec<_>>()
+            ))
+        }
     })
     .await
     .expect("a ListTopics span with node_id reached the collector");

@@ -31,7 +31,12 @@ pub struct Cli {
 
     /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); off when
     /// unset.
-    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
     pub otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
