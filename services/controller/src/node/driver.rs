@@ -369,6 +369,20 @@ impl Driver {
                 }
                 rd.messages = late;
             }
+            // 0b. Committed entries that are already durable here (on a leader: all of them,
+            // it counts only synced entries toward a commit) are applied and answered now,
+            // not after this Ready's new entries are synced: that sync does not concern them.
+            let synced_before = self.storage.synced_index();
+            let early = if rd.snapshot.is_none() {
+                rd.committed_entries
+                    .iter()
+                    .take_while(|e| e.index <= synced_before)
+                    .count()
+            } else {
+                0
+            };
+            let early: Vec<Entry> = rd.committed_entries.drain(..early).collect();
+            self.apply_timed(&early)?;
             // 1. Persist: one sync for everything in this Ready.
             let t = Instant::now();
             self.stats.readies += 1;
@@ -404,18 +418,14 @@ impl Driver {
                 self.assert_durable(&m, synced);
                 self.route(m);
             }
-            // 3. Apply.
-            let t = Instant::now();
-            self.stats.applied += rd.committed_entries.len() as u64;
+            // 3. Apply the rest.
             if let Some(last) = rd.committed_entries.last() {
                 assert!(
                     last.index <= synced.max(self.raft.snapshot_meta().last_index),
                     "applying an entry that is not durable"
                 );
             }
-            self.apply(&rd.committed_entries)?;
-            self.stats.apply += t.elapsed();
-            crate::metrics::raft_applied(rd.committed_entries.len(), t.elapsed());
+            self.apply_timed(&rd.committed_entries)?;
             for ReadState { ctx, index } in rd.read_states {
                 if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
                     self.reads_confirmed.push((index, reply));
@@ -500,6 +510,18 @@ impl Driver {
             // A full queue means the peer is slow or down: Raft retransmits what matters.
             let _ = tx.try_send(m);
         }
+    }
+
+    fn apply_timed(&mut self, entries: &[Entry]) -> Result<(), Fatal> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.stats.applied += entries.len() as u64;
+        self.apply(entries)?;
+        self.stats.apply += t.elapsed();
+        crate::metrics::raft_applied(entries.len(), t.elapsed());
+        Ok(())
     }
 
     /// Applies a Ready's committed entries in one metadata transaction and answers their
