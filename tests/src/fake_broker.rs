@@ -93,6 +93,46 @@ impl BrokerService for Svc {
             controller_term: term,
         }))
     }
+
+    // This fake models a broker's control plane only (registration, heartbeats, pushes).
+    async fn produce(
+        &self,
+        _: Request<dmq_proto::v1::ProduceRequest>,
+    ) -> Result<Response<dmq_proto::v1::ProduceResponse>, Status> {
+        Err(Status::unimplemented("the fake broker has no data plane"))
+    }
+
+    async fn fetch(
+        &self,
+        _: Request<dmq_proto::v1::FetchRequest>,
+    ) -> Result<Response<dmq_proto::v1::FetchResponse>, Status> {
+        Err(Status::unimplemented("the fake broker has no data plane"))
+    }
+
+    async fn list_offsets(
+        &self,
+        _: Request<dmq_proto::v1::ListOffsetsRequest>,
+    ) -> Result<Response<dmq_proto::v1::ListOffsetsResponse>, Status> {
+        Err(Status::unimplemented("the fake broker has no data plane"))
+    }
+
+    type ConsumeStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<dmq_proto::v1::ConsumeResponse, Status>> + Send>,
+    >;
+
+    async fn consume(
+        &self,
+        _: Request<dmq_proto::v1::ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        Err(Status::unimplemented("the fake broker has no data plane"))
+    }
+
+    async fn replica_fetch(
+        &self,
+        _: Request<dmq_proto::v1::ReplicaFetchRequest>,
+    ) -> Result<Response<dmq_proto::v1::ReplicaFetchResponse>, Status> {
+        Err(Status::unimplemented("the fake broker has no data plane"))
+    }
 }
 
 struct HeartbeatTask {

@@ -13,6 +13,7 @@
 pub mod brokers;
 mod cluster;
 pub mod controller_ops;
+pub mod data;
 mod fake_broker;
 #[cfg(test)]
 mod fake_controller;

@@ -7,6 +7,17 @@ use std::time::Duration;
 use dmq_client::discovery::DiscoveryOptions;
 
 use crate::BrokerError;
+use crate::log::{
+    DEFAULT_CACHE_CAPACITY_BYTES, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, LogConfig, LogStoreConfig,
+};
+
+/// Default [`BrokerConfig::max_request_bytes`]: 4 MiB, gRPC's usual message limit.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Default [`BrokerConfig::fetch_max_bytes`]: 4 MiB.
+pub const DEFAULT_FETCH_MAX_BYTES: u32 = 4 * 1024 * 1024;
+/// What a Fetch or Consume with `max_bytes = 0` gets: 1 MiB (broker.proto).
+pub const DEFAULT_FETCH_BYTES: u32 = 1024 * 1024;
 
 /// A broker's settings. [`BrokerConfig::new`] fills in the documented defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +53,50 @@ pub struct BrokerConfig {
     /// Controller discovery timing (1 s per GetControllerInfo, backoff 1–8 s, 3 failures).
     /// Its backoff also paces registration retries.
     pub discovery: DiscoveryOptions,
+
+    // ---- Data plane (partition logs in `<data_dir>/logs`) ----
+    /// `min_insync_replicas` of topics whose config says 0 (default 1): acks=ALL is refused
+    /// (NOT_ENOUGH_REPLICAS, nothing appended) while a partition's ISR is smaller.
+    pub min_insync_replicas: u32,
+    /// A follower that has not caught up with the leader's log end for longer than this is
+    /// removed from the ISR (default 10 s). acks=ALL produce waits at most about this long for
+    /// a dead follower before the ISR shrinks and the batch commits without it.
+    pub replica_lag_time_max: Duration,
+    /// The largest record accepted, as encoded (default 64 KiB − 45 bytes, at most 16 MiB; a
+    /// topic's `max_message_bytes` can only lower it). Larger records are refused with
+    /// INVALID_ARGUMENT. Records over about 128 KiB go to sled blob files (slower).
+    pub max_record_bytes: usize,
+    /// The target size of one stored record batch (one sled value; default 16 KiB, see
+    /// [`LogConfig::max_batch_bytes`] for why). A Produce is split into as many stored batches
+    /// as it needs; a record larger than this is stored alone.
+    pub max_batch_bytes: usize,
+    /// The most bytes of records (as encoded) one Produce may carry (default 4 MiB); more is
+    /// refused with RESOURCE_EXHAUSTED. gRPC messages up to this plus 64 KiB are accepted.
+    pub max_request_bytes: usize,
+    /// Cap on a Fetch's `max_bytes` (default 4 MiB); a request asking 0 gets 1 MiB.
+    pub fetch_max_bytes: u32,
+    /// Cap on a Fetch's long poll `max_wait_ms` (default 30 s).
+    pub fetch_max_wait: Duration,
+    /// Bytes a follower asks per ReplicaFetch (default 1 MiB; at least one batch).
+    pub replica_fetch_max_bytes: u32,
+    /// How long a follower's ReplicaFetch waits at the leader for new data (default 500 ms).
+    pub replica_fetch_max_wait: Duration,
+    /// Longest pause between a follower's failed fetches (default 1 s; the first is 50 ms).
+    pub replica_fetch_backoff_max: Duration,
+    /// Time retention of topics whose `retention_ms` is 0 (default 7 days; negative: keep
+    /// forever). Whole batches older than this (by their newest record) are deleted.
+    pub retention_ms: i64,
+    /// Size retention per partition of topics whose `retention_bytes` is 0 (default -1:
+    /// unlimited). The oldest whole batches go while the partition is larger.
+    pub retention_bytes: i64,
+    /// How often retention runs over every partition (default 5 min).
+    pub retention_check_interval: Duration,
+    /// How often a moved high watermark is written to disk (default 1 s). Only a restart
+    /// reads it back, and it is recomputed from the replicas, so losing the last one is
+    /// harmless.
+    pub high_watermark_checkpoint_interval: Duration,
+    /// sled's page cache for the partition logs (default 64 MiB).
+    pub log_cache_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -65,7 +120,38 @@ impl BrokerConfig {
             rpc_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
             discovery: DiscoveryOptions::default(),
+            min_insync_replicas: 1,
+            replica_lag_time_max: Duration::from_secs(10),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            fetch_max_wait: Duration::from_secs(30),
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_max_wait: Duration::from_millis(500),
+            replica_fetch_backoff_max: Duration::from_secs(1),
+            retention_ms: DEFAULT_RETENTION_MS,
+            retention_bytes: DEFAULT_RETENTION_BYTES,
+            retention_check_interval: Duration::from_secs(300),
+            high_watermark_checkpoint_interval: Duration::from_secs(1),
+            log_cache_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
         }
+    }
+
+    /// The partition log store's settings.
+    pub fn log_store_config(&self) -> LogStoreConfig {
+        LogStoreConfig {
+            cache_capacity_bytes: self.log_cache_bytes,
+            log: LogConfig {
+                max_batch_bytes: self.max_batch_bytes,
+                max_record_bytes: self.max_record_bytes,
+            },
+        }
+    }
+
+    /// Where the partition logs live.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
     }
 
     /// Checks everything that can be checked without the network.
@@ -84,10 +170,36 @@ impl BrokerConfig {
             ("rpc timeout", self.rpc_timeout),
             ("shutdown timeout", self.shutdown_timeout),
             ("discovery call timeout", self.discovery.call_timeout),
+            ("replica lag time max", self.replica_lag_time_max),
+            ("replica fetch backoff max", self.replica_fetch_backoff_max),
+            ("retention check interval", self.retention_check_interval),
+            (
+                "high watermark checkpoint interval",
+                self.high_watermark_checkpoint_interval,
+            ),
         ] {
             if value.is_zero() {
                 return invalid(format!("{name} must be greater than zero"));
             }
+        }
+        if self.min_insync_replicas == 0 {
+            return invalid("min insync replicas must be at least 1".into());
+        }
+        if let Err(e) = self.log_store_config().log.validate() {
+            return invalid(format!("{e} (max record bytes / max batch bytes)"));
+        }
+        if self.max_request_bytes < self.max_record_bytes
+            || self.max_request_bytes > i32::MAX as usize
+        {
+            return invalid(format!(
+                "max request bytes {} must be between max record bytes {} and {}",
+                self.max_request_bytes,
+                self.max_record_bytes,
+                i32::MAX
+            ));
+        }
+        if self.fetch_max_bytes == 0 || self.replica_fetch_max_bytes == 0 {
+            return invalid("fetch max bytes and replica fetch max bytes must be positive".into());
         }
         Ok(())
     }
@@ -164,5 +276,26 @@ mod tests {
         let mut c = cfg("h:1");
         c.heartbeat_interval = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn data_plane_settings_are_checked() {
+        let d = cfg("h:1");
+        assert_eq!(d.min_insync_replicas, 1);
+        assert_eq!(d.replica_lag_time_max, Duration::from_secs(10));
+        assert_eq!(d.log_store_config().log, LogConfig::default());
+        assert_eq!(d.log_dir(), PathBuf::from("/tmp/x/logs"));
+        for broken in [
+            |c: &mut BrokerConfig| c.min_insync_replicas = 0,
+            |c: &mut BrokerConfig| c.replica_lag_time_max = Duration::ZERO,
+            |c: &mut BrokerConfig| c.max_request_bytes = c.max_record_bytes - 1,
+            |c: &mut BrokerConfig| c.max_record_bytes = 0,
+            |c: &mut BrokerConfig| c.max_batch_bytes = 10,
+            |c: &mut BrokerConfig| c.fetch_max_bytes = 0,
+        ] {
+            let mut c = cfg("h:1");
+            broken(&mut c);
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 }

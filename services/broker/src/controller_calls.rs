@@ -49,6 +49,18 @@ impl ControllerCalls {
         .await
     }
 
+    /// Asks the leader to change a partition's ISR (this broker must lead it).
+    pub(crate) async fn alter_partition(
+        &self,
+        address: &str,
+        request: pb::AlterPartitionRequest,
+    ) -> Result<pb::AlterPartitionResponse, Status> {
+        self.call(address, "AlterPartition", request, |mut c, r| async move {
+            c.alter_partition(r).await
+        })
+        .await
+    }
+
     /// Linearizable metadata from the leader (`allow_stale = false`).
     pub(crate) async fn get_metadata(
         &self,

@@ -26,6 +26,10 @@ pub enum BrokerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The partition logs could not be opened: see the cause (another broker using the same
+    /// data dir, permissions, corruption).
+    #[error("cannot open the partition logs: {0}")]
+    Log(#[from] crate::log::LogError),
     /// The gRPC server failed while running: see the cause; restart the broker.
     #[error("broker gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),

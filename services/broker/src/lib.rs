@@ -12,34 +12,54 @@
 //! into its [`MetadataCache`]; FENCED makes it register again (new epoch). Health is
 //! NOT_SERVING until registered, SERVING while registered, NOT_SERVING while fenced or
 //! draining. On shutdown it sends a last heartbeat with `leaving = true`, then stops the
-//! server, each step bounded by [`BrokerConfig::shutdown_timeout`]. The data directory is
-//! created; partition logs will live there.
+//! server, each step bounded by [`BrokerConfig::shutdown_timeout`]; then it stops its partition
+//! roles, checkpoints the high watermarks and syncs.
+//!
+//! Data plane (DESIGN.md, "Partitions"): partition logs in `<data_dir>/logs` (one sled
+//! database, [`log`]); the partition manager follows the metadata and makes this broker leader
+//! or follower of each partition it holds a replica of; followers copy the leaders' logs with
+//! `ReplicaFetch`; leaders move the high watermark and the ISR. Produce, Fetch, ListOffsets
+//! and Consume are served by partition leaders (`data_service`), with errors as broker.proto
+//! says (`errors`).
 
 mod config;
 mod controller_calls;
+mod data_service;
 mod error;
+mod errors;
 pub mod log;
 mod metadata_cache;
+mod metrics;
+mod partitions;
 mod service;
 mod session;
 mod state;
+mod wire;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::BrokerConfig;
+pub use config::{
+    BrokerConfig, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+};
 pub use error::BrokerError;
 pub use metadata_cache::{MetadataCache, MetadataSnapshot};
 
 use std::future::Future;
+use std::sync::Arc;
 
 use dmq_proto::v1::broker_service_server::BrokerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Server;
 
+use crate::log::LogStore;
 use crate::service::BrokerServiceImpl;
 use crate::state::Broker;
+
+/// Produce requests may be this much larger than [`BrokerConfig::max_request_bytes`] of
+/// records (field tags, topic name, ...) before gRPC refuses them.
+const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Binds `cfg.listen` and runs the broker until `shutdown` completes; see [`serve`].
 pub async fn run(cfg: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
@@ -71,12 +91,17 @@ pub async fn serve(
             path: cfg.data_dir.clone(),
             source,
         })?;
+    let log_dir = cfg.log_dir();
+    let log_cfg = cfg.log_store_config();
+    let store = tokio::task::spawn_blocking(move || LogStore::open_with(&log_dir, log_cfg))
+        .await
+        .map_err(|e| BrokerError::Task(format!("opening the log store: {e}")))??;
     let (health, health_service) = tonic_health::server::health_reporter();
     // "liveness" is SERVING while the process runs, registered or not, for liveness probes.
     health
         .set_service_status("liveness", tonic_health::ServingStatus::Serving)
         .await;
-    let broker = Broker::new(cfg, health)?;
+    let broker = Broker::new(cfg, health, Arc::new(store))?;
     broker.set_serving(false).await;
     let cfg = &broker.cfg;
     tracing::info!(
@@ -89,13 +114,13 @@ pub async fn serve(
     );
 
     let (server_stop, server_stopped) = oneshot::channel::<()>();
+    let broker_service = BrokerServiceServer::new(BrokerServiceImpl::new(broker.clone()))
+        .max_decoding_message_size(cfg.max_request_bytes + REQUEST_OVERHEAD_BYTES);
     let router = Server::builder()
         .add_service(health_service)
         .add_service(dmq_proto::reflection::v1())
         .add_service(dmq_proto::reflection::v1alpha())
-        .add_service(BrokerServiceServer::new(BrokerServiceImpl::new(
-            broker.clone(),
-        )));
+        .add_service(broker_service);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         // Nagle off: small RPCs must not wait for delayed ACKs.
         tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -104,6 +129,8 @@ pub async fn serve(
         },
     ));
     let (stop, stopped) = watch::channel(false);
+    let (stop_partitions, partitions_stopped) = watch::channel(false);
+    let mut manager = tokio::spawn(partitions::manager::run(broker.clone(), partitions_stopped));
     let mut session = tokio::spawn(session::run(broker.clone(), stopped));
 
     let mut server_exit = None;
@@ -142,6 +169,14 @@ pub async fn serve(
                 server.abort();
             }
         }
+    }
+    let _ = stop_partitions.send(true);
+    if tokio::time::timeout(cfg.shutdown_timeout, &mut manager)
+        .await
+        .is_err()
+    {
+        tracing::warn!(bound = ?cfg.shutdown_timeout, "partition roles did not stop in time");
+        manager.abort();
     }
     tracing::info!(broker_id = cfg.broker_id, "broker stopped");
 

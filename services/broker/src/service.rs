@@ -1,21 +1,28 @@
-//! BrokerService: what controllers and operators ask a broker.
+//! BrokerService: what controllers, operators, clients and peer brokers ask a broker.
 
 use std::sync::Arc;
 
 use dmq_proto::v1 as pb;
 use dmq_proto::v1::broker_service_server::BrokerService;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::data_service::{ConsumeStream, DataService};
+use crate::errors::DataError;
 use crate::state::Broker;
 
-/// The BrokerService handlers (produce and fetch come later).
+/// The BrokerService handlers: the control calls here, the data plane in [`DataService`].
 pub struct BrokerServiceImpl {
     broker: Arc<Broker>,
+    data: DataService,
 }
 
 impl BrokerServiceImpl {
     pub(crate) fn new(broker: Arc<Broker>) -> BrokerServiceImpl {
-        BrokerServiceImpl { broker }
+        BrokerServiceImpl {
+            data: DataService::new(broker.clone()),
+            broker,
+        }
     }
 }
 
@@ -61,4 +68,73 @@ impl BrokerService for BrokerServiceImpl {
             controller_term: self.broker.locator.term(),
         }))
     }
+
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let acks = match pb::Acks::try_from(request.acks) {
+            Ok(pb::Acks::None) => "none",
+            Ok(pb::Acks::Leader) => "leader",
+            _ => "all",
+        };
+        let result = self.data.produce(request).await;
+        crate::metrics::produce(acks, outcome(&result), started.elapsed());
+        answer(result)
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let started = Instant::now();
+        let result = self.data.fetch(request.into_inner()).await;
+        crate::metrics::fetch("fetch", outcome(&result), started.elapsed());
+        answer(result)
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let started = Instant::now();
+        let result = self.data.list_offsets(request.into_inner()).await;
+        crate::metrics::fetch("list_offsets", outcome(&result), started.elapsed());
+        answer(result)
+    }
+
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<pb::ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let started = Instant::now();
+        let result = self.data.consume(request.into_inner()).await;
+        crate::metrics::fetch("consume", outcome(&result), started.elapsed());
+        answer(result)
+    }
+
+    async fn replica_fetch(
+        &self,
+        request: Request<pb::ReplicaFetchRequest>,
+    ) -> Result<Response<pb::ReplicaFetchResponse>, Status> {
+        let started = Instant::now();
+        let result = self.data.replica_fetch(request.into_inner()).await;
+        crate::metrics::fetch("replica", outcome(&result), started.elapsed());
+        answer(result)
+    }
+}
+
+fn outcome<T>(result: &Result<T, DataError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    }
+}
+
+fn answer<T>(result: Result<T, DataError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
 }

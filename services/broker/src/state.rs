@@ -1,5 +1,5 @@
 //! What the broker's tasks share: its identity, session with the controllers, locator,
-//! metadata cache and health.
+//! metadata cache, partitions and health.
 
 use std::sync::Arc;
 
@@ -10,6 +10,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::controller_calls::ControllerCalls;
+use crate::log::LogStore;
+use crate::partitions::Partitions;
 use crate::{BrokerConfig, BrokerError, MetadataCache};
 
 /// The gRPC name health checks use for BrokerService.
@@ -35,13 +37,17 @@ pub(crate) struct Broker {
     /// Poked by an accepted CONTROLLER_CHANGED push so the heartbeat loop greets the new
     /// leader at once instead of at the next interval. Holds at most one permit.
     pub wakeup: Notify,
+    /// The partition replicas and their logs.
+    pub data: Partitions,
     health: HealthReporter,
 }
 
 impl Broker {
+    /// Inside a tokio runtime (starts the log syncer).
     pub(crate) fn new(
         cfg: BrokerConfig,
         health: HealthReporter,
+        store: Arc<LogStore>,
     ) -> Result<Arc<Broker>, BrokerError> {
         let advertised = cfg.advertised()?;
         let channels = ChannelPool::new(cfg.discovery.call_timeout);
@@ -49,7 +55,9 @@ impl Broker {
         let locator =
             LeaderLocator::with_probe(cfg.controllers.clone(), cfg.discovery.clone(), probe)?;
         let calls = ControllerCalls::new(channels, cfg.rpc_timeout);
+        let peers = ChannelPool::new(cfg.rpc_timeout);
         Ok(Arc::new(Broker {
+            data: Partitions::new(store, peers),
             advertised,
             locator,
             calls,

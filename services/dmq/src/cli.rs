@@ -39,6 +39,11 @@ pub struct Cli {
     )]
     pub otlp_endpoint: Option<String>,
 
+    /// Threads of the async runtime (default: one per core). Nodes sharing a host (`dmq dev`,
+    /// the benchmarks) get a share of the cores each.
+    #[arg(long, global = true, env = "DMQ_WORKER_THREADS", value_parser = value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +70,16 @@ pub enum Command {
     /// Measure the system (each benchmark starts its own local cluster unless told otherwise).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(crate::topic_cmd::TopicCommand),
+    /// The controllers and brokers as the cluster sees them.
+    #[command(subcommand)]
+    Cluster(crate::cluster_cmd::ClusterCommand),
+    /// Send one record per stdin line to a topic.
+    Produce(crate::produce_cmd::ProduceArgs),
+    /// Print a topic's records on stdout.
+    Consume(crate::consume_cmd::ConsumeArgs),
 }
 
 /// `dmq bench ...`
@@ -74,6 +89,10 @@ pub enum BenchCommand {
     Meta(crate::bench::meta::MetaArgs),
     /// Kill -9 the controller leader during sequential writes: time to the next acknowledged write.
     Failover(crate::bench::failover::FailoverArgs),
+    /// Produce 1 KiB records to one partition (RF 3, acks=all): records/s, MB/s, latency.
+    Produce(crate::bench::data::DataBenchArgs),
+    /// Read records back from one partition: records/s, MB/s.
+    Consume(crate::bench::data::DataBenchArgs),
 }
 
 /// `dmq controller`. Start one per member with the same `--peers` on every member.

@@ -9,15 +9,23 @@ pub mod admin;
 pub mod bench;
 pub mod broker_cmd;
 pub mod cli;
+pub mod client_error;
+pub mod client_opts;
+pub mod cluster_cmd;
 pub mod config_file;
+pub mod consume_cmd;
 pub mod controller_cmd;
 pub mod dev_cmd;
 pub mod error;
 pub mod local_cluster;
 pub mod logging;
 pub mod ordinal;
+pub mod output;
 pub mod peers;
+pub mod produce_cmd;
+pub mod record_format;
 pub mod signal;
+pub mod topic_cmd;
 
 use std::process::ExitCode;
 
@@ -47,11 +55,11 @@ pub fn main_entry() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("dmq-worker")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(n as usize);
+    }
+    let runtime = match builder.enable_all().thread_name("dmq-worker").build() {
         Ok(rt) => rt,
         Err(e) => return fail(CliError::Runtime(format!("could not start tokio: {e}"))),
     };
@@ -62,7 +70,11 @@ pub fn main_entry() -> ExitCode {
     };
     let _logging = {
         let _rt = runtime.enter();
-        logging::init(cli.log_format, cli.otlp_endpoint.as_deref(), service)
+        let quiet = matches!(
+            cli.command,
+            Command::Topic(_) | Command::Cluster(_) | Command::Produce(_) | Command::Consume(_)
+        );
+        logging::init(cli.log_format, cli.otlp_endpoint.as_deref(), service, quiet)
     };
     let result = runtime.block_on(dispatch(cli.command));
     // Do not wait for tasks that ignore shutdown (e.g. a blocked peer connection).
@@ -81,9 +93,19 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Bench(cli::BenchCommand::Meta(args)) => {
             bench::meta::run(args).await.map_err(CliError::Runtime)
         }
+        Command::Bench(cli::BenchCommand::Produce(args)) => {
+            bench::data::produce(args).await.map_err(CliError::Runtime)
+        }
+        Command::Bench(cli::BenchCommand::Consume(args)) => {
+            bench::data::consume(args).await.map_err(CliError::Runtime)
+        }
         Command::Bench(cli::BenchCommand::Failover(args)) => {
             bench::failover::run(args).await.map_err(CliError::Runtime)
         }
+        Command::Topic(command) => topic_cmd::run(command).await,
+        Command::Cluster(command) => cluster_cmd::run(command).await,
+        Command::Produce(args) => produce_cmd::run(args).await,
+        Command::Consume(args) => consume_cmd::run(args).await,
     }
 }
 

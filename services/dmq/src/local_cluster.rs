@@ -206,6 +206,16 @@ impl LocalCluster {
                 child: None,
             });
         }
+        // The nodes share this host's cores: give each runtime its share rather than one
+        // thread per core each (measured: +5% bench meta throughput on 2 cores).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let share = (cores / (controllers.len() + brokers.len()).max(1))
+            .max(1)
+            .to_string();
+        for p in controllers.iter_mut().chain(brokers.iter_mut()) {
+            p.args
+                .extend(["--worker-threads".to_string(), share.clone()]);
+        }
         let mut cluster = LocalCluster {
             binary,
             controllers,

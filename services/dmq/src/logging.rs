@@ -30,9 +30,16 @@ impl Drop for Guard {
 /// set (the exporter's channel lives on it). An unparsable `RUST_LOG` directive is skipped
 /// (with a note on stderr) rather than stopping the process; an OTLP endpoint that cannot be
 /// used is reported on stderr and tracing goes on without it.
-pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) -> Guard {
+/// `quiet` (the client commands) makes the default level WARN, so a command's stderr holds
+/// only what the user must see; `RUST_LOG` still overrides it.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, service: &str, quiet: bool) -> Guard {
+    let default = if quiet {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::INFO
+    };
     let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
+        .with_default_directive(default.into())
         .from_env_lossy();
     let (otel, provider) = match otlp_endpoint.map(|e| otlp_provider(e, service)) {
         Some(Ok(p)) => {

@@ -1,7 +1,9 @@
 //! The broker against in-process fake controllers over real gRPC on loopback. Timings are
 //! short (50 ms heartbeats); every wait polls with a deadline.
 
+mod data_plane;
 mod fake_controller;
+mod mini_controller;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -184,6 +184,46 @@ pub(crate) mod tests {
         ) -> Result<Response<GetBrokerInfoResponse>, Status> {
             Err(Status::unimplemented("test broker"))
         }
+
+        // This test broker only records pushes; it has no data plane.
+        async fn produce(
+            &self,
+            _: Request<dmq_proto::v1::ProduceRequest>,
+        ) -> Result<Response<dmq_proto::v1::ProduceResponse>, Status> {
+            Err(Status::unimplemented("test broker"))
+        }
+
+        async fn fetch(
+            &self,
+            _: Request<dmq_proto::v1::FetchRequest>,
+        ) -> Result<Response<dmq_proto::v1::FetchResponse>, Status> {
+            Err(Status::unimplemented("test broker"))
+        }
+
+        async fn list_offsets(
+            &self,
+            _: Request<dmq_proto::v1::ListOffsetsRequest>,
+        ) -> Result<Response<dmq_proto::v1::ListOffsetsResponse>, Status> {
+            Err(Status::unimplemented("test broker"))
+        }
+
+        type ConsumeStream = std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<dmq_proto::v1::ConsumeResponse, Status>> + Send>,
+        >;
+
+        async fn consume(
+            &self,
+            _: Request<dmq_proto::v1::ConsumeRequest>,
+        ) -> Result<Response<Self::ConsumeStream>, Status> {
+            Err(Status::unimplemented("test broker"))
+        }
+
+        async fn replica_fetch(
+            &self,
+            _: Request<dmq_proto::v1::ReplicaFetchRequest>,
+        ) -> Result<Response<dmq_proto::v1::ReplicaFetchResponse>, Status> {
+            Err(Status::unimplemented("test broker"))
+        }
     }
 
     /// Serves `broker` on a free loopback port.

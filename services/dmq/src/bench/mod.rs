@@ -1,6 +1,7 @@
 //! `dmq bench`: measured workloads, printed in the style of kafka-producer-perf-test (and as
 //! JSON with `--json`). Each starts its own local cluster unless given `--bootstrap`.
 
+pub mod data;
 pub mod failover;
 pub mod meta;
 pub mod stats;

@@ -1,0 +1,717 @@
+//! The data-plane handlers of BrokerService: Produce, Fetch, ListOffsets, Consume and
+//! ReplicaFetch (broker.proto, "Data plane"). Errors are [`DataError`]s, turned into statuses in
+//! one place ([`crate::errors`]).
+//!
+//! - Produce: the leader checks the limits and appends (split into stored batches by the log).
+//!   acks=NONE answers at once and appends in the background; acks=LEADER answers once the
+//!   append is durable (group commit, [`Syncer`](crate::partitions::syncer::Syncer));
+//!   acks=ALL (and UNSPECIFIED) first requires the ISR to have at least
+//!   `min_insync_replicas` members (else NOT_ENOUGH_REPLICAS, nothing appended), then appends,
+//!   syncs and waits until the high watermark passes the batch (bounded by `timeout_ms`).
+//! - Fetch / Consume / ListOffsets: leaders only, committed records only (below the high
+//!   watermark). An offset between the high watermark and the log end is valid and waits (a new
+//!   leader's high watermark may briefly lag the old one's); below the log start or past the log
+//!   end is OUT_OF_RANGE.
+//! - ReplicaFetch: the leader checks the follower's epoch and log (KIP-320), records its
+//!   durable log end (its acknowledgement), moves the high watermark, and returns raw batches
+//!   from `fetch_offset` up to its own log end.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dmq_proto::v1 as pb;
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::config::DEFAULT_FETCH_BYTES;
+use crate::errors::{DataError, LeaderHint};
+use crate::log::{AppendInfo, LogError, OffsetSpec, Record};
+use crate::metadata_cache::MetadataSnapshot;
+use crate::partitions::follower::broker_address;
+use crate::partitions::leader::{IsrChange, Leader, divergence};
+use crate::partitions::manager::{now_ms, spawn_isr_change};
+use crate::partitions::{Partition, Role};
+use crate::state::Broker;
+use crate::wire;
+
+/// acks=ALL wait when the request says 0, and the most it may ask (broker.proto).
+const PRODUCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// acks=NONE appends running in the background at most; beyond it, acks=NONE requests wait
+/// for one to finish before they answer (backpressure instead of unbounded memory).
+const ACKS_NONE_IN_FLIGHT: usize = 1024;
+/// Consume: responses queued ahead of a slow client, and bytes of records per response.
+const CONSUME_QUEUE: usize = 4;
+const CONSUME_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The stream Consume answers with.
+pub(crate) type ConsumeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
+
+/// How long a request for an unknown topic waits for fresher metadata before NOT_FOUND.
+const METADATA_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// The data plane of one broker.
+#[derive(Clone)]
+pub(crate) struct DataService {
+    broker: Arc<Broker>,
+    background: Arc<Semaphore>,
+}
+
+fn partition_meta<'a>(
+    snapshot: &'a MetadataSnapshot,
+    topic: &str,
+    partition: u32,
+) -> Result<(&'a pb::TopicMetadata, &'a pb::PartitionMetadata), DataError> {
+    let t = snapshot
+        .topic(topic)
+        .ok_or_else(|| DataError::UnknownTopic {
+            topic: topic.to_string(),
+        })?;
+    let p = t
+        .partitions
+        .get(partition as usize)
+        .ok_or_else(|| DataError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+            partitions: t.partitions.len(),
+        })?;
+    Ok((t, p))
+}
+
+fn blocking_error(e: tokio::task::JoinError) -> DataError {
+    DataError::Storage(format!("a log task failed: {e}"))
+}
+
+impl DataService {
+    pub(crate) fn new(broker: Arc<Broker>) -> DataService {
+        DataService {
+            broker,
+            background: Arc::new(Semaphore::new(ACKS_NONE_IN_FLIGHT)),
+        }
+    }
+
+    /// Why this broker does not serve `topic`-`partition` as leader, from the current metadata.
+    fn not_leading(&self, topic: &str, partition: u32) -> DataError {
+        let snapshot = self.broker.metadata.get();
+        let p = match partition_meta(&snapshot, topic, partition) {
+            Ok((_, p)) => p,
+            Err(e) => return e,
+        };
+        if p.leader == self.broker.id() {
+            return DataError::NotReady(format!(
+                "this broker is becoming the leader of {topic}-{partition}"
+            ));
+        }
+        let address = snapshot
+            .broker(p.leader)
+            .map(broker_address)
+            .unwrap_or_default();
+        DataError::NotLeader {
+            topic: topic.to_string(),
+            partition,
+            leader: LeaderHint {
+                id: p.leader,
+                address,
+                epoch: p.leader_epoch,
+            },
+        }
+    }
+
+    /// The replica of `topic`-`partition` held here, if the metadata's topic id matches.
+    fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, DataError> {
+        let snapshot = self.broker.metadata.get();
+        let (t, _) = partition_meta(&snapshot, topic, partition)?;
+        match self.broker.data.get(topic, partition) {
+            Some(p) if p.id.topic_id == t.topic_id => Ok(p),
+            _ => Err(self.not_leading(topic, partition)),
+        }
+    }
+
+    /// The partition and its leadership, if this broker leads it.
+    async fn leading(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Arc<Partition>, Arc<Leader>), DataError> {
+        let part = self.replica_fresh(topic, partition).await?;
+        match part.leader().await {
+            Some(leader) => Ok((part, leader)),
+            None => Err(self.not_leading(topic, partition)),
+        }
+    }
+
+    /// [`DataService::replica`], but a topic or partition this broker does not know yet
+    /// (perhaps just created: brokers learn new topics with their next heartbeat) makes it
+    /// ask for fresh metadata and look again once, instead of failing a client that asked
+    /// right after CreateTopic.
+    async fn replica_fresh(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<Partition>, DataError> {
+        match self.replica(topic, partition) {
+            Err(DataError::UnknownTopic { .. } | DataError::UnknownPartition { .. }) => {
+                self.await_newer_metadata(METADATA_WAIT_MAX).await;
+                self.replica(topic, partition)
+            }
+            other => other,
+        }
+    }
+
+    /// Wakes the heartbeat loop (whose answer carries the current metadata version, pulled at
+    /// once when newer) and waits until the cache changes or `max` passes.
+    async fn await_newer_metadata(&self, max: Duration) {
+        let mut changes = self.broker.metadata.subscribe();
+        changes.borrow_and_update();
+        self.broker.wakeup.notify_one();
+        let _ = tokio::time::timeout(max, changes.changed()).await;
+    }
+
+    fn out_of_range(part: &Partition, offset: u64) -> DataError {
+        let offsets = part.log.offsets();
+        DataError::OffsetOutOfRange {
+            topic: part.id.topic.clone(),
+            partition: part.id.partition,
+            offset,
+            log_start_offset: offsets.log_start_offset,
+            high_watermark: part.high_watermark(),
+            log_end_offset: offsets.log_end_offset,
+        }
+    }
+
+    /// OUT_OF_RANGE unless a consumer may read (or wait) at `offset`.
+    fn check_consumer_offset(part: &Partition, offset: u64) -> Result<(), DataError> {
+        let offsets = part.log.offsets();
+        if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
+            return Err(Self::out_of_range(part, offset));
+        }
+        Ok(())
+    }
+
+    // ---- Produce ----
+
+    /// Produce (see the module doc).
+    pub(crate) async fn produce(
+        &self,
+        request: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse, DataError> {
+        let acks = pb::Acks::try_from(request.acks)
+            .map_err(|_| DataError::InvalidRequest(format!("unknown acks {}", request.acks)))?;
+        if request.records.is_empty() {
+            return Err(DataError::InvalidRequest("a Produce needs records".into()));
+        }
+        let part = self
+            .replica_fresh(&request.topic, request.partition)
+            .await?;
+        let settings = part.settings();
+        let records: Vec<Record> = request
+            .records
+            .into_iter()
+            .map(wire::to_log_record)
+            .collect();
+        let mut total = 0usize;
+        for r in &records {
+            let size = r.encoded_len();
+            if size > settings.max_record_bytes {
+                return Err(DataError::RecordTooLarge {
+                    size,
+                    max: settings.max_record_bytes,
+                });
+            }
+            total += size;
+        }
+        if total > self.broker.cfg.max_request_bytes {
+            return Err(DataError::RequestTooLarge {
+                size: total,
+                max: self.broker.cfg.max_request_bytes,
+            });
+        }
+        let count = records.len();
+        match acks {
+            pb::Acks::None => {
+                let leader = part
+                    .leader()
+                    .await
+                    .ok_or_else(|| self.not_leading(&part.id.topic, part.id.partition))?;
+                let permit = self
+                    .background
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| DataError::NotReady("the broker is stopping".into()))?;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let done = async {
+                        let (leader, info) = this.append(&part, records, None).await?;
+                        this.broker.data.syncer.sync().await?;
+                        leader.on_synced(info.last_offset + 1);
+                        Ok::<_, DataError>(())
+                    };
+                    match done.await {
+                        Ok(()) => crate::metrics::produced(count, total),
+                        Err(e) => tracing::debug!(topic = %part.id.topic,
+                            partition = part.id.partition, error = %e, "acks=NONE append failed"),
+                    }
+                });
+                Ok(pb::ProduceResponse {
+                    base_offset: 0,
+                    last_offset: 0,
+                    leader_epoch: leader.epoch,
+                })
+            }
+            pb::Acks::Leader => {
+                let (leader, info) = self.append(&part, records, None).await?;
+                self.broker.data.syncer.sync().await?;
+                leader.on_synced(info.last_offset + 1);
+                crate::metrics::produced(count, total);
+                Ok(response(&leader, &info))
+            }
+            pb::Acks::All | pb::Acks::Unspecified => {
+                let min = settings.min_insync_replicas;
+                let (leader, info) = self.append(&part, records, Some(min)).await?;
+                self.broker.data.syncer.sync().await?;
+                leader.on_synced(info.last_offset + 1);
+                let timeout = match request.timeout_ms {
+                    0 => PRODUCE_TIMEOUT_DEFAULT,
+                    ms => Duration::from_millis(u64::from(ms)).min(PRODUCE_TIMEOUT_MAX),
+                };
+                self.wait_committed(&part, &leader, &info, min, timeout)
+                    .await?;
+                crate::metrics::produced(count, total);
+                Ok(response(&leader, &info))
+            }
+        }
+    }
+
+    /// Appends as the current leader, holding the role so no role change interleaves. With
+    /// `min_isr`, refuses first (NOT_ENOUGH_REPLICAS, nothing appended) when the ISR is
+    /// smaller.
+    async fn append(
+        &self,
+        part: &Arc<Partition>,
+        records: Vec<Record>,
+        min_isr: Option<usize>,
+    ) -> Result<(Arc<Leader>, AppendInfo), DataError> {
+        let role = part.role.read().await;
+        let leader = match &*role {
+            Role::Leader(l) if !l.is_closed() => l.clone(),
+            _ => return Err(self.not_leading(&part.id.topic, part.id.partition)),
+        };
+        if let Some(min) = min_isr {
+            let (_, isr_size) = leader.status();
+            if isr_size < min {
+                return Err(DataError::NotEnoughReplicas {
+                    topic: part.id.topic.clone(),
+                    partition: part.id.partition,
+                    isr_size,
+                    min_insync_replicas: min,
+                    appended: false,
+                });
+            }
+        }
+        let log = part.log.clone();
+        let epoch = leader.epoch;
+        let info =
+            tokio::task::spawn_blocking(move || log.append_as_leader(records, epoch, now_ms()))
+                .await
+                .map_err(blocking_error)??;
+        part.note_appended(info.last_offset + 1);
+        drop(role);
+        Ok((leader, info))
+    }
+
+    /// acks=ALL: waits until the high watermark passes the batch while the ISR keeps at least
+    /// `min` members.
+    async fn wait_committed(
+        &self,
+        part: &Arc<Partition>,
+        leader: &Leader,
+        info: &AppendInfo,
+        min: usize,
+        timeout: Duration,
+    ) -> Result<(), DataError> {
+        let target = info.last_offset + 1;
+        let deadline = Instant::now() + timeout;
+        let mut hw = part.hw.subscribe();
+        let mut changes = part.changes.subscribe();
+        loop {
+            let reached = *hw.borrow_and_update() >= target;
+            changes.borrow_and_update();
+            let (closed, isr_size) = leader.status();
+            let too_few = || DataError::NotEnoughReplicas {
+                topic: part.id.topic.clone(),
+                partition: part.id.partition,
+                isr_size,
+                min_insync_replicas: min,
+                appended: true,
+            };
+            if reached {
+                return if isr_size >= min {
+                    Ok(())
+                } else {
+                    Err(too_few())
+                };
+            }
+            if closed {
+                return Err(self.not_leading(&part.id.topic, part.id.partition));
+            }
+            if isr_size < min {
+                return Err(too_few());
+            }
+            tokio::select! {
+                _ = hw.changed() => {}
+                _ = changes.changed() => {}
+                _ = sleep_until(deadline) => {
+                    return Err(DataError::ReplicationTimeout {
+                        topic: part.id.topic.clone(),
+                        partition: part.id.partition,
+                        base_offset: info.base_offset,
+                        last_offset: info.last_offset,
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- Consumers ----
+
+    /// Committed records of `part` from `from` (below `hw`), about `max_bytes` of them.
+    async fn read_committed(
+        part: &Arc<Partition>,
+        from: u64,
+        hw: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<pb::FetchedRecord>, u64, usize), DataError> {
+        let log = part.log.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            log.read(from, max_bytes, crate::log::ReadBound::LogEnd)
+        })
+        .await
+        .map_err(blocking_error)?;
+        match read {
+            Ok(batches) => Ok(wire::committed_records(&batches, from, hw, max_bytes)),
+            Err(LogError::OffsetOutOfRange { .. }) => Err(Self::out_of_range(part, from)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fetch (see the module doc).
+    pub(crate) async fn fetch(
+        &self,
+        request: pb::FetchRequest,
+    ) -> Result<pb::FetchResponse, DataError> {
+        let (part, _) = self.leading(&request.topic, request.partition).await?;
+        let cfg = &self.broker.cfg;
+        let max_bytes = match request.max_bytes {
+            0 => DEFAULT_FETCH_BYTES,
+            n => n.min(cfg.fetch_max_bytes),
+        } as usize;
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(cfg.fetch_max_wait);
+        let deadline = Instant::now() + wait;
+        let offset = request.offset;
+        let mut hw_rx = part.hw.subscribe();
+        let mut changes = part.changes.subscribe();
+        loop {
+            let hw = *hw_rx.borrow_and_update();
+            changes.borrow_and_update();
+            Self::check_consumer_offset(&part, offset)?;
+            if offset < hw {
+                let (records, next_offset, bytes) =
+                    Self::read_committed(&part, offset, hw, max_bytes).await?;
+                if !records.is_empty() {
+                    crate::metrics::fetched("fetch", records.len(), bytes);
+                    return Ok(pb::FetchResponse {
+                        records,
+                        high_watermark: hw,
+                        log_start_offset: part.log.log_start_offset(),
+                        next_offset,
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(pb::FetchResponse {
+                    records: Vec::new(),
+                    high_watermark: hw,
+                    log_start_offset: part.log.log_start_offset(),
+                    next_offset: offset,
+                });
+            }
+            tokio::select! {
+                _ = hw_rx.changed() => {}
+                _ = changes.changed() => {
+                    if part.leader().await.is_none() {
+                        return Err(self.not_leading(&part.id.topic, part.id.partition));
+                    }
+                }
+                _ = sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// ListOffsets: earliest (log start), latest (high watermark) or the first committed
+    /// offset at or after a timestamp (the high watermark when none is).
+    pub(crate) async fn list_offsets(
+        &self,
+        request: pb::ListOffsetsRequest,
+    ) -> Result<pb::ListOffsetsResponse, DataError> {
+        let (part, _) = self.leading(&request.topic, request.partition).await?;
+        let spec = pb::OffsetSpec::try_from(request.spec).map_err(|_| {
+            DataError::InvalidRequest(format!("unknown offset spec {}", request.spec))
+        })?;
+        let hw = part.high_watermark();
+        let log_start = part.log.log_start_offset();
+        let offset = match spec {
+            pb::OffsetSpec::Unspecified | pb::OffsetSpec::Earliest => log_start,
+            pb::OffsetSpec::Latest => hw,
+            pb::OffsetSpec::Timestamp => {
+                let p = part.clone();
+                let ts = request.timestamp_ms;
+                let found = tokio::task::spawn_blocking(move || {
+                    // The search reads up to the log's copy of the high watermark: bring it
+                    // up to date first.
+                    p.checkpoint_hw()?;
+                    p.log.list_offset(OffsetSpec::Timestamp(ts))
+                })
+                .await
+                .map_err(blocking_error)??;
+                found.map_or(hw, |f| f.offset.min(hw))
+            }
+        };
+        Ok(pb::ListOffsetsResponse {
+            offset,
+            log_start_offset: log_start,
+            high_watermark: hw,
+        })
+    }
+
+    /// Consume: streams committed records from the offset until the client goes away (or the
+    /// high watermark is reached, with `stop_at_end`). At most [`CONSUME_QUEUE`] responses of
+    /// about [`CONSUME_MESSAGE_BYTES`] wait for a slow client. Ends with NOT_LEADER when this
+    /// broker stops leading.
+    pub(crate) async fn consume(
+        &self,
+        request: pb::ConsumeRequest,
+    ) -> Result<ConsumeStream, DataError> {
+        let (part, _) = self.leading(&request.topic, request.partition).await?;
+        let start = if request.from_beginning {
+            part.log.log_start_offset()
+        } else {
+            request.offset
+        };
+        Self::check_consumer_offset(&part, start)?;
+        let (tx, rx) = mpsc::channel(CONSUME_QUEUE);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.stream(&part, start, request.stop_at_end, &tx).await {
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn stream(
+        &self,
+        part: &Arc<Partition>,
+        start: u64,
+        stop_at_end: bool,
+        tx: &mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
+    ) -> Result<(), DataError> {
+        let mut position = start;
+        let mut hw_rx = part.hw.subscribe();
+        let mut changes = part.changes.subscribe();
+        loop {
+            let hw = *hw_rx.borrow_and_update();
+            changes.borrow_and_update();
+            if part.leader().await.is_none() {
+                return Err(self.not_leading(&part.id.topic, part.id.partition));
+            }
+            Self::check_consumer_offset(part, position)?;
+            if position < hw {
+                let (records, next, bytes) =
+                    Self::read_committed(part, position, hw, CONSUME_MESSAGE_BYTES).await?;
+                if !records.is_empty() {
+                    crate::metrics::fetched("consume", records.len(), bytes);
+                    position = next;
+                    let response = pb::ConsumeResponse {
+                        records,
+                        high_watermark: hw,
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
+                    continue;
+                }
+            }
+            if stop_at_end {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = hw_rx.changed() => {}
+                _ = changes.changed() => {}
+                _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    // ---- Replication ----
+
+    /// ReplicaFetch on the leader (see the module doc).
+    pub(crate) async fn replica_fetch(
+        &self,
+        request: pb::ReplicaFetchRequest,
+    ) -> Result<pb::ReplicaFetchResponse, DataError> {
+        let topic = request.topic.as_str();
+        let part = self.replica(topic, request.partition)?;
+        if part.id.topic_id != request.topic_id {
+            return Err(DataError::TopicIdMismatch {
+                topic: topic.to_string(),
+                partition: request.partition,
+                held: part.id.topic_id,
+                asked: request.topic_id,
+            });
+        }
+        let leader = part
+            .leader()
+            .await
+            .ok_or_else(|| self.not_leading(topic, request.partition))?;
+        if request.leader_epoch < leader.epoch {
+            return Err(DataError::FencedLeaderEpoch {
+                topic: topic.to_string(),
+                partition: request.partition,
+                given: request.leader_epoch,
+                current: leader.epoch,
+            });
+        }
+        if request.leader_epoch > leader.epoch {
+            return Err(DataError::UnknownLeaderEpoch {
+                topic: topic.to_string(),
+                partition: request.partition,
+                given: request.leader_epoch,
+                current: leader.epoch,
+            });
+        }
+        if request.replica_id == self.broker.id()
+            || !leader.replicas().contains(&request.replica_id)
+        {
+            return Err(DataError::InvalidRequest(format!(
+                "broker {} is not a follower of {topic}-{}",
+                request.replica_id, request.partition
+            )));
+        }
+        let log = part.log.clone();
+        let offsets = log.offsets();
+        let fetch_offset = request.fetch_offset;
+        if fetch_offset < offsets.log_start_offset || fetch_offset > offsets.log_end_offset {
+            return Err(Self::out_of_range(&part, fetch_offset));
+        }
+        let answer = |batches: Vec<Vec<u8>>, diverging: Option<pb::EpochEndOffset>| {
+            pb::ReplicaFetchResponse {
+                batches,
+                high_watermark: part.high_watermark(),
+                log_start_offset: part.log.log_start_offset(),
+                leader_epoch: leader.epoch,
+                diverging_epoch: diverging,
+            }
+        };
+        if fetch_offset > offsets.log_start_offset
+            && let Some((epoch, end_offset)) = divergence(
+                log.end_offset_for_epoch(request.last_fetched_epoch),
+                request.last_fetched_epoch,
+                fetch_offset,
+                log.latest_leader_epoch(),
+                offsets.log_end_offset,
+            )
+        {
+            return Ok(answer(
+                Vec::new(),
+                Some(pb::EpochEndOffset { epoch, end_offset }),
+            ));
+        }
+
+        // The fetch offset is the follower's durable log end: its acknowledgement.
+        let eligible = self
+            .broker
+            .metadata
+            .get()
+            .broker(request.replica_id)
+            .is_some_and(|b| {
+                b.broker_epoch == request.broker_epoch
+                    && b.status == pb::BrokerStatus::Online as i32
+            });
+        let effects = leader.on_replica_fetch(
+            request.replica_id,
+            request.broker_epoch,
+            fetch_offset,
+            offsets.log_end_offset,
+            eligible,
+            Instant::now(),
+        );
+        if let Some(new_isr) = effects.expand {
+            spawn_isr_change(
+                self.broker.clone(),
+                part.clone(),
+                leader.clone(),
+                new_isr,
+                IsrChange::Expand,
+            );
+        }
+
+        let cfg = &self.broker.cfg;
+        let max_bytes = match request.max_bytes {
+            0 => cfg.replica_fetch_max_bytes,
+            n => n.min(cfg.fetch_max_bytes),
+        } as usize;
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(cfg.fetch_max_wait);
+        let deadline = Instant::now() + wait;
+        let mut leo = part.leo.subscribe();
+        let mut hw = part.hw.subscribe();
+        let mut changes = part.changes.subscribe();
+        let hw_seen = *hw.borrow_and_update();
+        loop {
+            leo.borrow_and_update();
+            changes.borrow_and_update();
+            let log = part.log.clone();
+            let batches = tokio::task::spawn_blocking(move || {
+                log.read_encoded(fetch_offset, max_bytes, crate::log::ReadBound::LogEnd)
+            })
+            .await
+            .map_err(blocking_error)?
+            .map_err(|e| match e {
+                LogError::OffsetOutOfRange { .. } => Self::out_of_range(&part, fetch_offset),
+                e => e.into(),
+            })?;
+            let woken_by_hw = *hw.borrow() > hw_seen;
+            if !batches.is_empty() || woken_by_hw || Instant::now() >= deadline {
+                let bytes: Vec<Vec<u8>> = batches.into_iter().map(|b| b.bytes.to_vec()).collect();
+                let size = bytes.iter().map(Vec::len).sum();
+                crate::metrics::fetched("replica", bytes.len(), size);
+                return Ok(answer(bytes, None));
+            }
+            tokio::select! {
+                _ = leo.changed() => {}
+                _ = hw.changed() => {}
+                _ = changes.changed() => {
+                    if leader.is_closed() {
+                        return Err(self.not_leading(topic, request.partition));
+                    }
+                }
+                _ = sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+fn response(leader: &Leader, info: &AppendInfo) -> pb::ProduceResponse {
+    pb::ProduceResponse {
+        base_offset: info.base_offset,
+        last_offset: info.last_offset,
+        leader_epoch: leader.epoch,
+    }
+}

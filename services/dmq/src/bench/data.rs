@@ -1,0 +1,280 @@
+//! `dmq bench produce` and `dmq bench consume`, in the style of kafka-producer-perf-test and
+//! kafka-consumer-perf-test: 1 KiB records, one partition, replication factor 3, acks=all,
+//! every acknowledgment after an fsync. Each starts its own local cluster (3 controllers,
+//! 3 brokers) unless given `--bootstrap`, and reports the brokers' peak resident memory.
+
+use std::time::{Duration, Instant};
+
+use dmq_client::{
+    Acks, Admin, AdminOptions, Consumer, ConsumerConfig, MetadataView, Producer, ProducerConfig,
+    Record, Start,
+};
+use serde::Serialize;
+
+use super::stats::{Latencies, Summary};
+use crate::local_cluster::{LocalCluster, LocalClusterSpec};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataBenchArgs {
+    /// Controllers of an existing cluster; without it a local cluster (3 controllers, 3
+    /// brokers) is started in a temporary directory.
+    #[arg(long, env = "DMQ_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Records to send (produce) or to read back (consume).
+    #[arg(long, default_value_t = 100_000)]
+    pub num_records: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records outstanding at once: 1 measures sequential latency, more measures throughput
+    /// with batching and pipelining.
+    #[arg(long, default_value_t = 4096)]
+    pub in_flight: usize,
+    /// Producer linger before a batch is sent, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub linger_ms: u64,
+    #[arg(long, default_value_t = 3)]
+    pub replication_factor: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DataReport {
+    pub records: u64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    /// Per-record latency (send to acknowledgment) for produce; empty for consume.
+    pub latency: Option<Summary>,
+    pub errors: u64,
+    /// Highest resident memory seen among the local brokers, in MiB (local cluster only).
+    pub broker_rss_max_mib: Option<f64>,
+}
+
+/// A running cluster to measure: either ours or the caller's.
+struct Target {
+    _tmp: Option<tempfile::TempDir>,
+    cluster: Option<LocalCluster>,
+    controllers: Vec<String>,
+}
+
+async fn target(args: &DataBenchArgs) -> Result<Target, String> {
+    if !args.bootstrap.is_empty() {
+        return Ok(Target {
+            _tmp: None,
+            cluster: None,
+            controllers: args.bootstrap.clone(),
+        });
+    }
+    let tmp =
+        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let spec = LocalClusterSpec {
+        controllers: 3,
+        brokers: 3,
+        base_port: None,
+        data_dir: tmp.path().to_path_buf(),
+        controller_args: Vec::new(),
+        broker_args: Vec::new(),
+        binary: None,
+    };
+    let cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let controllers = cluster.client_addrs();
+    Ok(Target {
+        _tmp: Some(tmp),
+        cluster: Some(cluster),
+        controllers,
+    })
+}
+
+/// Peak RSS of the local brokers, sampled from /proc while `work` runs.
+async fn with_rss<T>(
+    cluster: Option<&LocalCluster>,
+    work: impl Future<Output = T>,
+) -> (T, Option<f64>) {
+    let pids: Vec<u32> = cluster
+        .map(|c| c.brokers.iter().filter_map(|b| b.pid()).collect())
+        .unwrap_or_default();
+    if pids.is_empty() {
+        return (work.await, None);
+    }
+    let sample = || pids.iter().filter_map(|&p| rss_kib(p)).max().unwrap_or(0);
+    let mut peak = sample();
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => peak = peak.max(sample()),
+        }
+    };
+    peak = peak.max(sample());
+    (out, Some(peak as f64 / 1024.0))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn make_topic(admin: &Admin, rf: u32) -> Result<String, String> {
+    let name = format!("bench-{}", std::process::id());
+    let cfg = dmq_client::pb::TopicConfig {
+        min_insync_replicas: rf.min(2),
+        ..Default::default()
+    };
+    match admin.create_topic(&name, 1, rf, cfg).await {
+        Ok(_) | Err(dmq_client::ClientError::AlreadyExists { .. }) => Ok(name),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn produce_records(
+    producer: &Producer,
+    topic: &str,
+    args: &DataBenchArgs,
+) -> Result<(Latencies, u64, Duration), String> {
+    let value = vec![b'x'; args.record_size];
+    let mut lat = Latencies::default();
+    let mut errors = 0;
+    let mut pending = std::collections::VecDeque::new();
+    let started = Instant::now();
+    for _ in 0..args.num_records {
+        let sent_at = Instant::now();
+        let delivery = producer
+            .send(topic, Some(0), Record::new(value.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        pending.push_back((sent_at, delivery));
+        while pending.len() >= args.in_flight.max(1) {
+            let (t, d) = pending.pop_front().expect("non-empty");
+            match d.await {
+                Ok(_) => lat.record(t.elapsed()),
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    while let Some((t, d)) = pending.pop_front() {
+        match d.await {
+            Ok(_) => lat.record(t.elapsed()),
+            Err(_) => errors += 1,
+        }
+    }
+    Ok((lat, errors, started.elapsed()))
+}
+
+fn producer_for(metadata: MetadataView, args: &DataBenchArgs) -> Result<Producer, String> {
+    let cfg = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(if args.in_flight <= 1 {
+            0
+        } else {
+            args.linger_ms
+        }),
+        ..ProducerConfig::default()
+    };
+    Producer::new(metadata, cfg).map_err(|e| e.to_string())
+}
+
+fn print(name: &str, r: &DataReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("serializable"));
+        return;
+    }
+    let mut line = format!(
+        "{name}: {} records, {:.1} records/sec ({:.2} MB/sec)",
+        r.records, r.records_per_s, r.mb_per_s
+    );
+    if let Some(l) = &r.latency {
+        line.push_str(&format!(", {l}"));
+    }
+    println!("{line}");
+    if let Some(m) = r.broker_rss_max_mib {
+        println!("broker peak RSS: {m:.0} MiB; errors: {}", r.errors);
+    }
+}
+
+pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
+    let t = target(&args).await?;
+    let admin = Admin::connect(t.controllers.clone(), AdminOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let topic = make_topic(&admin, args.replication_factor).await?;
+    let producer = producer_for(MetadataView::from(admin), &args)?;
+    // Warm up: connections, leader discovery, the partition's first batch.
+    producer
+        .send_and_wait(&topic, Some(0), Record::new(vec![b'w'; args.record_size]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (result, rss) = with_rss(
+        t.cluster.as_ref(),
+        produce_records(&producer, &topic, &args),
+    )
+    .await;
+    let (lat, errors, took) = result?;
+    producer.close().await;
+    let secs = took.as_secs_f64();
+    let n = lat.summary().count;
+    let report = DataReport {
+        records: n,
+        records_per_s: n as f64 / secs,
+        mb_per_s: (n as f64 * args.record_size as f64) / secs / 1_048_576.0,
+        latency: Some(lat.summary()),
+        errors,
+        broker_rss_max_mib: rss,
+    };
+    print("produce", &report, args.json);
+    Ok(())
+}
+
+pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
+    let t = target(&args).await?;
+    let admin = Admin::connect(t.controllers.clone(), AdminOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let topic = make_topic(&admin, args.replication_factor).await?;
+    let metadata = MetadataView::from(admin);
+    // Fill the partition first (pipelined), then time reading it all back.
+    let producer = producer_for(
+        metadata.clone(),
+        &DataBenchArgs {
+            in_flight: 4096,
+            ..args.clone()
+        },
+    )?;
+    let (_, errors, _) = produce_records(&producer, &topic, &args).await?;
+    producer.close().await;
+    let mut consumer =
+        Consumer::new(metadata, ConsumerConfig::default()).map_err(|e| e.to_string())?;
+    consumer
+        .assign(&topic, 0, Start::Beginning)
+        .await
+        .map_err(|e| e.to_string())?;
+    let want = args.num_records - errors;
+    let work = async {
+        let started = Instant::now();
+        let mut got = 0u64;
+        let deadline = started + Duration::from_secs(300);
+        while got < want && Instant::now() < deadline {
+            got += consumer.poll().await.map_err(|e| e.to_string())?.len() as u64;
+        }
+        Ok::<_, String>((got, started.elapsed()))
+    };
+    let (result, rss) = with_rss(t.cluster.as_ref(), work).await;
+    let (got, took) = result?;
+    let secs = took.as_secs_f64();
+    let report = DataReport {
+        records: got,
+        records_per_s: got as f64 / secs,
+        mb_per_s: (got as f64 * args.record_size as f64) / secs / 1_048_576.0,
+        latency: None,
+        errors: want.saturating_sub(got),
+        broker_rss_max_mib: rss,
+    };
+    print("consume", &report, args.json);
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! `dmq cluster status`: every controller as it sees itself (role, term, commit and applied
+//! index) and every broker as the controller leader sees it (status, epoch, rack).
+//!
+//! Without a controller leader it still prints what the controllers it reached say, then
+//! fails: that is when the command is most needed.
+
+use clap::{Args, Subcommand};
+use dmq_client::{Admin, broker_address, pb};
+use serde_json::{Value, json};
+
+use crate::client_opts::{ClientOpts, Probe, probe_all};
+use crate::error::CliError;
+use crate::output::{self, OutputFormat, Table, broker_status_name, role_name};
+
+/// `dmq cluster ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Controllers (role, term, commit and applied index) and brokers (status, epoch, rack).
+    Status(StatusArgs),
+}
+
+/// `dmq cluster status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+pub async fn run(command: ClusterCommand) -> Result<(), CliError> {
+    match command {
+        ClusterCommand::Status(args) => status(args).await,
+    }
+}
+
+/// One controller row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerRow {
+    pub id: Option<u64>,
+    pub address: String,
+    /// From DescribeCluster: the leader's replication progress for this node.
+    pub match_index: Option<u64>,
+    pub info: Result<pb::GetControllerInfoResponse, String>,
+}
+
+/// What `cluster status` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// DescribeCluster from the leader; `None` when there is no leader.
+    pub cluster: Option<pb::DescribeClusterResponse>,
+    pub controllers: Vec<ControllerRow>,
+}
+
+async fn status(args: StatusArgs) -> Result<(), CliError> {
+    let opts = &args.client;
+    let (admin, probes) = opts.probe_until_leader().await?;
+    if probes.iter().all(Probe::unreachable) {
+        return Err(opts.no_leader_or_unreachable(&probes));
+    }
+    let mut ctx = opts.context();
+    ctx.learn_controllers(probes.iter().filter_map(|p| p.leader().map(|(_, a)| a)));
+    let cluster = if probes.iter().any(|p| p.leader().is_some()) {
+        Some(admin.describe_cluster().await.map_err(|e| ctx.error(&e))?)
+    } else {
+        None
+    };
+    let no_leader = cluster
+        .is_none()
+        .then(|| opts.no_leader_or_unreachable(&probes));
+    let status = gather(&admin, opts, probes, cluster).await;
+    for row in &status.controllers {
+        if let Err(e) = &row.info {
+            tracing::warn!(address = %row.address, "controller did not answer: {e}");
+        }
+    }
+    match opts.output {
+        OutputFormat::Json => output::print_json(&status_json(&status))?,
+        OutputFormat::Table => output::print(&status_text(&status))?,
+    }
+    match no_leader {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Rows for the controllers DescribeCluster lists (asking those the bootstrap probes did not
+/// reach), or for the probes when there is no leader.
+async fn gather(
+    admin: &Admin,
+    opts: &ClientOpts,
+    probes: Vec<Probe>,
+    cluster: Option<pb::DescribeClusterResponse>,
+) -> Status {
+    let Some(cluster) = cluster else {
+        let controllers = probes
+            .into_iter()
+            .map(|p| ControllerRow {
+                id: p.answer.as_ref().ok().map(|i| i.node_id),
+                address: p.address,
+                match_index: None,
+                info: p.answer.map_err(|e| e.to_string()),
+            })
+            .collect();
+        return Status {
+            cluster: None,
+            controllers,
+        };
+    };
+    let missing: Vec<String> = cluster
+        .controllers
+        .iter()
+        .map(|c| c.address.clone())
+        .filter(|a| !probes.iter().any(|p| &p.address == a))
+        .collect();
+    let timeout = opts.timeout().min(std::time::Duration::from_secs(2));
+    let mut all = probes;
+    all.extend(probe_all(admin, &missing, timeout).await);
+    let mut controllers: Vec<ControllerRow> = cluster
+        .controllers
+        .iter()
+        .map(|c| {
+            let probe = all.iter().find(|p| p.address == c.address);
+            ControllerRow {
+                id: Some(c.node_id),
+                address: c.address.clone(),
+                match_index: Some(c.match_index),
+                info: match probe {
+                    Some(p) => p.answer.clone().map_err(|e| e.to_string()),
+                    None => Err("not asked".to_string()),
+                },
+            }
+        })
+        .collect();
+    controllers.sort_by_key(|c| c.id);
+    Status {
+        cluster: Some(cluster),
+        controllers,
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// The summary line, the controller table and the broker table.
+pub fn status_text(s: &Status) -> String {
+    let mut text = String::new();
+    match &s.cluster {
+        Some(c) => {
+            let leader = s
+                .controllers
+                .iter()
+                .find(|r| r.id == Some(c.leader_id))
+                .map_or(String::new(), |r| format!(" ({})", r.address));
+            text.push_str(&format!(
+                "controller leader: {}{leader}, term {}, commit index {}, metadata version {}\n\n",
+                c.leader_id, c.term, c.commit_index, c.metadata_version
+            ));
+        }
+        None => text.push_str("controller leader: none\n\n"),
+    }
+    let mut table = Table::new([
+        "CONTROLLER",
+        "ADDRESS",
+        "ROLE",
+        "TERM",
+        "COMMIT_INDEX",
+        "APPLIED_INDEX",
+        "MATCH_INDEX",
+    ]);
+    let leader_id = s.cluster.as_ref().map(|c| c.leader_id);
+    for r in &s.controllers {
+        let id = match (r.id, leader_id) {
+            (Some(id), Some(l)) if id == l => format!("{id}*"),
+            (id, _) => opt(id),
+        };
+        match &r.info {
+            Ok(i) => table.row([
+                id,
+                r.address.clone(),
+                role_name(i.role).to_string(),
+                i.term.to_string(),
+                i.commit_index.to_string(),
+                i.applied_index.to_string(),
+                opt(r.match_index),
+            ]),
+            Err(_) => table.row([
+                id,
+                r.address.clone(),
+                "unreachable".to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                opt(r.match_index),
+            ]),
+        }
+    }
+    text.push_str(&table.render());
+    if let Some(c) = &s.cluster {
+        let mut brokers = Table::new(["BROKER", "ADDRESS", "STATUS", "EPOCH", "RACK"]);
+        let mut list: Vec<&pb::BrokerMetadata> = c.brokers.iter().collect();
+        list.sort_by_key(|b| b.broker_id);
+        for b in list {
+            brokers.row([
+                b.broker_id.to_string(),
+                broker_address(&b.host, b.port),
+                broker_status_name(b.status).to_string(),
+                b.broker_epoch.to_string(),
+                if b.rack.is_empty() {
+                    "-".to_string()
+                } else {
+                    b.rack.clone()
+                },
+            ]);
+        }
+        text.push('\n');
+        if brokers.is_empty() {
+            text.push_str("no brokers registered\n");
+        } else {
+            text.push_str(&brokers.render());
+        }
+    }
+    text
+}
+
+/// The same as one JSON document.
+pub fn status_json(s: &Status) -> Value {
+    let leader_id = s.cluster.as_ref().map(|c| c.leader_id);
+    let controllers: Vec<Value> = s
+        .controllers
+        .iter()
+        .map(|r| {
+            let info = r.info.as_ref().ok();
+            json!({
+                "id": r.id,
+                "address": r.address,
+                "is_leader": r.id.is_some() && r.id == leader_id,
+                "role": info.map_or("unreachable", |i| role_name(i.role)),
+                "term": info.map(|i| i.term),
+                "leader_id": info.map(|i| i.leader_id).filter(|&l| l != 0),
+                "commit_index": info.map(|i| i.commit_index),
+                "applied_index": info.map(|i| i.applied_index),
+                "match_index": r.match_index,
+                "error": r.info.as_ref().err(),
+            })
+        })
+        .collect();
+    let Some(c) = &s.cluster else {
+        return json!({
+            "leader_id": null,
+            "controllers": controllers,
+            "brokers": [],
+        });
+    };
+    let mut brokers: Vec<&pb::BrokerMetadata> = c.brokers.iter().collect();
+    brokers.sort_by_key(|b| b.broker_id);
+    json!({
+        "leader_id": c.leader_id,
+        "term": c.term,
+        "commit_index": c.commit_index,
+        "metadata_version": c.metadata_version,
+        "controllers": controllers,
+        "brokers": brokers.iter().map(|b| json!({
+            "id": b.broker_id,
+            "address": broker_address(&b.host, b.port),
+            "status": broker_status_name(b.status),
+            "epoch": b.broker_epoch,
+            "rack": (!b.rack.is_empty()).then_some(&b.rack),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u64, role: pb::ControllerRole) -> pb::GetControllerInfoResponse {
+        pb::GetControllerInfoResponse {
+            node_id: id,
+            role: role as i32,
+            term: 5,
+            leader_id: 2,
+            leader_address: "h:2".into(),
+            commit_index: 40,
+            applied_index: 39,
+            address: format!("h:{id}"),
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            cluster: Some(pb::DescribeClusterResponse {
+                controllers: vec![],
+                brokers: vec![
+                    pb::BrokerMetadata {
+                        broker_id: 2,
+                        host: "b".into(),
+                        port: 9202,
+                        rack: "r1".into(),
+                        broker_epoch: 7,
+                        status: pb::BrokerStatus::Offline as i32,
+                    },
+                    pb::BrokerMetadata {
+                        broker_id: 1,
+                        host: "b".into(),
+                        port: 9201,
+                        rack: String::new(),
+                        broker_epoch: 3,
+                        status: pb::BrokerStatus::Online as i32,
+                    },
+                ],
+                leader_id: 2,
+                term: 5,
+                metadata_version: 12,
+                commit_index: 40,
+            }),
+            controllers: vec![
+                ControllerRow {
+                    id: Some(1),
+                    address: "h:1".into(),
+                    match_index: Some(40),
+                    info: Ok(info(1, pb::ControllerRole::Follower)),
+                },
+                ControllerRow {
+                    id: Some(2),
+                    address: "h:2".into(),
+                    match_index: Some(40),
+                    info: Ok(info(2, pb::ControllerRole::Leader)),
+                },
+                ControllerRow {
+                    id: Some(3),
+                    address: "h:3".into(),
+                    match_index: Some(12),
+                    info: Err("cannot reach h:3".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn table_marks_the_leader_and_lists_brokers() {
+        assert_eq!(
+            status_text(&status()),
+            "controller leader: 2 (h:2), term 5, commit index 40, metadata version 12\n\
+             \n\
+             CONTROLLER  ADDRESS  ROLE         TERM  COMMIT_INDEX  APPLIED_INDEX  MATCH_INDEX\n\
+             1           h:1      follower     5     40            39             40\n\
+             2*          h:2      leader       5     40            39             40\n\
+             3           h:3      unreachable  -     -             -              12\n\
+             \n\
+             BROKER  ADDRESS  STATUS   EPOCH  RACK\n\
+             1       b:9201   ONLINE   3      -\n\
+             2       b:9202   OFFLINE  7      r1\n"
+        );
+    }
+
+    #[test]
+    fn json_has_controllers_and_brokers() {
+        let v = status_json(&status());
+        assert_eq!(v["leader_id"], 2);
+        assert_eq!(v["controllers"][1]["is_leader"], true);
+        assert_eq!(v["controllers"][0]["is_leader"], false);
+        assert_eq!(v["controllers"][2]["role"], "unreachable");
+        assert_eq!(v["controllers"][2]["error"], "cannot reach h:3");
+        assert_eq!(v["brokers"][0]["id"], 1);
+        assert_eq!(v["brokers"][0]["rack"], Value::Null);
+        assert_eq!(v["brokers"][1]["status"], "OFFLINE");
+    }
+
+    #[test]
+    fn without_a_leader_only_controllers_show() {
+        let mut s = status();
+        s.cluster = None;
+        let text = status_text(&s);
+        assert!(text.starts_with("controller leader: none\n"), "{text}");
+        assert!(!text.contains("BROKER"), "{text}");
+        assert!(!text.contains('*'), "{text}");
+        assert_eq!(status_json(&s)["leader_id"], Value::Null);
+    }
+}
