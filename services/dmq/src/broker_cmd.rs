@@ -58,6 +58,10 @@ pub fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, CliError> {
     }
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     cfg.rpc_timeout = Duration::from_millis(args.rpc_timeout_ms);
+    cfg.min_insync_replicas = args.min_insync_replicas;
+    cfg.replica_lag_time_max = Duration::from_millis(args.replica_lag_time_max_ms);
+    cfg.retention_ms = args.retention_ms;
+    cfg.retention_bytes = args.retention_bytes;
     // The default retry pause (1 s) is clamped to the interval by the broker itself.
     cfg.validate().map_err(|e| usage(detail(e)))?;
     Ok(cfg)

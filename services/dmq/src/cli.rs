@@ -263,6 +263,29 @@ pub struct BrokerArgs {
     /// Admin HTTP address serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9095 (default off).
     #[arg(long, env = "DMQ_ADMIN_LISTEN", default_value = "off")]
     pub admin_listen: crate::admin::AdminListen,
+
+    /// ISR size acks=all requires when a topic does not set its own min_insync_replicas.
+    #[arg(long, env = "DMQ_MIN_INSYNC_REPLICAS", default_value_t = 1, value_parser = value_parser!(u32).range(1..))]
+    pub min_insync_replicas: u32,
+
+    /// A follower that has not caught up with the leader for this long leaves the ISR, in
+    /// milliseconds.
+    #[arg(long, env = "DMQ_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000, value_parser = value_parser!(u64).range(1..))]
+    pub replica_lag_time_max_ms: u64,
+
+    /// Delete whole batches older than this when a topic sets no retention, in milliseconds
+    /// (-1: keep forever; default 7 days).
+    #[arg(
+        long,
+        env = "DMQ_RETENTION_MS",
+        default_value_t = 604_800_000,
+        allow_hyphen_values = true
+    )]
+    pub retention_ms: i64,
+
+    /// Keep at most this many bytes per partition when a topic sets no limit (-1: no limit).
+    #[arg(long, env = "DMQ_RETENTION_BYTES", default_value_t = -1, allow_hyphen_values = true)]
+    pub retention_bytes: i64,
 }
 
 #[cfg(test)]
