@@ -4,10 +4,7 @@
 //! flags brings the same cluster back). Ctrl-C stops everything cleanly.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use dmq_proto::v1::controller_service_client::ControllerServiceClient;
-use dmq_proto::v1::{BrokerStatus, DescribeClusterRequest};
+use std::time::Duration;
 
 use crate::error::CliError;
 use crate::local_cluster::{LocalCluster, LocalClusterSpec};
@@ -72,7 +69,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     let mut cluster = LocalCluster::start(&spec).map_err(|e| CliError::Runtime(e.to_string()))?;
     let ready = tokio::select! {
-        r = wait_ready(&mut cluster, Duration::from_secs(args.ready_timeout_s)) => r,
+        r = cluster.wait_ready(Duration::from_secs(args.ready_timeout_s)) => r,
         s = signals.recv() => Err(format!("{s} before the cluster was ready")),
     };
     if let Err(e) = ready {
@@ -96,56 +93,6 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         None => eprintln!("stopped; data kept in {}", data_dir.display()),
     }
     Ok(())
-}
-
-/// A leader is elected and every broker shows ONLINE in DescribeCluster; fails at once, with
-/// the end of its log, if a process exits (a port in use, a bad data dir...).
-async fn wait_ready(cluster: &mut LocalCluster, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let want = cluster.brokers.len();
-    let mut leader = None;
-    loop {
-        if let Some(why) = cluster.first_exited() {
-            return Err(why);
-        }
-        if leader.is_none() {
-            leader = cluster
-                .wait_for_leader(Duration::from_millis(200))
-                .await
-                .ok()
-                .map(|(_, a)| a);
-        }
-        if let Some(addr) = &leader {
-            let online = online_brokers(addr).await.unwrap_or(0);
-            if online >= want {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(match leader {
-                None => format!("no controller leader after {timeout:?}"),
-                Some(_) => format!("not every broker ONLINE after {timeout:?}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn online_brokers(controller: &str) -> Option<usize> {
-    let mut client = ControllerServiceClient::connect(format!("http://{controller}"))
-        .await
-        .ok()?;
-    let resp = client
-        .describe_cluster(DescribeClusterRequest { allow_stale: true })
-        .await
-        .ok()?
-        .into_inner();
-    Some(
-        resp.brokers
-            .iter()
-            .filter(|b| b.status == BrokerStatus::Online as i32)
-            .count(),
-    )
 }
 
 async fn print_table(cluster: &LocalCluster, data_dir: &std::path::Path, temporary: bool) {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dmq_proto::v1::GetControllerInfoRequest;
 use dmq_proto::v1::controller_service_client::ControllerServiceClient;
+use dmq_proto::v1::{BrokerStatus, DescribeClusterRequest, GetControllerInfoRequest};
 
 /// One process of a [`LocalCluster`] (a controller or a broker).
 pub struct LocalProcess {
@@ -207,14 +207,16 @@ impl LocalCluster {
             });
         }
         // The nodes share this host's cores: give each runtime its share rather than one
-        // thread per core each (measured: +5% bench meta throughput on 2 cores).
+        // thread per core each. DMQ_WORKER_THREADS, inherited by the children, overrides it.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let share = (cores / (controllers.len() + brokers.len()).max(1))
             .max(1)
             .to_string();
-        for p in controllers.iter_mut().chain(brokers.iter_mut()) {
-            p.args
-                .extend(["--worker-threads".to_string(), share.clone()]);
+        if std::env::var_os("DMQ_WORKER_THREADS").is_none() {
+            for p in controllers.iter_mut().chain(brokers.iter_mut()) {
+                p.args
+                    .extend(["--worker-threads".to_string(), share.clone()]);
+            }
         }
         let mut cluster = LocalCluster {
             binary,
@@ -307,6 +309,39 @@ impl LocalCluster {
         None
     }
 
+    /// A leader is elected and every broker shows ONLINE in DescribeCluster; fails at once, with
+    /// the end of its log, if a process exits (a port in use, a bad data dir...).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let want = self.brokers.len();
+        let mut leader = None;
+        loop {
+            if let Some(why) = self.first_exited() {
+                return Err(why);
+            }
+            if leader.is_none() {
+                leader = self
+                    .wait_for_leader(Duration::from_millis(200))
+                    .await
+                    .ok()
+                    .map(|(_, a)| a);
+            }
+            if let Some(addr) = &leader {
+                let online = online_brokers(addr).await.unwrap_or(0);
+                if online >= want {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(match leader {
+                    None => format!("no controller leader after {timeout:?}"),
+                    Some(_) => format!("not every broker ONLINE after {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn client_addrs(&self) -> Vec<String> {
         self.controllers
             .iter()
@@ -347,6 +382,24 @@ impl LocalCluster {
         }
         seen
     }
+}
+
+/// How many brokers the controller at `controller` lists as ONLINE.
+async fn online_brokers(controller: &str) -> Option<usize> {
+    let mut client = ControllerServiceClient::connect(format!("http://{controller}"))
+        .await
+        .ok()?;
+    let resp = client
+        .describe_cluster(DescribeClusterRequest { allow_stale: true })
+        .await
+        .ok()?
+        .into_inner();
+    Some(
+        resp.brokers
+            .iter()
+            .filter(|b| b.status == BrokerStatus::Online as i32)
+            .count(),
+    )
 }
 
 fn make_dir(dir: &Path) -> Result<PathBuf, LocalClusterError> {

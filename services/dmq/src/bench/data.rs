@@ -34,6 +34,13 @@ pub struct DataBenchArgs {
     pub linger_ms: u64,
     #[arg(long, default_value_t = 3)]
     pub replication_factor: u32,
+    /// Bytes of records per Produce request at most (the producer's batch size).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub batch_max_bytes: usize,
+    /// Produce requests in flight to the partition at once (pipelining). Above 1, a retried
+    /// batch may land after a later one, as in Kafka without idempotence.
+    #[arg(long, default_value_t = 4)]
+    pub max_in_flight_requests: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -77,11 +84,8 @@ async fn target(args: &DataBenchArgs) -> Result<Target, String> {
         broker_args: Vec::new(),
         binary: None,
     };
-    let cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
-    cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
+    cluster.wait_ready(Duration::from_secs(60)).await?;
     let controllers = cluster.client_addrs();
     Ok(Target {
         _tmp: Some(tmp),
