@@ -799,12 +799,13 @@ fn deleting_a_topic_removes_its_partitions_only() {
 
 #[test]
 fn large_batches_survive_sync_and_reopen() {
-    // Batches of 64 KiB make sled write tree nodes as blob files; sync must cover them.
+    // Batches of ~3.8 MiB exceed a quarter of sled's 8 MiB segments, so sled writes them as
+    // blob files; sync must cover them.
     let dir = tempfile::tempdir().unwrap();
-    let value = Bytes::from(vec![0x5a; 1000]);
+    let value = Bytes::from(vec![0x5a; 60 * 1024]);
     let cfg = LogStoreConfig {
         log: LogConfig {
-            max_batch_bytes: 64 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
             ..LogConfig::default()
         },
         ..LogStoreConfig::default()
@@ -813,7 +814,7 @@ fn large_batches_survive_sync_and_reopen() {
         let store = LogStore::open_with(dir.path(), cfg).unwrap();
         let a = store.partition("t", 1, 0).unwrap();
         let b = store.partition("t", 1, 1).unwrap();
-        for _ in 0..30 {
+        for _ in 0..3 {
             let records: Vec<Record> = (0..64).map(|_| Record::new(value.clone())).collect();
             a.append_as_leader(records.clone(), 1, T0).unwrap();
             b.append_as_leader(records, 1, T0).unwrap();
@@ -821,22 +822,22 @@ fn large_batches_survive_sync_and_reopen() {
             store.sync().unwrap();
         }
         assert!(store.blob_file_count() > 0, "expected sled blob files");
-        assert_eq!(a.log_end_offset(), 30 * 64);
+        assert_eq!(a.log_end_offset(), 3 * 64);
     }
     let store = LogStore::open_with(dir.path(), cfg).unwrap();
     for p in 0..2 {
         let log = store.partition("t", 1, p).unwrap();
-        assert_eq!(log.log_end_offset(), 30 * 64);
+        assert_eq!(log.log_end_offset(), 3 * 64);
         let mut from = 0;
         let mut n = 0;
         while from < log.log_end_offset() {
-            for b in log.read(from, 256 * 1024, ReadBound::LogEnd).unwrap() {
+            for b in log.read(from, 8 * 1024 * 1024, ReadBound::LogEnd).unwrap() {
                 assert!(b.records.iter().all(|r| r.value == value));
                 n += b.records.len();
                 from = b.next_offset();
             }
         }
-        assert_eq!(n, 30 * 64);
+        assert_eq!(n, 3 * 64);
     }
 }
 
