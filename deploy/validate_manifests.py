@@ -310,8 +310,13 @@ def check_container(where: str, c: dict, psc: dict, vcts: set[str], pod: dict) -
                 port = p[handler]["port"]
                 if port not in ports and port not in names:
                     fail(f"{where}: {probe} port {port} is no container port")
-    if "grpc" not in c.get("readinessProbe", {}):
-        fail(f"{where}: readinessProbe must be the native gRPC health probe")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        if "grpc" not in c.get(probe, {}):
+            fail(f"{where}: {probe} must be the native gRPC health probe")
+    for probe in ("startupProbe", "livenessProbe"):
+        if c.get(probe, {}).get("grpc", {}).get("service") != "liveness":
+            fail(f"{where}: {probe} must ask for the 'liveness' health service, which is SERVING "
+                 "while the process runs (the default one is NOT_SERVING without a leader)")
     else:
         ok(
             f"{where}: gRPC readiness on {c['readinessProbe']['grpc']['port']}, "

@@ -78,6 +78,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     let peer_server = tonic::transport::Server::builder()
         .add_service(RaftServer::new(&node, cfg.node.snapshot_max_bytes).into_service())
         .add_service(health_service)
+        .add_service(dmq_proto::reflection::v1())
+        .add_service(dmq_proto::reflection::v1alpha())
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_true(stop_rx));
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
