@@ -18,13 +18,12 @@
 //! a node of large entries (over about 7 KiB each) can still become a blob: [`SledStorage`] then
 //! syncs the new blob files itself before it syncs the data file.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsString;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use dmq_durable::{DurableError, DurableSync};
 use dmq_raft::{
     Entry, EntryKind, HardState, Index, RecoveredState, Snapshot, SnapshotMeta, Storage,
 };
@@ -146,16 +145,14 @@ struct Loaded {
 ///   ([`RaftStorageError::Failed`]): what reached the disk is unknown (a failed fsync may
 ///   even have dropped dirty pages), so the node must restart and recover.
 /// - One process per directory: sled locks `<dir>/db`; `open` waits up to
-///   `LOCK_WAIT_MAX_MS` for a lock that a just-dropped `SledStorage` still holds, then fails.
+///   `dmq_durable::LOCK_WAIT_MAX` for a lock that a just-dropped `SledStorage` still holds, then fails.
 pub struct SledStorage {
     dir: PathBuf,
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    /// Our own handle on sled's data file, opened once, for `sync_data`.
-    data_file: File,
-    /// Blob files already synced (sled never rewrites a blob file, it writes a new one).
-    synced_blobs: HashSet<OsString>,
+    /// The durable-sync recipe (our handle on sled's data file, blob files already synced).
+    durable: DurableSync,
     hard_state: HardState,
     bounds: Bounds,
     synced_index: Index,
@@ -188,15 +185,13 @@ impl SledStorage {
         let db = open_sled(&dir)?;
         let log = db.open_tree(LOG_TREE).map_err(sled_error(&dir))?;
         let meta = db.open_tree(META_TREE).map_err(sled_error(&dir))?;
-        let data_file =
-            File::open(&data_path).map_err(io_error("open sled's data file", &data_path))?;
+        let durable = DurableSync::open(&dir)?;
         let mut storage = SledStorage {
             dir,
             db,
             log,
             meta,
-            data_file,
-            synced_blobs: HashSet::new(),
+            durable,
             hard_state: HardState::default(),
             bounds: Bounds::default(),
             synced_index: 0,
@@ -548,64 +543,12 @@ impl SledStorage {
     /// Makes everything written so far durable: sled's flush (which ends in
     /// `sync_file_range`), then an fsync of new blob files, then `sync_data` on the data file.
     fn sync(&mut self) -> Result<(), RaftStorageError> {
-        self.db.flush().map_err(sled_error(&self.dir))?;
-        self.sync_new_blobs()?;
-        self.data_file
-            .sync_data()
-            .map_err(io_error("sync sled's data file", &self.dir.join("db")))
+        Ok(self.durable.sync(&self.db)?)
     }
 
-    /// Syncs blob files sled created since the last call, and then their directory. sled writes
-    /// a page larger than ~128 KiB to `<dir>/blobs/<lsn>` and never syncs it; the data file
-    /// points at it, so it must be durable before the data file is.
-    fn sync_new_blobs(&mut self) -> Result<(), RaftStorageError> {
-        let blobs_dir = self.dir.join("blobs");
-        let listing = match std::fs::read_dir(&blobs_dir) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("list sled's blob files", &blobs_dir)(e)),
-        };
-        let mut present = HashSet::new();
-        let mut synced_any = false;
-        for item in listing {
-            let item = item.map_err(io_error("list sled's blob files", &blobs_dir))?;
-            let name = item.file_name();
-            if !self.synced_blobs.contains(&name) {
-                let path = item.path();
-                match File::open(&path) {
-                    // sled removes blobs it no longer needs, maybe right now.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error("open a sled blob file", &path)(e)),
-                    Ok(file) => file
-                        .sync_data()
-                        .map_err(io_error("sync a sled blob file", &path))?,
-                }
-                synced_any = true;
-            }
-            present.insert(name);
-        }
-        if synced_any {
-            sync_directory(&blobs_dir)?;
-        }
-        self.synced_blobs = present;
-        Ok(())
-    }
-
-    /// Syncs the directory entries of a newly created database: the files in `dir`, and `dir`
-    /// itself in its parent (it may just have been created).
+    /// Syncs the directory entries of a newly created database.
     fn sync_directories(&self) -> Result<(), RaftStorageError> {
-        let conf = self.dir.join("conf");
-        if conf.exists() {
-            File::open(&conf)
-                .and_then(|f| f.sync_all())
-                .map_err(io_error("sync sled's config file", &conf))?;
-        }
-        sync_directory(&self.dir.join("blobs"))?;
-        sync_directory(&self.dir)?;
-        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_directory(parent)?;
-        }
-        Ok(())
+        Ok(self.durable.sync_directories()?)
     }
 
     fn check_usable(&self) -> Result<(), RaftStorageError> {
@@ -847,39 +790,18 @@ fn parse_chunk_key(key: &[u8]) -> Option<u32> {
 }
 
 /// How long `open` waits for sled's lock on `<dir>/db` before giving up.
-const LOCK_WAIT_MAX_MS: u64 = 5_000;
-const LOCK_RETRY_INTERVAL_MS: u64 = 10;
-
-/// Opens the sled db, waiting a bounded time for its file lock. sled 0.34 releases the lock of a
-/// dropped `Db` lazily, after its background work lets go of the file (spacejam/sled#1234,
-/// #1289), so reopening right after a drop in the same process can briefly find it held. A
-/// second process on the same directory still fails, after the wait.
+/// Opens the sled db, waiting a bounded time for its file lock (see `dmq_durable::open_sled`).
 fn open_sled(dir: &Path) -> Result<sled::Db, RaftStorageError> {
-    let config = sled::Config::new().path(dir);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MAX_MS);
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if is_lock_contention(&e) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_INTERVAL_MS));
-            }
-            result => return result.map_err(sled_error(dir)),
+    Ok(dmq_durable::open_sled(&sled::Config::new().path(dir), dir)?)
+}
+
+impl From<DurableError> for RaftStorageError {
+    fn from(e: DurableError) -> RaftStorageError {
+        match e {
+            DurableError::Sled { path, source } => sled_error(&path)(source),
+            DurableError::Io { op, path, source } => RaftStorageError::Io { op, path, source },
         }
     }
-}
-
-/// sled 0.34.7 reports a held lock as an `Other` error whose text names it.
-fn is_lock_contention(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::WouldBlock
-        || (error.kind() == io::ErrorKind::Other
-            && error.to_string().contains("could not acquire lock"))
-}
-
-fn sync_directory(dir: &Path) -> Result<(), RaftStorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync a directory", dir))
 }
 
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RaftStorageError {
@@ -1128,7 +1050,7 @@ mod tests {
         }
         // sled wrote tree nodes of many 20 KiB entries as blob files; persist synced them.
         assert!(
-            !s.synced_blobs.is_empty(),
+            s.durable.blob_count() > 0,
             "expected sled to write blob files"
         );
         let s = reopen(s);

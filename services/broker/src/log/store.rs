@@ -127,7 +127,7 @@ impl StoreShared {
         if let Err(e) = durable.sync(&self.db) {
             self.failed.store(true, Ordering::SeqCst);
             tracing::error!(dir = %self.dir.display(), error = %e, "log store sync failed; refusing further writes");
-            return Err(e);
+            return Err(e.into());
         }
         self.synced.fetch_max(covered, Ordering::SeqCst);
         Ok(())

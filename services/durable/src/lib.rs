@@ -1,0 +1,187 @@
+//! Making sled 0.34 writes durable (DESIGN.md, "Storage facts"), for every sled store we have.
+//!
+//! `Db::flush` ends in `sync_file_range`, which survives a process crash but not power loss. So
+//! a durable sync is: flush, then fsync every blob file sled wrote since the last sync (sled
+//! writes a page over a quarter of a segment to `<dir>/blobs/<lsn>` and never syncs it; the
+//! data file points at it, so it goes first), then `sync_data` on our own handle of sled's data
+//! file `<dir>/db` (fsync acts on the file, whichever descriptor asks).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long [`open_sled`] waits for sled's lock on `<dir>/db` before giving up.
+pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(5);
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A failed sync or open; the caller's store should refuse writes afterwards (what reached
+/// the disk is unknown after a failed fsync).
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    #[error("sled failed on {}: {source}", path.display())]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DurableError {
+    let path = path.to_path_buf();
+    move |source| DurableError::Io { op, path, source }
+}
+
+/// Our handle of sled's data file and the blob files already synced.
+pub struct DurableSync {
+    dir: PathBuf,
+    data_file: File,
+    /// sled never rewrites a blob file (it writes a new one), so each is synced once.
+    synced_blobs: HashSet<OsString>,
+}
+
+impl DurableSync {
+    /// Opens `<dir>/db` (sled must have created it).
+    pub fn open(dir: &Path) -> Result<DurableSync, DurableError> {
+        let data_path = dir.join("db");
+        let data_file =
+            File::open(&data_path).map_err(io_error("open sled's data file", &data_path))?;
+        Ok(DurableSync {
+            dir: dir.to_path_buf(),
+            data_file,
+            synced_blobs: HashSet::new(),
+        })
+    }
+
+    /// Makes everything written to `db` so far durable.
+    pub fn sync(&mut self, db: &sled::Db) -> Result<(), DurableError> {
+        db.flush().map_err(|source| DurableError::Sled {
+            path: self.dir.clone(),
+            source,
+        })?;
+        self.sync_new_blobs()?;
+        self.data_file
+            .sync_data()
+            .map_err(io_error("sync sled's data file", &self.dir.join("db")))
+    }
+
+    /// Blob files sled has written that are still present (a diagnostic).
+    pub fn blob_count(&self) -> usize {
+        self.synced_blobs.len()
+    }
+
+    fn sync_new_blobs(&mut self) -> Result<(), DurableError> {
+        let blobs_dir = self.dir.join("blobs");
+        let listing = match std::fs::read_dir(&blobs_dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("list sled's blob files", &blobs_dir)(e)),
+        };
+        let mut present = HashSet::new();
+        let mut synced_any = false;
+        for item in listing {
+            let item = item.map_err(io_error("list sled's blob files", &blobs_dir))?;
+            let name = item.file_name();
+            if !self.synced_blobs.contains(&name) {
+                let path = item.path();
+                match File::open(&path) {
+                    // sled removes blobs it no longer needs, maybe right now.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error("open a sled blob file", &path)(e)),
+                    Ok(file) => file
+                        .sync_data()
+                        .map_err(io_error("sync a sled blob file", &path))?,
+                }
+                synced_any = true;
+            }
+            present.insert(name);
+        }
+        if synced_any {
+            sync_directory(&blobs_dir)?;
+        }
+        self.synced_blobs = present;
+        Ok(())
+    }
+
+    /// Syncs the directory entries of a newly created database: sled's files in the directory,
+    /// and the directory itself in its parent (it may just have been created).
+    pub fn sync_directories(&self) -> Result<(), DurableError> {
+        let conf = self.dir.join("conf");
+        if conf.exists() {
+            File::open(&conf)
+                .and_then(|f| f.sync_all())
+                .map_err(io_error("sync sled's config file", &conf))?;
+        }
+        let blobs = self.dir.join("blobs");
+        if blobs.exists() {
+            sync_directory(&blobs)?;
+        }
+        sync_directory(&self.dir)?;
+        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_directory(parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the sled db `config` names (at `dir`), waiting up to [`LOCK_WAIT_MAX`] for its file
+/// lock: sled 0.34 releases the lock of a dropped `Db` lazily (spacejam/sled#1234, #1289), so a
+/// reopen right after a drop in the same process can briefly find it held. A second process on
+/// the same directory still fails, after the wait.
+pub fn open_sled(config: &sled::Config, dir: &Path) -> Result<sled::Db, DurableError> {
+    let deadline = Instant::now() + LOCK_WAIT_MAX;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_contention(&e) && Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
+            }
+            result => {
+                return result.map_err(|source| DurableError::Sled {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// sled 0.34.7 reports a held lock as an `Other` error whose text names it.
+fn is_lock_contention(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock
+        || (error.kind() == io::ErrorKind::Other
+            && error.to_string().contains("could not acquire lock"))
+}
+
+fn sync_directory(dir: &Path) -> Result<(), DurableError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync a directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_what_was_written_and_tracks_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sled::Config::new().path(dir.path());
+        let db = open_sled(&config, dir.path()).unwrap();
+        let mut d = DurableSync::open(dir.path()).unwrap();
+        d.sync_directories().unwrap();
+        db.insert(b"small", vec![1u8; 16]).unwrap();
+        d.sync(&db).unwrap();
+        assert_eq!(d.blob_count(), 0);
+        // A value above a quarter of the 512 KiB default segment goes to a blob file.
+        db.insert(b"large", vec![2u8; 300 * 1024]).unwrap();
+        d.sync(&db).unwrap();
+        assert!(d.blob_count() >= 1, "a blob file was written and synced");
+        drop(db);
+        let db = open_sled(&config, dir.path()).expect("reopen waits for the released lock");
+        assert_eq!(db.get(b"large").unwrap().unwrap().len(), 300 * 1024);
+    }
+}
