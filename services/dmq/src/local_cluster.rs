@@ -25,6 +25,44 @@ pub struct LocalProcess {
 }
 
 impl LocalProcess {
+    /// `dmq KIND FLAGS --data-dir DIR/KIND-ID/data [--admin-listen ...] EXTRA`, logging to
+    /// `DIR/KIND-ID/KIND.log` (not started yet).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kind: &str,
+        id: u64,
+        data_dir: &Path,
+        flags: &[&str],
+        admin_port: Option<u16>,
+        extra: &[String],
+        client_addr: String,
+        peer_addr: String,
+    ) -> Result<LocalProcess, LocalClusterError> {
+        let dir = make_dir(&data_dir.join(format!("{kind}-{id}")))?;
+        let mut args: Vec<String> = std::iter::once(kind)
+            .chain(flags.iter().copied())
+            .map(str::to_string)
+            .collect();
+        args.extend([
+            "--data-dir".to_string(),
+            dir.join("data").display().to_string(),
+        ]);
+        let admin_addr = admin_port.map(|p| format!("127.0.0.1:{p}"));
+        if let Some(a) = &admin_addr {
+            args.extend(["--admin-listen".to_string(), a.clone()]);
+        }
+        args.extend(extra.iter().cloned());
+        Ok(LocalProcess {
+            id,
+            client_addr,
+            peer_addr,
+            admin_addr,
+            args,
+            log: dir.join(format!("{kind}.log")),
+            child: None,
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -125,9 +163,8 @@ impl LocalCluster {
         let mut controllers = Vec::new();
         for (i, (client, peer)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let dir = make_dir(&spec.data_dir.join(format!("controller-{id}")))?;
-            let mut args: Vec<String> = [
-                "controller",
+            let admin = spec.base_port.map(|base| base + 300 + i as u16);
+            let flags = [
                 "--node-id",
                 &id.to_string(),
                 "--listen",
@@ -136,29 +173,17 @@ impl LocalCluster {
                 &peer,
                 "--peers",
                 &peers,
-                "--data-dir",
-                &dir.join("data").display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let admin_addr = spec
-                .base_port
-                .map(|base| format!("127.0.0.1:{}", base + 300 + i as u16));
-            if let Some(a) = &admin_addr {
-                args.extend(["--admin-listen".to_string(), a.clone()]);
-            }
-            args.extend(spec.controller_args.iter().cloned());
-            let log = dir.join("controller.log");
-            controllers.push(LocalProcess {
+            ];
+            controllers.push(LocalProcess::new(
+                "controller",
                 id,
-                client_addr: client,
-                peer_addr: peer,
-                admin_addr,
-                args,
-                log,
-                child: None,
-            });
+                &spec.data_dir,
+                &flags,
+                admin,
+                &spec.controller_args,
+                client.clone(),
+                peer.clone(),
+            )?);
         }
         let controller_addrs = controllers
             .iter()
@@ -173,38 +198,25 @@ impl LocalCluster {
                 None => free_port()?,
             };
             let addr = format!("127.0.0.1:{port}");
-            let dir = make_dir(&spec.data_dir.join(format!("broker-{id}")))?;
-            let mut args: Vec<String> = [
-                "broker",
+            let admin = spec.base_port.map(|base| base + 400 + i as u16);
+            let flags = [
                 "--broker-id",
                 &id.to_string(),
                 "--listen",
                 &addr,
                 "--controllers",
                 &controller_addrs,
-                "--data-dir",
-                &dir.join("data").display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let admin_addr = spec
-                .base_port
-                .map(|base| format!("127.0.0.1:{}", base + 400 + i as u16));
-            if let Some(a) = &admin_addr {
-                args.extend(["--admin-listen".to_string(), a.clone()]);
-            }
-            args.extend(spec.broker_args.iter().cloned());
-            let log = dir.join("broker.log");
-            brokers.push(LocalProcess {
+            ];
+            brokers.push(LocalProcess::new(
+                "broker",
                 id,
-                client_addr: addr,
-                peer_addr: String::new(),
-                admin_addr,
-                args,
-                log,
-                child: None,
-            });
+                &spec.data_dir,
+                &flags,
+                admin,
+                &spec.broker_args,
+                addr.clone(),
+                String::new(),
+            )?);
         }
         // The nodes share this host's cores: give each runtime its share rather than one
         // thread per core each. DMQ_WORKER_THREADS, inherited by the children, overrides it.
