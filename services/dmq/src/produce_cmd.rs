@@ -94,6 +94,9 @@ fn parse_separator(s: &str) -> Result<Separator, String> {
 }
 
 /// A queued record, or one that failed before it could be queued.
+/// Deliveries waiting to be collected, at most.
+const DELIVERIES_QUEUED_MAX: usize = 65_536;
+
 enum Item {
     Queued(u64, DeliveryFuture),
     Failed(u64, ClientError),
@@ -145,7 +148,8 @@ pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
     };
     let producer = Producer::new(metadata, config).map_err(|e| ctx.error(&e))?;
 
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded: when deliveries are collected slower than lines are read, reading waits.
+    let (tx, rx) = mpsc::channel(DELIVERIES_QUEUED_MAX);
     let collector = tokio::spawn(collect(
         rx,
         args.print_offsets.then_some(args.client.output),
@@ -205,7 +209,7 @@ fn summary(t: &Tally, topic: &str) -> String {
 async fn read_and_send(
     args: &ProduceArgs,
     producer: &Producer,
-    tx: &mpsc::UnboundedSender<Item>,
+    tx: &mpsc::Sender<Item>,
     signals: &mut ShutdownSignals,
     ctx: &ErrorContext,
 ) -> Option<CliError> {
@@ -242,14 +246,14 @@ async fn read_and_send(
         };
         match sent {
             Ok(delivery) => {
-                let _ = tx.send(Item::Queued(line_no, delivery));
+                let _ = tx.send(Item::Queued(line_no, delivery)).await;
             }
             // Only this record is at fault.
             Err(e @ (ClientError::TooLarge { .. } | ClientError::InvalidArgument { .. })) => {
-                let _ = tx.send(Item::Failed(line_no, e));
+                let _ = tx.send(Item::Failed(line_no, e)).await;
             }
             Err(e) => {
-                let _ = tx.send(Item::Failed(line_no, e.clone()));
+                let _ = tx.send(Item::Failed(line_no, e.clone())).await;
                 return Some(ctx.error(&e));
             }
         }
@@ -284,7 +288,7 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
 
 /// Awaits each delivery in input order; prints offsets when `print` says how.
 async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Item>,
+    mut rx: mpsc::Receiver<Item>,
     print: Option<OutputFormat>,
     ctx: ErrorContext,
 ) -> Tally {
