@@ -138,11 +138,34 @@ impl DataService {
         topic: &str,
         partition: u32,
     ) -> Result<(Arc<Partition>, Arc<Leader>), DataError> {
+        match self.leading_now(topic, partition).await {
+            // The metadata names this broker, but it has not taken the role yet (e.g. right
+            // after CreateTopic): wait for that, once, rather than fail the client.
+            Err(DataError::NotReady(_)) => {
+                self.await_reconciled(METADATA_WAIT_MAX).await;
+                self.leading_now(topic, partition).await
+            }
+            other => other,
+        }
+    }
+
+    async fn leading_now(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Arc<Partition>, Arc<Leader>), DataError> {
         let part = self.replica_fresh(topic, partition).await?;
         match part.leader().await {
             Some(leader) => Ok((part, leader)),
             None => Err(self.not_leading(topic, partition)),
         }
+    }
+
+    /// Waits until the partitions reflect the metadata held now, or `max` passes.
+    async fn await_reconciled(&self, max: Duration) {
+        let target = self.broker.metadata.version();
+        let mut reconciled = self.broker.data.reconciled.subscribe();
+        let _ = tokio::time::timeout(max, reconciled.wait_for(|v| *v >= target)).await;
     }
 
     /// [`DataService::replica`], but a topic or partition this broker does not know yet
@@ -205,9 +228,7 @@ impl DataService {
         if request.records.is_empty() {
             return Err(DataError::InvalidRequest("a Produce needs records".into()));
         }
-        let part = self
-            .replica_fresh(&request.topic, request.partition)
-            .await?;
+        let (part, _) = self.leading(&request.topic, request.partition).await?;
         let settings = part.settings();
         let records: Vec<Record> = request
             .records

@@ -84,6 +84,7 @@ async fn reconcile_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let snapshot = changes.borrow_and_update().clone();
         if snapshot.version() > 0 {
             reconcile(&broker, &snapshot, &mut cleaned).await;
+            broker.data.reconciled.send_replace(snapshot.version());
         }
         tokio::select! {
             biased;

@@ -200,6 +200,9 @@ pub(crate) struct Partitions {
     /// Channels to other brokers (followers fetching from leaders).
     pub peers: ChannelPool,
     map: RwLock<HashMap<(String, u32), Arc<Partition>>>,
+    /// The metadata version the partitions were last brought in line with (roles started,
+    /// logs opened), so a request can wait for a role this broker is about to take.
+    pub reconciled: tokio::sync::watch::Sender<u64>,
 }
 
 impl Partitions {
@@ -210,6 +213,7 @@ impl Partitions {
             store,
             peers,
             map: RwLock::default(),
+            reconciled: tokio::sync::watch::Sender::new(0),
         }
     }
 
