@@ -65,45 +65,6 @@ struct Driver {
     reads_confirmed: Vec<(Index, Reply<()>)>,
     reply_slots: HashMap<(NodeId, ResponseKind), VecDeque<oneshot::Sender<Option<Message>>>>,
     role: Role,
-    stats: Stats,
-}
-
-/// Where the Raft thread's time goes, logged at debug level every few seconds.
-#[derive(Default)]
-struct Stats {
-    since: Option<Instant>,
-    readies: u64,
-    entries: u64,
-    applied: u64,
-    persist: std::time::Duration,
-    apply: std::time::Duration,
-}
-
-impl Stats {
-    fn maybe_log(&mut self, node_id: NodeId) {
-        let since = *self.since.get_or_insert_with(Instant::now);
-        let elapsed = since.elapsed();
-        if elapsed < std::time::Duration::from_secs(5) {
-            return;
-        }
-        if self.readies > 0 {
-            tracing::debug!(
-                node_id,
-                readies_per_s = self.readies as f64 / elapsed.as_secs_f64(),
-                entries_per_ready = self.entries as f64 / self.readies as f64,
-                applied_per_s = self.applied as f64 / elapsed.as_secs_f64(),
-                persist_ms_avg = self.persist.as_secs_f64() * 1e3 / self.readies as f64,
-                apply_ms_per_ready = self.apply.as_secs_f64() * 1e3 / self.readies as f64,
-                busy_pct =
-                    (self.persist + self.apply).as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
-                "raft thread"
-            );
-        }
-        *self = Stats {
-            since: Some(Instant::now()),
-            ..Stats::default()
-        };
-    }
 }
 
 pub(crate) fn spawn(
@@ -161,7 +122,6 @@ pub(crate) fn spawn(
         reads_confirmed: Vec::new(),
         reply_slots: HashMap::new(),
         role,
-        stats: Stats::default(),
     };
     std::thread::Builder::new()
         .name(format!("raft-{}", driver.cfg.id))
@@ -240,7 +200,6 @@ impl Driver {
             }
             self.expire_waiters(Instant::now());
             self.publish_status(true);
-            self.stats.maybe_log(self.cfg.id);
         };
         let error = match outcome {
             Ok(()) => {
@@ -385,13 +344,10 @@ impl Driver {
             self.apply_timed(&early)?;
             // 1. Persist: one sync for everything in this Ready.
             let t = Instant::now();
-            self.stats.readies += 1;
-            self.stats.entries += rd.entries.len() as u64;
             self.storage
                 .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
                 .map_err(|e| Fatal(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
-            self.stats.persist += t.elapsed();
             crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
             if let Some(last) = rd.entries.last() {
                 assert!(
@@ -517,9 +473,7 @@ impl Driver {
             return Ok(());
         }
         let t = Instant::now();
-        self.stats.applied += entries.len() as u64;
         self.apply(entries)?;
-        self.stats.apply += t.elapsed();
         crate::metrics::raft_applied(entries.len(), t.elapsed());
         Ok(())
     }
