@@ -96,10 +96,21 @@ impl Accumulator {
         let deadline = first.enqueued_at + self.linger;
         batch.push(first);
         while batch.size_bytes < self.max_bytes {
-            let msg = tokio::select! {
-                biased;
-                msg = rx.recv() => msg,
-                _ = tokio::time::sleep_until(deadline) => break,
+            let msg = if Instant::now() >= deadline {
+                // Lingered enough (always, with no linger): take only what is already queued.
+                // Awaiting the elapsed deadline instead would cost up to a millisecond, since
+                // tokio's timer rounds deadlines up to its next millisecond tick.
+                match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    msg = rx.recv() => msg,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
             };
             match msg {
                 None => break,
@@ -203,6 +214,29 @@ mod tests {
             Duration::from_millis(5),
             "not full: sent when the linger since its enqueue is over"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_linger_a_batch_takes_what_is_queued_and_goes_at_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut acc = Accumulator::new(Duration::ZERO, 1000);
+        // Off a millisecond boundary, where a zero-length tokio sleep would wait for the next.
+        tokio::time::advance(Duration::from_micros(300)).await;
+        let mut replies = Vec::new();
+        for n in 0..2 {
+            let (msg, reply) = record(n, 10);
+            tx.send(msg).ok().unwrap();
+            replies.push(reply);
+        }
+        let start = Instant::now();
+        let first = acc.next_batch(&mut rx).await.unwrap();
+        assert_eq!(values(&first), [0, 1], "everything already queued");
+        assert_eq!(start.elapsed(), Duration::ZERO, "no linger: no wait");
+        let (msg, _r2) = record(2, 10);
+        tx.send(msg).ok().unwrap();
+        let second = acc.next_batch(&mut rx).await.unwrap();
+        assert_eq!(values(&second), [2]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
