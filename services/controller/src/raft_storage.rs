@@ -880,7 +880,8 @@ mod tests {
 
     /// Opens the sled db behind a closed storage and lets `change` alter one tree.
     fn tamper(dir: &Path, tree: &str, change: impl FnOnce(&sled::Tree)) {
-        let db = sled::open(dir).unwrap();
+        // The storage just dropped may still hold sled's lock for a moment: wait for it.
+        let db = dmq_durable::open_sled(&sled::Config::new().path(dir), dir).unwrap();
         change(&db.open_tree(tree).unwrap());
         db.flush().unwrap();
     }
@@ -1026,7 +1027,7 @@ mod tests {
         assert_eq!(r.snapshot, Some(small));
         assert_eq!(r.entries, entries(31..=32, 3));
         drop(s);
-        let db = sled::open(dir.path()).unwrap();
+        let db = dmq_durable::open_sled(&sled::Config::new().path(dir.path()), dir.path()).unwrap();
         let chunks = db
             .open_tree(META_TREE)
             .unwrap()
