@@ -7,11 +7,14 @@
 //! file `<dir>/db` (fsync acts on the file, whichever descriptor asks).
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::Dir;
 
 /// How long [`open_sled`] waits for sled's lock on `<dir>/db` before giving up.
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -40,6 +43,9 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DurableE
 pub struct DurableSync {
     dir: PathBuf,
     data_file: File,
+    /// `<dir>/blobs`, opened once and rewound for each listing: `std::fs::read_dir` would
+    /// open it and allocate a 32 KiB buffer on every sync, a tenth of the Raft thread's time.
+    blobs: Option<Dir>,
     /// sled never rewrites a blob file (it writes a new one), so each is synced once.
     synced_blobs: HashSet<OsString>,
 }
@@ -53,6 +59,7 @@ impl DurableSync {
         Ok(DurableSync {
             dir: dir.to_path_buf(),
             data_file,
+            blobs: None,
             synced_blobs: HashSet::new(),
         })
     }
@@ -76,18 +83,29 @@ impl DurableSync {
 
     fn sync_new_blobs(&mut self) -> Result<(), DurableError> {
         let blobs_dir = self.dir.join("blobs");
-        let listing = match std::fs::read_dir(&blobs_dir) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("list sled's blob files", &blobs_dir)(e)),
+        let listing = match &mut self.blobs {
+            Some(listing) => listing,
+            None => match open_dir(&blobs_dir) {
+                Ok(listing) => self.blobs.insert(listing),
+                // sled creates it when it first needs it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_error("open sled's blob directory", &blobs_dir)(e)),
+            },
         };
+        listing.rewind();
         let mut present = HashSet::new();
         let mut synced_any = false;
-        for item in listing {
-            let item = item.map_err(io_error("list sled's blob files", &blobs_dir))?;
-            let name = item.file_name();
-            if !self.synced_blobs.contains(&name) {
-                let path = item.path();
+        while let Some(item) = listing.read() {
+            let item = item
+                .map_err(io::Error::from)
+                .map_err(io_error("list sled's blob files", &blobs_dir))?;
+            let bytes = item.file_name().to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(bytes);
+            if !self.synced_blobs.contains(name) {
+                let path = blobs_dir.join(name);
                 match File::open(&path) {
                     // sled removes blobs it no longer needs, maybe right now.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -98,7 +116,7 @@ impl DurableSync {
                 }
                 synced_any = true;
             }
-            present.insert(name);
+            present.insert(name.to_os_string());
         }
         if synced_any {
             sync_directory(&blobs_dir)?;
@@ -156,6 +174,16 @@ fn is_lock_contention(error: &io::Error) -> bool {
             && error.to_string().contains("could not acquire lock"))
 }
 
+/// A directory listing that can be rewound and read again without reopening.
+fn open_dir(dir: &Path) -> io::Result<Dir> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(Dir::new(fd)?)
+}
+
 fn sync_directory(dir: &Path) -> Result<(), DurableError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -180,8 +208,14 @@ mod tests {
         db.insert(b"large", vec![2u8; 300 * 1024]).unwrap();
         d.sync(&db).unwrap();
         assert!(d.blob_count() >= 1, "a blob file was written and synced");
+        // Listed again through the same, rewound directory handle.
+        let before = d.blob_count();
+        db.insert(b"larger", vec![3u8; 400 * 1024]).unwrap();
+        d.sync(&db).unwrap();
+        assert!(d.blob_count() > before, "a later blob file is found too");
         drop(db);
         let db = open_sled(&config, dir.path()).expect("reopen waits for the released lock");
         assert_eq!(db.get(b"large").unwrap().unwrap().len(), 300 * 1024);
+        assert_eq!(db.get(b"larger").unwrap().unwrap().len(), 400 * 1024);
     }
 }
