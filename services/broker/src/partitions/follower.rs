@@ -280,14 +280,23 @@ impl Fetcher {
             let batches = response.batches;
             let count = batches.len();
             let bytes: usize = batches.iter().map(Vec::len).sum();
-            let appended = blocking(move || append_batches(&log, batches)).await;
-            // Whatever was appended (even before a failure) is durable before the next fetch
-            // reports the new log end. A failed sync leaves the store unusable: stop.
-            if let Err(e) = self.broker.data.syncer.sync().await {
-                tracing::error!(topic = %partition.id.topic, partition = partition.id.partition,
-                    error = %e, "cannot make replicated records durable; this replica stops fetching");
-                return Step::Stopped;
-            }
+            // Written and synced in one trip to the syncer thread: whatever was appended (even
+            // before a failure) is durable before the next fetch reports the new log end. A
+            // failed sync leaves the store unusable: stop.
+            let appended = match self
+                .broker
+                .data
+                .syncer
+                .write_then_sync(move || append_batches(&log, batches))
+                .await
+            {
+                Ok(appended) => appended,
+                Err(e) => {
+                    tracing::error!(topic = %partition.id.topic, partition = partition.id.partition,
+                        error = %e, "cannot make replicated records durable; this replica stops fetching");
+                    return Step::Stopped;
+                }
+            };
             if let Err(e) = appended {
                 return Step::Pause(format!("appending replicated batches failed: {e}"));
             }

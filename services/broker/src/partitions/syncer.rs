@@ -1,8 +1,12 @@
-//! [`Syncer`]: the broker's one group-commit task. Every append that must be durable before an
-//! answer (acks=1 and acks=ALL produce, a follower's replicated batches before it reports its
-//! new log end) asks it for a sync; requests that arrive while a sync runs are all served by the
-//! next one, so appends from many requests and partitions share one fsync
+//! [`Syncer`]: the broker's one group-commit thread. Every append that must be durable before
+//! an answer (acks=1 and acks=ALL produce, a follower's replicated batches before it reports
+//! its new log end) asks it for a sync; requests that arrive while a sync runs are all served
+//! by the next one, so appends from many requests and partitions share one fsync
 //! ([`LogStore::sync`] covers the whole database).
+//!
+//! It is an OS thread rather than a task that hands each sync to the blocking pool: a request
+//! then costs one wakeup each way. A follower also hands it the append itself
+//! ([`Syncer::write_then_sync`]), so replicated batches are written and synced in one trip.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,20 +23,33 @@ const QUEUE_DEPTH: usize = 8192;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-/// A handle on the syncer task; clones share it. The task ends when every handle is dropped.
+/// A write to run on the syncer thread right before the sync that covers it.
+type Write = Box<dyn FnOnce() + Send>;
+
+struct Request {
+    write: Option<Write>,
+    waiter: Waiter,
+}
+
+/// A handle on the syncer thread; clones share it. The thread ends when every handle is
+/// dropped.
 #[derive(Clone)]
 pub(crate) struct Syncer {
-    tx: mpsc::Sender<Waiter>,
+    tx: mpsc::Sender<Request>,
     #[cfg_attr(not(test), allow(dead_code))]
     syncs: Arc<AtomicU64>,
 }
 
 impl Syncer {
-    /// Starts the syncer of `store` (inside a tokio runtime).
+    /// Starts the syncer thread of `store`.
     pub(crate) fn start(store: Arc<LogStore>) -> Syncer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let syncs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(store, rx, syncs.clone()));
+        let counter = syncs.clone();
+        std::thread::Builder::new()
+            .name("log-syncer".into())
+            .spawn(move || run(store, rx, counter))
+            .expect("cannot start the log syncer thread");
         Syncer { tx, syncs }
     }
 
@@ -41,9 +58,32 @@ impl Syncer {
     /// Errors: [`DataError::Storage`] when the sync failed (the store then refuses writes) or
     /// the syncer is gone (the broker is stopping).
     pub(crate) async fn sync(&self) -> Result<(), DataError> {
-        let (reply, answer) = oneshot::channel();
+        self.request(None).await
+    }
+
+    /// Runs `write` on the syncer thread and returns its result once everything it wrote is
+    /// durable, even when it failed part way (what it wrote before failing is synced too).
+    ///
+    /// Errors: the outer one as for [`sync`](Self::sync); the inner one is the write's own (a
+    /// write that panicked reports [`DataError::Storage`]).
+    pub(crate) async fn write_then_sync<T: Send + 'static>(
+        &self,
+        write: impl FnOnce() -> Result<T, DataError> + Send + 'static,
+    ) -> Result<Result<T, DataError>, DataError> {
+        let (result_tx, result_rx) = oneshot::channel();
+        let job: Write = Box::new(move || {
+            let _ = result_tx.send(write());
+        });
+        self.request(Some(job)).await?;
+        Ok(result_rx
+            .await
+            .unwrap_or_else(|_| Err(DataError::Storage("the log write panicked".into()))))
+    }
+
+    async fn request(&self, write: Option<Write>) -> Result<(), DataError> {
+        let (waiter, answer) = oneshot::channel();
         self.tx
-            .send(reply)
+            .send(Request { write, waiter })
             .await
             .map_err(|_| DataError::Storage("the syncer stopped".into()))?;
         match answer.await {
@@ -60,17 +100,21 @@ impl Syncer {
     }
 }
 
-async fn run(store: Arc<LogStore>, mut rx: mpsc::Receiver<Waiter>, syncs: Arc<AtomicU64>) {
+fn run(store: Arc<LogStore>, mut rx: mpsc::Receiver<Request>, syncs: Arc<AtomicU64>) {
+    let mut requests = Vec::new();
     let mut waiters = Vec::new();
-    while rx.recv_many(&mut waiters, QUEUE_DEPTH).await > 0 {
-        let store = store.clone();
+    while rx.blocking_recv_many(&mut requests, QUEUE_DEPTH) > 0 {
+        for request in requests.drain(..) {
+            if let Some(write) = request.write {
+                // A panicking write drops its result sender: its caller gets an error, and the
+                // thread goes on serving the others.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write));
+            }
+            waiters.push(request.waiter);
+        }
         let started = Instant::now();
-        // Every waiter's writes completed before it queued, so before this sync starts.
-        let result = match tokio::task::spawn_blocking(move || store.sync()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the sync task failed: {e}")),
-        };
+        // Every waiter's writes completed before it queued or just above, so before this sync.
+        let result = store.sync().map_err(|e| e.to_string());
         syncs.fetch_add(1, Ordering::Relaxed);
         metrics::log_synced(waiters.len(), started.elapsed());
         if let Err(e) = &result {
@@ -88,10 +132,26 @@ mod tests {
     use crate::log::Record;
 
     #[tokio::test(flavor = "current_thread")]
-    async fn one_sync_serves_many_appends() {
+    async fn requests_queued_during_a_sync_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LogStore::open(dir.path()).unwrap());
         let syncer = Syncer::start(store.clone());
+        // Hold the thread inside a write so the requests below queue behind it.
+        let (entered_tx, entered_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let syncer = syncer.clone();
+            async move {
+                syncer
+                    .write_then_sync(move || {
+                        let _ = entered_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        entered_rx.await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..40u32 {
             let log = store.partition("t", 1, i % 4).unwrap();
@@ -102,16 +162,53 @@ mod tests {
                 syncer.sync().await
             }));
         }
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while syncer.tx.max_capacity() - syncer.tx.capacity() < 40 {
+            assert!(Instant::now() < deadline, "the 40 requests never queued");
+            tokio::task::yield_now().await;
+        }
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap().unwrap();
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        let syncs = syncer.syncs();
-        assert!(
-            (1..=2).contains(&syncs),
-            "40 appends took {syncs} syncs; they should share one"
+        assert_eq!(
+            syncer.syncs(),
+            2,
+            "one sync for the held write, one shared by the 40 appends queued meanwhile"
         );
         // A later request still gets its own sync.
         syncer.sync().await.unwrap();
-        assert_eq!(syncer.syncs(), syncs + 1);
+        assert_eq!(syncer.syncs(), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_runs_on_the_thread_and_is_synced_with_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LogStore::open(dir.path()).unwrap());
+        let syncer = Syncer::start(store.clone());
+        let log = store.partition("t", 1, 0).unwrap();
+        let writer = log.clone();
+        let info = syncer
+            .write_then_sync(move || Ok(writer.append_as_leader(vec![Record::new("a")], 0, 1)?))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 0));
+        assert_eq!(syncer.syncs(), 1, "the write was synced before the answer");
+        assert_eq!(log.log_end_offset(), 1);
+
+        let refused = syncer
+            .write_then_sync(|| Err::<(), _>(DataError::InvalidRequest("no".into())))
+            .await
+            .expect("the sync itself succeeded");
+        assert!(matches!(refused, Err(DataError::InvalidRequest(_))));
+
+        let panicked = syncer
+            .write_then_sync(|| -> Result<(), DataError> { panic!("a bug in a write") })
+            .await
+            .expect("the sync itself succeeded");
+        assert!(matches!(panicked, Err(DataError::Storage(_))));
+        syncer.sync().await.expect("the thread survived the panic");
     }
 }
