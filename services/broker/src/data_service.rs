@@ -14,7 +14,10 @@
 //!   end is OUT_OF_RANGE.
 //! - ReplicaFetch: the leader checks the follower's epoch and log (KIP-320), records its
 //!   durable log end (its acknowledgement), moves the high watermark, and returns raw batches
-//!   from `fetch_offset` up to its own log end.
+//!   from `fetch_offset` up to its own log end. A parked replica fetch is answered when new
+//!   records arrive, or [`HW_NOTICE_DELAY`] after the high watermark moved with none: a
+//!   producer that sends again within it gets records and watermark to the followers in one
+//!   answer instead of two.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,6 +56,10 @@ pub(crate) type ConsumeStream =
     Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
 
 /// How long a request for an unknown topic waits for fresher metadata before NOT_FOUND.
+/// How long a parked replica fetch holds back an answer that would carry only a new high
+/// watermark, waiting for records to send with it.
+pub(crate) const HW_NOTICE_DELAY: Duration = Duration::from_millis(5);
+
 const METADATA_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// The data plane of one broker.
@@ -695,9 +702,13 @@ impl DataService {
         let mut hw = part.hw.subscribe();
         let mut changes = part.changes.subscribe();
         let hw_seen = *hw.borrow_and_update();
+        let mut hw_moved_at: Option<Instant> = None;
         loop {
             leo.borrow_and_update();
             changes.borrow_and_update();
+            if *hw.borrow_and_update() > hw_seen {
+                hw_moved_at.get_or_insert_with(Instant::now);
+            }
             let log = part.log.clone();
             let batches = tokio::task::spawn_blocking(move || {
                 log.read_encoded(fetch_offset, max_bytes, crate::log::ReadBound::LogEnd)
@@ -708,8 +719,9 @@ impl DataService {
                 LogError::OffsetOutOfRange { .. } => Self::out_of_range(&part, fetch_offset),
                 e => e.into(),
             })?;
-            let woken_by_hw = *hw.borrow() > hw_seen;
-            if !batches.is_empty() || woken_by_hw || Instant::now() >= deadline {
+            let now = Instant::now();
+            let hw_due = hw_moved_at.map(|at| (at + HW_NOTICE_DELAY).min(deadline));
+            if !batches.is_empty() || hw_due.is_some_and(|due| now >= due) || now >= deadline {
                 let bytes: Vec<Vec<u8>> = batches.into_iter().map(|b| b.bytes.to_vec()).collect();
                 let size = bytes.iter().map(Vec::len).sum();
                 crate::metrics::fetched("replica", bytes.len(), size);
@@ -717,13 +729,13 @@ impl DataService {
             }
             tokio::select! {
                 _ = leo.changed() => {}
-                _ = hw.changed() => {}
+                _ = hw.changed(), if hw_moved_at.is_none() => {}
                 _ = changes.changed() => {
                     if leader.is_closed() {
                         return Err(self.not_leading(topic, request.partition));
                     }
                 }
-                _ = sleep_until(deadline) => {}
+                _ = sleep_until(hw_due.unwrap_or(deadline)) => {}
             }
         }
     }
