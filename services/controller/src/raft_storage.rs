@@ -2,21 +2,27 @@
 //!
 //! # Layout
 //! One sled `Db` per data directory, two trees:
-//! - `raft_log`: key = the entry's index (big-endian u64, so keys sort by index); value =
-//!   `crc32 · term (u64 BE) · kind (u8: 0 normal, 1 no-op) · data`, the CRC32 covering
-//!   `index · term · kind · data`.
+//! - `raft_log`: the entries in groups, one group per `persist` call (split when larger than
+//!   [`GROUP_PAYLOAD_MAX_BYTES`]). Key = the index of the group's first entry (big-endian u64,
+//!   so keys sort by index); value = `crc32 · count (u32 BE)`, then per entry `term (u64 BE) ·
+//!   kind (u8: 0 normal, 1 no-op) · data length (u32 BE) · data`, the CRC32 covering the key
+//!   and the rest. Entry `i` of a group has index key + `i`.
 //! - `raft_meta`: `format` (the layout version), `hard_state` (`term · vote (0 = none) · commit`,
 //!   u64 BE each), `snap_meta` (`last_index · last_term · data length (u64 BE) · data crc32 ·
 //!   voter count (u32 BE) · voters (u64 BE each)`) and the snapshot data in chunks of at most
 //!   [`SNAPSHOT_CHUNK_DATA_MAX_BYTES`] under `snap/<chunk number as u32 BE>`. Each value starts
 //!   with a CRC32 over its key and payload (see [`crate::checksum`]).
 //!
-//! Why the chunks are small: sled writes any page bigger than segment_size / 4 (about 128 KiB)
-//! to a separate blob file that it never syncs, and a page is a whole tree node (up to 17 keys
-//! before a split), not one value. 64 KiB chunks were measured to produce blob files once a node
-//! held two of them; 4 KiB chunks keep a full node below 70 KiB. Log entries cannot be split, so
-//! a node of large entries (over about 7 KiB each) can still become a blob: [`SledStorage`] then
-//! syncs the new blob files itself before it syncs the data file.
+//! The previous layout (`dmq-raft-sled/1`) stored one entry per `raft_log` key (value `crc32 ·
+//! term · kind · data`, keyed by the entry's index); [`SledStorage::open`] migrates it.
+//!
+//! Why the chunks and the groups are small: sled writes any page bigger than segment_size / 4
+//! (about 128 KiB) to a separate blob file that it never syncs, and a page is a whole tree node
+//! (up to 17 keys before a split), not one value. 64 KiB chunks were measured to produce blob
+//! files once a node held two of them; 4 KiB chunks keep a full node below 70 KiB, and 7 KiB
+//! groups keep one below 128 KiB. An entry cannot be split, so one larger than a group's cap
+//! is a group of its own and a node holding such groups can still become a blob:
+//! [`SledStorage`] then syncs the new blob files itself before it syncs the data file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,7 +43,10 @@ const LOG_TREE: &str = "raft_log";
 /// The tree holding the hard state, the snapshot and the format marker.
 const META_TREE: &str = "raft_meta";
 const KEY_FORMAT: &[u8] = b"format";
-/// The layout this module writes; any other value stops `open`.
+/// The layout this module writes: the log in groups.
+const FORMAT_V2: &[u8] = b"dmq-raft-sled/2";
+/// The previous layout, one entry per `raft_log` key: `open` migrates it to [`FORMAT_V2`]. Any
+/// other marker stops `open`.
 const FORMAT_V1: &[u8] = b"dmq-raft-sled/1";
 const KEY_HARD_STATE: &[u8] = b"hard_state";
 const KEY_SNAPSHOT_META: &[u8] = b"snap_meta";
@@ -45,6 +54,17 @@ const SNAPSHOT_CHUNK_PREFIX: &[u8] = b"snap/";
 /// The most snapshot data stored under one key. Small enough that a full sled node of chunks
 /// (17 keys) stays well below the ~128 KiB at which sled writes an unsynced blob file.
 pub const SNAPSHOT_CHUNK_DATA_MAX_BYTES: usize = 4 * 1024;
+
+/// The most encoded entry bytes (the group's count included) one log group holds, unless its
+/// single entry is larger; a persist of more is split into several groups. Small enough that a
+/// full sled node of groups (17 keys) stays below the ~128 KiB at which sled writes a blob file:
+/// with 64 KiB groups, persists of 20 KiB (a Ready of `dmq bench meta` with 64 writes in
+/// flight) made sled write a blob file about every tenth persist.
+pub const GROUP_PAYLOAD_MAX_BYTES: usize = 7 * 1024;
+/// Bytes a group spends on its entry count.
+const GROUP_HEADER_BYTES: usize = 4;
+/// Bytes an entry spends besides its data: term, kind, data length.
+const ENTRY_HEADER_BYTES: usize = 13;
 
 const KIND_NORMAL: u8 = 0;
 const KIND_NOOP: u8 = 1;
@@ -89,9 +109,11 @@ pub enum RaftStorageError {
     )]
     Corrupt {
         path: PathBuf,
-        /// Which key is corrupt, e.g. "log entry 17 (raft_log key 17)".
+        /// Which key is corrupt, e.g. "log group starting at entry 17 (raft_log key 17)", or
+        /// which entry is missing.
         what: String,
-        /// The log index concerned, when the corrupt key is a log entry.
+        /// The log index concerned, when the log is corrupt: the first entry of a corrupt group
+        /// (or of a corrupt entry in the previous layout), or the missing entry.
         index: Option<Index>,
         /// What is wrong with it.
         detail: String,
@@ -115,12 +137,23 @@ struct Bounds {
     snapshot_chunk_count: u32,
 }
 
+/// A layout that `load` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// One entry per `raft_log` key ([`FORMAT_V1`]); `open` migrates it.
+    V1,
+    /// The log in groups ([`FORMAT_V2`]).
+    V2,
+}
+
 /// What reading the whole storage found.
 struct Loaded {
     state: RecoveredState,
     bounds: Bounds,
-    /// Whether the format marker is stored (it is missing only in a db that was never written).
-    formatted: bool,
+    /// The stored layout; `None` only in a db that was never written.
+    format: Option<Format>,
+    /// First index to last index of every stored group (empty for [`Format::V1`]).
+    groups: BTreeMap<Index, Index>,
 }
 
 /// The controller's Raft storage in a sled database, durable when a call returns.
@@ -138,6 +171,29 @@ struct Loaded {
 /// - The stored log is always `snapshot index + 1 ..= last index`, contiguous. Appending
 ///   entries that start at or below the snapshot or after a gap is a caller bug and panics, as
 ///   in [`dmq_raft::MemStorage`].
+/// - The entries of one `persist` are stored as one group, one sled value under the index of
+///   its first entry (several groups only past [`GROUP_PAYLOAD_MAX_BYTES`]): the Raft thread
+///   spends one sled insert per group commit instead of one per entry, and a compaction removes
+///   one key per group instead of one per entry. Only `open` and `recover` read the log back
+///   (the core keeps it in memory), and they read all of it, so grouping costs them nothing;
+///   `groups` maps each stored group's first index to its last so that writes find the keys to
+///   remove without reading the log.
+/// - Stored groups are disjoint and in key order, and their entries above the snapshot are
+///   exactly the stored log. A compaction removes the groups wholly covered by the snapshot and
+///   keeps one that straddles it as it is: `load` skips the entries the snapshot covers, and
+///   the compaction that covers the group's last entry removes it. A received snapshot removes
+///   every group.
+/// - A group wholly at or below the snapshot is never left behind by these writes, but `load`
+///   accepts one (it holds nothing the log needs) and the next compaction or received snapshot
+///   removes it.
+/// - Entries that start inside a stored group (a conflicting suffix, §5.3; rare, since the core
+///   only persists entries that differ from what it has) cut that group: it is read back,
+///   verified and rewritten under its key with only its entries before the new ones (removed
+///   if the snapshot covers all of those), and every later group is removed, all in the
+///   transaction that stores the new entries.
+/// - A store in the previous layout (one entry per key, `dmq-raft-sled/1`) is verified with that
+///   layout's decoder, then `open` rewrites its log as groups and its format marker in one
+///   transaction and syncs before returning: a crash leaves either the old store or the new.
 /// - Every value carries a CRC32; [`SledStorage::open`] reads and verifies everything, so
 ///   corruption is found at start-up ([`RaftStorageError::Corrupt`]) and never used. `recover`
 ///   verifies again.
@@ -155,6 +211,10 @@ pub struct SledStorage {
     durable: DurableSync,
     hard_state: HardState,
     bounds: Bounds,
+    /// First index to last index of every stored group. A write updates it while staging, so
+    /// during a write it may run ahead of the disk; if the write fails the handle refuses every
+    /// further write ([`RaftStorageError::Failed`]), so it is never used ahead of the disk.
+    groups: BTreeMap<Index, Index>,
     synced_index: Index,
     failed: bool,
 }
@@ -194,20 +254,23 @@ impl SledStorage {
             durable,
             hard_state: HardState::default(),
             bounds: Bounds::default(),
+            groups: BTreeMap::new(),
             synced_index: 0,
             failed: false,
         };
         let loaded = storage.load()?;
         storage.hard_state = loaded.state.hard_state;
         storage.bounds = loaded.bounds;
-        if !loaded.formatted {
-            let value = seal(KEY_FORMAT, FORMAT_V1.len(), |v| {
-                v.extend_from_slice(FORMAT_V1)
-            });
-            storage
-                .meta
-                .insert(KEY_FORMAT, value)
-                .map_err(sled_error(&storage.dir))?;
+        storage.groups = loaded.groups;
+        match loaded.format {
+            None => {
+                storage
+                    .meta
+                    .insert(KEY_FORMAT, format_marker())
+                    .map_err(sled_error(&storage.dir))?;
+            }
+            Some(Format::V1) => storage.migrate_from_v1(&loaded.state.entries)?,
+            Some(Format::V2) => {}
         }
         // Whatever sled recovered may only have reached the page cache before a crash; sync it
         // so that `synced_index` is true from the start.
@@ -240,7 +303,7 @@ impl SledStorage {
 
     /// Reads and verifies everything stored.
     fn load(&self) -> Result<Loaded, RaftStorageError> {
-        let mut formatted = false;
+        let mut format = None;
         let mut hard_state = None;
         let mut snapshot_meta = None;
         let mut chunks = BTreeMap::new();
@@ -249,18 +312,22 @@ impl SledStorage {
             if key.as_ref() == KEY_FORMAT {
                 let what = "format marker (raft_meta key \"format\")";
                 let payload = unseal(&key, &value).map_err(|d| self.corrupt(what, None, d))?;
-                if payload != FORMAT_V1 {
-                    return Err(self.corrupt(
-                        what,
-                        None,
-                        format!(
-                            "unknown layout {:?}, this build reads {:?}",
-                            String::from_utf8_lossy(payload),
-                            String::from_utf8_lossy(FORMAT_V1)
-                        ),
-                    ));
-                }
-                formatted = true;
+                format = Some(match payload {
+                    FORMAT_V2 => Format::V2,
+                    FORMAT_V1 => Format::V1,
+                    _ => {
+                        return Err(self.corrupt(
+                            what,
+                            None,
+                            format!(
+                                "unknown layout {:?}, this build reads {:?} and {:?}",
+                                String::from_utf8_lossy(payload),
+                                String::from_utf8_lossy(FORMAT_V2),
+                                String::from_utf8_lossy(FORMAT_V1)
+                            ),
+                        ));
+                    }
+                });
             } else if key.as_ref() == KEY_HARD_STATE {
                 let what = "hard state (raft_meta key \"hard_state\")";
                 let payload = unseal(&key, &value).map_err(|d| self.corrupt(what, None, d))?;
@@ -302,19 +369,96 @@ impl SledStorage {
             }
         };
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.last_index);
+        let hard_state = hard_state.unwrap_or_default();
 
+        let log_stored = self.log.first().map_err(sled_error(&self.dir))?.is_some();
+        if format.is_none()
+            && (hard_state != HardState::default() || snapshot.is_some() || log_stored)
+        {
+            return Err(self.corrupt(
+                "format marker (raft_meta key \"format\")",
+                None,
+                "it is missing although Raft state is stored",
+            ));
+        }
+        let (entries, groups) = match format {
+            Some(Format::V1) => (self.load_v1_log(snapshot_index)?, BTreeMap::new()),
+            Some(Format::V2) | None => self.load_log(snapshot_index)?,
+        };
+        let bounds = Bounds {
+            snapshot_index,
+            last_index: entries.last().map_or(snapshot_index, |e| e.index),
+            snapshot_chunk_count,
+        };
+        Ok(Loaded {
+            state: RecoveredState {
+                hard_state,
+                snapshot,
+                entries,
+            },
+            bounds,
+            format,
+            groups,
+        })
+    }
+
+    /// Reads and verifies the grouped log: each group intact and after the one before it, and
+    /// the entries above `snapshot_index` contiguous from `snapshot_index + 1`. Entries at or
+    /// below it (in a group straddling the snapshot, or a group it wholly covers) are skipped.
+    /// Returns those entries and the stored groups.
+    fn load_log(
+        &self,
+        snapshot_index: Index,
+    ) -> Result<(Vec<Entry>, BTreeMap<Index, Index>), RaftStorageError> {
         let mut entries = Vec::new();
+        let mut groups = BTreeMap::new();
         let mut expected = snapshot_index + 1;
+        let mut previous_last = None;
         for item in self.log.iter() {
             let (key, value) = item.map_err(sled_error(&self.dir))?;
-            let Ok(index_bytes) = <[u8; 8]>::try_from(key.as_ref()) else {
+            let first = self.log_key_index(&key)?;
+            let what = || format!("log group starting at entry {first} (raft_log key {first})");
+            let group =
+                decode_group(first, &value).map_err(|d| self.corrupt(what(), Some(first), d))?;
+            let last = first + group.len() as u64 - 1;
+            if let Some(previous) = previous_last
+                && first <= previous
+            {
                 return Err(self.corrupt(
-                    format!("raft_log key {:02x?}", key.as_ref()),
-                    None,
-                    "a log key must be an 8-byte index",
+                    what(),
+                    Some(first),
+                    format!("it overlaps the group before it, which ends at entry {previous}"),
                 ));
-            };
-            let index = u64::from_be_bytes(index_bytes);
+            }
+            for entry in group.into_iter().filter(|e| e.index > snapshot_index) {
+                if entry.index != expected {
+                    return Err(self.corrupt(
+                        format!("log entry {expected}"),
+                        Some(expected),
+                        format!(
+                            "it is missing: the log must be contiguous after the snapshot \
+                             ({snapshot_index}), but the next stored entry is {} (raft_log key \
+                             {first})",
+                            entry.index
+                        ),
+                    ));
+                }
+                entries.push(entry);
+                expected += 1;
+            }
+            groups.insert(first, last);
+            previous_last = Some(last);
+        }
+        Ok((entries, groups))
+    }
+
+    /// Reads and verifies a log in the previous layout, one entry per key: exactly the indices
+    /// `snapshot_index + 1 ..` in order.
+    fn load_v1_log(&self, snapshot_index: Index) -> Result<Vec<Entry>, RaftStorageError> {
+        let mut entries = Vec::new();
+        for (expected, item) in (snapshot_index + 1..).zip(self.log.iter()) {
+            let (key, value) = item.map_err(sled_error(&self.dir))?;
+            let index = self.log_key_index(&key)?;
             if index != expected {
                 let detail = if index < expected {
                     format!(
@@ -334,7 +478,7 @@ impl SledStorage {
                     detail,
                 ));
             }
-            let entry = decode_entry(index, &value).map_err(|d| {
+            let entry = decode_v1_entry(index, &value).map_err(|d| {
                 self.corrupt(
                     format!("log entry {index} (raft_log key {index})"),
                     Some(index),
@@ -342,33 +486,44 @@ impl SledStorage {
                 )
             })?;
             entries.push(entry);
-            expected += 1;
         }
+        Ok(entries)
+    }
 
-        let hard_state = hard_state.unwrap_or_default();
-        if !formatted
-            && (hard_state != HardState::default() || snapshot.is_some() || !entries.is_empty())
-        {
+    /// The index a `raft_log` key holds.
+    fn log_key_index(&self, key: &[u8]) -> Result<Index, RaftStorageError> {
+        let Ok(index_bytes) = <[u8; 8]>::try_from(key) else {
             return Err(self.corrupt(
-                "format marker (raft_meta key \"format\")",
+                format!("raft_log key {key:02x?}"),
                 None,
-                "it is missing although Raft state is stored",
+                "a log key must be an 8-byte index",
             ));
-        }
-        let bounds = Bounds {
-            snapshot_index,
-            last_index: expected - 1,
-            snapshot_chunk_count,
         };
-        Ok(Loaded {
-            state: RecoveredState {
-                hard_state,
-                snapshot,
-                entries,
-            },
-            bounds,
-            formatted,
-        })
+        Ok(u64::from_be_bytes(index_bytes))
+    }
+
+    /// Rewrites a store in the previous layout, whose log `load` verified as `entries`, as
+    /// groups with the current format marker, in one transaction (the caller syncs).
+    fn migrate_from_v1(&mut self, entries: &[Entry]) -> Result<(), RaftStorageError> {
+        let mut log_batch = Batch::default();
+        for entry in entries {
+            log_batch.remove(&entry.index.to_be_bytes());
+        }
+        let mut groups = BTreeMap::new();
+        stage_groups(entries, &mut groups, &mut log_batch);
+        let mut meta_batch = Batch::default();
+        meta_batch.insert(KEY_FORMAT, format_marker());
+        self.commit(&log_batch, &meta_batch)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            entries = entries.len(),
+            groups = groups.len(),
+            "migrated raft storage from {} to {}",
+            String::from_utf8_lossy(FORMAT_V1),
+            String::from_utf8_lossy(FORMAT_V2)
+        );
+        self.groups = groups;
+        Ok(())
     }
 
     /// Puts the snapshot back together from its verified chunks, checking that exactly the
@@ -438,25 +593,30 @@ impl SledStorage {
     /// may hold entries of an old term that merely continue the index. A local compaction keeps
     /// the suffix after the snapshot.
     fn stage_snapshot(
-        &self,
         snapshot: &Snapshot,
         keep_suffix: bool,
         bounds: &mut Bounds,
+        groups: &mut BTreeMap<Index, Index>,
         log_batch: &mut Batch,
         meta_batch: &mut Batch,
     ) {
         let last_index = snapshot.meta.last_index;
-        // The log holds `snapshot_index + 1 ..= last_index`. A newer snapshot removes the part
-        // it covers; an older one (snapshot_index > last_index) leaves a log that does not start
-        // right after it, so the whole log goes.
+        // The log holds `snapshot_index + 1 ..= last_index`. A newer snapshot removes the groups
+        // it wholly covers (a group it ends inside stays, see `load`); an older one
+        // (snapshot_index > last_index) leaves a log that does not start right after it, so the
+        // whole log goes.
         let keeps_suffix = keep_suffix && bounds.snapshot_index <= last_index;
-        let remove_through = if keeps_suffix {
-            bounds.last_index.min(last_index)
+        if keeps_suffix {
+            while let Some(group) = groups.first_entry()
+                && *group.get() <= last_index
+            {
+                log_batch.remove(&group.key().to_be_bytes());
+                group.remove();
+            }
         } else {
-            bounds.last_index
-        };
-        for index in bounds.snapshot_index + 1..=remove_through {
-            log_batch.remove(&index.to_be_bytes());
+            for first in std::mem::take(groups).into_keys() {
+                log_batch.remove(&first.to_be_bytes());
+            }
         }
         bounds.last_index = if keeps_suffix {
             bounds.last_index.max(last_index)
@@ -493,6 +653,48 @@ impl SledStorage {
             meta_batch.remove(chunk_key(number).as_slice());
         }
         bounds.snapshot_chunk_count = count;
+    }
+
+    /// Adds the writes that cut the stored group holding entries on both sides of `from` (if
+    /// one does) to its entries before `from`: read back and verified, rewritten under its key,
+    /// or removed if `snapshot_index` covers all of those.
+    fn stage_cut(
+        &mut self,
+        from: Index,
+        snapshot_index: Index,
+        log_batch: &mut Batch,
+    ) -> Result<(), RaftStorageError> {
+        let Some((&first, &last)) = self.groups.range(..from).next_back() else {
+            return Ok(());
+        };
+        if last < from {
+            return Ok(());
+        }
+        let key = first.to_be_bytes();
+        let what = || format!("log group starting at entry {first} (raft_log key {first})");
+        let value = self
+            .log
+            .get(key)
+            .map_err(sled_error(&self.dir))?
+            .ok_or_else(|| self.corrupt(what(), Some(first), "it is missing"))?;
+        let mut group =
+            decode_group(first, &value).map_err(|d| self.corrupt(what(), Some(first), d))?;
+        if first + group.len() as u64 - 1 != last {
+            return Err(self.corrupt(
+                what(),
+                Some(first),
+                format!("it no longer ends at entry {last}"),
+            ));
+        }
+        if from - 1 <= snapshot_index {
+            log_batch.remove(&key);
+            self.groups.remove(&first);
+        } else {
+            group.truncate((from - first) as usize);
+            log_batch.insert(&key, encode_group(&group));
+            self.groups.insert(first, from - 1);
+        }
+        Ok(())
     }
 
     /// Applies one call's writes atomically, syncs them and only then moves `synced_index` up.
@@ -602,10 +804,11 @@ impl Storage for SledStorage {
         let mut first_touched = Index::MAX;
         if let Some(snapshot) = snapshot {
             first_touched = bounds.snapshot_index + 1;
-            self.stage_snapshot(
+            Self::stage_snapshot(
                 snapshot,
                 false,
                 &mut bounds,
+                &mut self.groups,
                 &mut log_batch,
                 &mut meta_batch,
             );
@@ -622,21 +825,24 @@ impl Storage for SledStorage {
                 "persisting entry {first_index} leaves a gap after {}",
                 bounds.last_index
             );
-            let new_last = first_index + entries.len() as u64 - 1;
             for (offset, entry) in entries.iter().enumerate() {
                 assert_eq!(
                     entry.index,
                     first_index + offset as u64,
                     "entries are not contiguous"
                 );
-                log_batch.insert(&entry.index.to_be_bytes(), encode_entry(entry));
             }
-            // The conflicting suffix beyond the new entries (§5.3); the ones in between are
-            // overwritten.
-            for index in new_last + 1..=bounds.last_index {
-                log_batch.remove(&index.to_be_bytes());
+            // The conflicting suffix (§5.3): the groups from the new entries on go, and one
+            // that holds entries on both sides of them keeps only those before.
+            self.stage_cut(first_index, bounds.snapshot_index, &mut log_batch)
+                .inspect_err(|_| self.failed = true)?;
+            if self.groups.range(first_index..).next().is_some() {
+                for first in self.groups.split_off(&first_index).into_keys() {
+                    log_batch.remove(&first.to_be_bytes());
+                }
             }
-            bounds.last_index = new_last;
+            stage_groups(entries, &mut self.groups, &mut log_batch);
+            bounds.last_index = first_index + entries.len() as u64 - 1;
             first_touched = first_touched.min(first_index);
         }
         let mut new_hard_state = self.hard_state;
@@ -673,7 +879,14 @@ impl Storage for SledStorage {
         let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();
         let first_touched = bounds.snapshot_index + 1;
-        self.stage_snapshot(snapshot, true, &mut bounds, &mut log_batch, &mut meta_batch);
+        Self::stage_snapshot(
+            snapshot,
+            true,
+            &mut bounds,
+            &mut self.groups,
+            &mut log_batch,
+            &mut meta_batch,
+        );
         self.write(
             log_batch,
             meta_batch,
@@ -694,33 +907,122 @@ impl Storage for SledStorage {
     }
 }
 
-fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let kind = match entry.kind {
-        EntryKind::Normal => KIND_NORMAL,
-        EntryKind::Noop => KIND_NOOP,
-    };
-    seal(&entry.index.to_be_bytes(), 9 + entry.data.len(), |v| {
-        v.extend_from_slice(&entry.term.to_be_bytes());
-        v.push(kind);
-        v.extend_from_slice(&entry.data);
+fn format_marker() -> Vec<u8> {
+    seal(KEY_FORMAT, FORMAT_V2.len(), |v| {
+        v.extend_from_slice(FORMAT_V2)
     })
 }
 
-fn decode_entry(index: Index, value: &[u8]) -> Result<Entry, String> {
+/// Bytes `entry` takes in a group.
+fn encoded_len(entry: &Entry) -> usize {
+    ENTRY_HEADER_BYTES + entry.data.len()
+}
+
+/// Adds contiguous `entries` as groups: as many entries per group as fit in
+/// [`GROUP_PAYLOAD_MAX_BYTES`], at least one.
+fn stage_groups(entries: &[Entry], groups: &mut BTreeMap<Index, Index>, log_batch: &mut Batch) {
+    let mut rest = entries;
+    while let Some(head) = rest.first() {
+        let mut len = 1;
+        let mut bytes = GROUP_HEADER_BYTES + encoded_len(head);
+        while let Some(next) = rest.get(len)
+            && bytes + encoded_len(next) <= GROUP_PAYLOAD_MAX_BYTES
+        {
+            bytes += encoded_len(next);
+            len += 1;
+        }
+        let (group, tail) = rest.split_at(len);
+        log_batch.insert(&head.index.to_be_bytes(), encode_group(group));
+        groups.insert(head.index, head.index + len as u64 - 1);
+        rest = tail;
+    }
+}
+
+/// The value of a group of contiguous entries, stored under the index of the first.
+fn encode_group(entries: &[Entry]) -> Vec<u8> {
+    let first = entries
+        .first()
+        .expect("a group holds at least one entry")
+        .index;
+    let count = u32::try_from(entries.len()).expect("too many entries for one group");
+    let len = GROUP_HEADER_BYTES + entries.iter().map(encoded_len).sum::<usize>();
+    seal(&first.to_be_bytes(), len, |v| {
+        v.extend_from_slice(&count.to_be_bytes());
+        for entry in entries {
+            let data_len = u32::try_from(entry.data.len()).expect("entry too large to store");
+            v.extend_from_slice(&entry.term.to_be_bytes());
+            v.push(encode_kind(entry.kind));
+            v.extend_from_slice(&data_len.to_be_bytes());
+            v.extend_from_slice(&entry.data);
+        }
+    })
+}
+
+/// The entries of the group stored under `first`: at least one, indexed from `first`.
+fn decode_group(first: Index, value: &[u8]) -> Result<Vec<Entry>, String> {
+    let payload = unseal(&first.to_be_bytes(), value)?;
+    let mut reader = Reader::new(payload);
+    let count = reader.u32()?;
+    if count == 0 {
+        return Err("the group holds no entries".to_owned());
+    }
+    if first == 0 {
+        return Err("a log starts at index 1, not 0".to_owned());
+    }
+    if first.checked_add(u64::from(count) - 1).is_none() {
+        return Err(format!("{count} entries from {first} overflow the index"));
+    }
+    let mut entries = Vec::with_capacity((count as usize).min(payload.len() / ENTRY_HEADER_BYTES));
+    for index in first..first + u64::from(count) {
+        let term = reader.u64()?;
+        let kind = decode_kind(reader.u8()?)?;
+        let data_len = reader.u32()? as usize;
+        let rest = reader.rest();
+        let Some((data, rest)) = rest.split_at_checked(data_len) else {
+            return Err(format!(
+                "entry {index} is truncated ({} bytes left, {data_len} needed)",
+                rest.len()
+            ));
+        };
+        reader = Reader::new(rest);
+        entries.push(Entry {
+            index,
+            term,
+            kind,
+            data: data.to_vec(),
+        });
+    }
+    reader.finish()?;
+    Ok(entries)
+}
+
+/// An entry in the previous layout, stored under its index.
+fn decode_v1_entry(index: Index, value: &[u8]) -> Result<Entry, String> {
     let payload = unseal(&index.to_be_bytes(), value)?;
     let mut reader = Reader::new(payload);
     let term = reader.u64()?;
-    let kind = match reader.u8()? {
-        KIND_NORMAL => EntryKind::Normal,
-        KIND_NOOP => EntryKind::Noop,
-        other => return Err(format!("unknown entry kind {other}")),
-    };
+    let kind = decode_kind(reader.u8()?)?;
     Ok(Entry {
         index,
         term,
         kind,
         data: reader.rest().to_vec(),
     })
+}
+
+fn encode_kind(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::Normal => KIND_NORMAL,
+        EntryKind::Noop => KIND_NOOP,
+    }
+}
+
+fn decode_kind(kind: u8) -> Result<EntryKind, String> {
+    match kind {
+        KIND_NORMAL => Ok(EntryKind::Normal),
+        KIND_NOOP => Ok(EntryKind::Noop),
+        other => Err(format!("unknown entry kind {other}")),
+    }
 }
 
 fn encode_hard_state(hs: &HardState) -> Vec<u8> {
@@ -826,6 +1128,7 @@ fn sled_error(dir: &Path) -> impl FnOnce(sled::Error) -> RaftStorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::CHECKSUM_LEN_BYTES;
     use dmq_raft::MemStorage;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -898,6 +1201,72 @@ mod tests {
 
     fn open_err(dir: &Path) -> RaftStorageError {
         SledStorage::open(dir).expect_err("open must detect the corruption")
+    }
+
+    fn corrupt_index_and_what(error: &RaftStorageError) -> (Option<Index>, &str) {
+        let RaftStorageError::Corrupt { index, what, .. } = error else {
+            panic!("expected Corrupt, got {error}");
+        };
+        (*index, what)
+    }
+
+    /// First and last index of every group in sled, each read back and decoded, after checking
+    /// that the in-memory map agrees.
+    fn stored_groups(s: &SledStorage) -> Vec<(Index, Index)> {
+        let stored: Vec<(Index, Index)> = s
+            .log
+            .iter()
+            .map(|item| {
+                let (key, value) = item.unwrap();
+                let first = u64::from_be_bytes(key.as_ref().try_into().unwrap());
+                let group = decode_group(first, &value).unwrap();
+                (first, group.last().unwrap().index)
+            })
+            .collect();
+        let in_memory: Vec<(Index, Index)> = s.groups.iter().map(|(&f, &l)| (f, l)).collect();
+        assert_eq!(stored, in_memory, "the in-memory groups differ from sled's");
+        stored
+    }
+
+    fn big_entry(index: Index, term: u64, data_len_bytes: usize) -> Entry {
+        Entry {
+            data: vec![index as u8; data_len_bytes],
+            ..entry(index, term)
+        }
+    }
+
+    /// The value the previous layout stored for `entry`, under its index.
+    fn encode_v1_entry(entry: &Entry) -> Vec<u8> {
+        seal(&entry.index.to_be_bytes(), 9 + entry.data.len(), |v| {
+            v.extend_from_slice(&entry.term.to_be_bytes());
+            v.push(encode_kind(entry.kind));
+            v.extend_from_slice(&entry.data);
+        })
+    }
+
+    /// Turns the closed storage in `dir` into one of the previous layout holding `entries`
+    /// (its hard state and snapshot are stored the same way in both layouts).
+    fn rewrite_as_v1(dir: &Path, entries: &[Entry]) {
+        let db = dmq_durable::open_sled(&sled::Config::new().path(dir), dir).unwrap();
+        let log = db.open_tree(LOG_TREE).unwrap();
+        log.clear().unwrap();
+        for entry in entries {
+            log.insert(entry.index.to_be_bytes(), encode_v1_entry(entry))
+                .unwrap();
+        }
+        let marker = seal(KEY_FORMAT, FORMAT_V1.len(), |v| {
+            v.extend_from_slice(FORMAT_V1)
+        });
+        db.open_tree(META_TREE)
+            .unwrap()
+            .insert(KEY_FORMAT, marker)
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn stored_format(s: &SledStorage) -> Vec<u8> {
+        let value = s.meta.get(KEY_FORMAT).unwrap().unwrap();
+        unseal(KEY_FORMAT, &value).unwrap().to_vec()
     }
 
     #[test]
@@ -989,6 +1358,258 @@ mod tests {
     }
 
     #[test]
+    fn the_entries_of_one_persist_are_one_group_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=16, 1), Some(&hard_state(1, Some(1), 0)))
+            .unwrap();
+        s.persist(None, &entries(17..=17, 1), None).unwrap();
+        s.persist(None, &entries(18..=30, 2), Some(&hard_state(2, None, 17)))
+            .unwrap();
+        assert_eq!(stored_groups(&s), [(1, 16), (17, 17), (18, 30)]);
+        let s = reopen(s);
+        assert_eq!(stored_groups(&s), [(1, 16), (17, 17), (18, 30)]);
+        let mut expected = entries(1..=17, 1);
+        expected.extend(entries(18..=30, 2));
+        let r = s.recover().unwrap();
+        assert_eq!(r.entries, expected);
+        assert_eq!(r.hard_state, hard_state(2, None, 17));
+        assert_eq!(s.synced_index(), 30);
+    }
+
+    #[test]
+    fn a_conflict_inside_a_group_keeps_the_entries_before_it_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=5, 1), Some(&hard_state(1, Some(1), 0)))
+            .unwrap();
+        s.persist(None, &entries(6..=8, 1), None).unwrap();
+        s.persist(None, &entries(3..=4, 2), Some(&hard_state(2, Some(3), 2)))
+            .unwrap();
+        assert_eq!(stored_groups(&s), [(1, 2), (3, 4)]);
+        assert_eq!(s.synced_index(), 4);
+        let mut s = reopen(s);
+        assert_eq!(stored_groups(&s), [(1, 2), (3, 4)]);
+        let mut expected = entries(1..=2, 1);
+        expected.extend(entries(3..=4, 2));
+        assert_eq!(s.recover().unwrap().entries, expected);
+
+        // A conflict at a group's first entry replaces the group; one at its last entry keeps
+        // all but that entry.
+        s.persist(None, &entries(5..=9, 2), None).unwrap();
+        s.persist(None, &entries(5..=6, 3), None).unwrap();
+        s.persist(None, &entries(6..=6, 4), None).unwrap();
+        assert_eq!(stored_groups(&s), [(1, 2), (3, 4), (5, 5), (6, 6)]);
+        let s = reopen(s);
+        expected.extend([entry(5, 3), entry(6, 4)]);
+        assert_eq!(s.recover().unwrap().entries, expected);
+        assert_eq!(s.synced_index(), 6);
+    }
+
+    #[test]
+    fn compaction_inside_a_group_recovers_the_snapshot_and_the_entries_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=10, 1), Some(&hard_state(1, None, 10)))
+            .unwrap();
+        let snap = snapshot(6, 1, 30);
+        s.compact(&snap).unwrap();
+        // The group straddles the snapshot and stays whole.
+        assert_eq!(stored_groups(&s), [(1, 10)]);
+        let mut s = reopen(s);
+        let r = s.recover().unwrap();
+        assert_eq!(r.snapshot, Some(snap));
+        assert_eq!(r.entries, entries(7..=10, 1));
+        assert_eq!(s.synced_index(), 10);
+
+        // The compaction that covers its last entry removes it.
+        s.persist(None, &entries(11..=12, 1), None).unwrap();
+        let snap = snapshot(10, 1, 0);
+        s.compact(&snap).unwrap();
+        assert_eq!(stored_groups(&s), [(11, 12)]);
+        let snap = snapshot(11, 1, 0);
+        s.compact(&snap).unwrap();
+        assert_eq!(stored_groups(&s), [(11, 12)]);
+        let mut s = reopen(s);
+        let r = s.recover().unwrap();
+        assert_eq!(r.snapshot, Some(snap));
+        assert_eq!(r.entries, entries(12..=12, 1));
+
+        // A conflict right after the snapshot inside the straddling group leaves nothing of it
+        // that the log needs, so the group goes.
+        s.persist(None, &entries(12..=13, 2), None).unwrap();
+        assert_eq!(stored_groups(&s), [(12, 13)]);
+        let s = reopen(s);
+        assert_eq!(s.recover().unwrap().entries, entries(12..=13, 2));
+        assert_eq!(s.synced_index(), 13);
+    }
+
+    #[test]
+    fn a_group_wholly_covered_by_the_snapshot_is_tolerated_and_removed_by_the_next_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=4, 1), None).unwrap();
+        s.persist(None, &entries(5..=8, 1), None).unwrap();
+        s.compact(&snapshot(6, 1, 0)).unwrap();
+        drop(s);
+        tamper(dir.path(), LOG_TREE, |log| {
+            log.insert(1u64.to_be_bytes(), encode_group(&entries(1..=4, 1)))
+                .unwrap();
+        });
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(stored_groups(&s), [(1, 4), (5, 8)]);
+        assert_eq!(s.recover().unwrap().entries, entries(7..=8, 1));
+        s.compact(&snapshot(7, 1, 0)).unwrap();
+        assert_eq!(stored_groups(&s), [(5, 8)]);
+        assert_eq!(reopen(s).recover().unwrap().entries, entries(8..=8, 1));
+    }
+
+    #[test]
+    fn entries_over_the_group_cap_are_split_into_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        // Three 3 KiB entries exceed the cap, two fit.
+        let data_len = 3 * 1024;
+        assert!(
+            GROUP_HEADER_BYTES + 2 * (ENTRY_HEADER_BYTES + data_len) <= GROUP_PAYLOAD_MAX_BYTES
+        );
+        assert!(GROUP_HEADER_BYTES + 3 * (ENTRY_HEADER_BYTES + data_len) > GROUP_PAYLOAD_MAX_BYTES);
+        let mut expected: Vec<Entry> = (1..=5).map(|i| big_entry(i, 1, data_len)).collect();
+        s.persist(None, &expected, None).unwrap();
+        // An entry larger than the cap is a group of its own, as large as a command may be.
+        let huge = big_entry(6, 1, 512 * 1024);
+        let after = entries(7..=8, 1);
+        let mut persisted = vec![huge];
+        persisted.extend(after);
+        s.persist(None, &persisted, None).unwrap();
+        expected.extend(persisted);
+        assert_eq!(stored_groups(&s), [(1, 2), (3, 4), (5, 5), (6, 6), (7, 8)]);
+        for item in s.log.iter() {
+            let (key, value) = item.unwrap();
+            assert!(
+                value.len() <= CHECKSUM_LEN_BYTES + GROUP_PAYLOAD_MAX_BYTES
+                    || key.as_ref() == 6u64.to_be_bytes(),
+                "group {key:?} holds {} bytes",
+                value.len()
+            );
+        }
+        let mut s = reopen(s);
+        assert_eq!(s.recover().unwrap().entries, expected);
+
+        // A conflict inside a split persist cuts the group it falls in.
+        s.persist(None, &entries(4..=4, 2), None).unwrap();
+        assert_eq!(stored_groups(&s), [(1, 2), (3, 3), (4, 4)]);
+        let s = reopen(s);
+        expected.truncate(3);
+        expected.push(entry(4, 2));
+        assert_eq!(s.recover().unwrap().entries, expected);
+    }
+
+    /// The group cap keeps a sled node full of groups below the blob threshold: a long run of
+    /// persists of full groups writes no blob file.
+    #[test]
+    fn full_groups_of_small_entries_keep_sled_pages_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        let mut next = 1;
+        for _ in 0..200 {
+            // 64 entries of 300 bytes (about 20 KiB, a Ready of `dmq bench meta` with 64 writes
+            // in flight): three groups. As one group each, sled wrote a blob file about every
+            // tenth persist.
+            let batch: Vec<Entry> = (next..next + 64).map(|i| big_entry(i, 1, 300)).collect();
+            s.persist(None, &batch, None).unwrap();
+            next += 64;
+        }
+        assert_eq!(
+            s.durable.blob_count(),
+            0,
+            "sled wrote blob files for log groups"
+        );
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        assert_eq!(blobs, 0, "sled wrote blob files for log groups");
+        assert_eq!(reopen(s).recover().unwrap().entries.len(), 200 * 64);
+    }
+
+    #[test]
+    fn a_v1_store_is_migrated_with_the_same_recovered_state() {
+        // A log past a snapshot, some of it larger than one group; and a store with no log.
+        let mut log: Vec<Entry> = entries(4..=20, 1);
+        log.extend((21..=25).map(|i| big_entry(i, 2, 3 * 1024)));
+        let cases = [
+            (
+                Some(snapshot(3, 1, 9 * 1024)),
+                log,
+                hard_state(2, Some(3), 22),
+            ),
+            (None, vec![], hard_state(5, None, 0)),
+        ];
+        for (snap, log, hs) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = SledStorage::open(dir.path()).unwrap();
+            if let Some(snap) = &snap {
+                s.persist(Some(snap), &[], None).unwrap();
+            }
+            s.persist(None, &log, Some(&hs)).unwrap();
+            let expected = s.recover().unwrap();
+            assert_eq!(expected.entries, log);
+            drop(s);
+            rewrite_as_v1(dir.path(), &log);
+
+            let s = SledStorage::open(dir.path()).unwrap();
+            assert_eq!(stored_format(&s), FORMAT_V2);
+            assert_eq!(s.recover().unwrap(), expected);
+            assert_eq!(s.synced_index(), last_index(&expected));
+            let groups = stored_groups(&s);
+            // Every entry is in exactly one group, and no key of the old layout is left.
+            let covered: Vec<Index> = groups.iter().flat_map(|&(f, l)| f..=l).collect();
+            let indexes: Vec<Index> = log.iter().map(|e| e.index).collect();
+            assert_eq!(covered, indexes);
+            assert!(log.len() < 2 || groups.len() < log.len(), "{groups:?}");
+
+            let mut s = reopen(s);
+            assert_eq!(s.recover().unwrap(), expected);
+            let next = last_index(&expected) + 1;
+            s.persist(None, &entries(next..=next, 5), None).unwrap();
+            let mut expected_entries = expected.entries;
+            expected_entries.push(entry(next, 5));
+            assert_eq!(reopen(s).recover().unwrap().entries, expected_entries);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_v1_entry_is_reported_with_its_index_and_nothing_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=5, 1), Some(&hard_state(1, None, 0)))
+            .unwrap();
+        drop(s);
+        rewrite_as_v1(dir.path(), &entries(1..=5, 1));
+        tamper(dir.path(), LOG_TREE, |log| {
+            flip_last_byte(log, &3u64.to_be_bytes())
+        });
+        let error = open_err(dir.path());
+        let (index, what) = corrupt_index_and_what(&error);
+        assert_eq!(index, Some(3));
+        assert!(what.contains("log entry 3"), "{what}");
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+
+        // A V1 entry missing from the middle is reported too.
+        tamper(dir.path(), LOG_TREE, |log| {
+            log.insert(3u64.to_be_bytes(), encode_v1_entry(&entry(3, 1)))
+                .unwrap();
+            log.remove(4u64.to_be_bytes()).unwrap();
+        });
+        let error = open_err(dir.path());
+        assert_eq!(corrupt_index_and_what(&error).0, Some(4), "{error}");
+
+        // The store is still in the old layout, one entry per key.
+        tamper(dir.path(), META_TREE, |meta| {
+            let value = meta.get(KEY_FORMAT).unwrap().unwrap();
+            assert_eq!(unseal(KEY_FORMAT, &value).unwrap(), FORMAT_V1);
+        });
+    }
+
+    #[test]
     fn a_persisted_snapshot_replaces_the_log_and_large_data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStorage::open(dir.path()).unwrap();
@@ -1059,25 +1680,21 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_log_entry_is_reported_with_its_index() {
+    fn a_corrupt_log_group_is_reported_with_its_first_index() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStorage::open(dir.path()).unwrap();
-        s.persist(None, &entries(1..=5, 1), Some(&hard_state(1, None, 0)))
+        s.persist(None, &entries(1..=2, 1), Some(&hard_state(1, None, 0)))
             .unwrap();
+        s.persist(None, &entries(3..=5, 1), None).unwrap();
         drop(s);
         tamper(dir.path(), LOG_TREE, |log| {
             flip_last_byte(log, &3u64.to_be_bytes())
         });
 
         let error = open_err(dir.path());
-        let RaftStorageError::Corrupt {
-            index, ref what, ..
-        } = error
-        else {
-            panic!("expected Corrupt, got {error}");
-        };
+        let (index, what) = corrupt_index_and_what(&error);
         assert_eq!(index, Some(3));
-        assert!(what.contains("log entry 3"), "{what}");
+        assert!(what.contains("log group starting at entry 3"), "{what}");
         let message = error.to_string();
         assert!(
             message.contains(&dir.path().display().to_string()),
@@ -1087,20 +1704,87 @@ mod tests {
         assert!(message.contains("catches up from the leader"), "{message}");
     }
 
+    /// Groups whose checksum holds but whose content breaks the layout.
+    #[test]
+    fn a_malformed_log_group_is_reported_with_its_first_index() {
+        let count_zero = |first: Index| seal(&first.to_be_bytes(), 4, |v| v.extend([0; 4]));
+        let trailing = |first: Index| {
+            let mut payload = encode_group(&entries(first..=first + 1, 1));
+            payload.push(7);
+            seal(&first.to_be_bytes(), payload.len(), |v| {
+                v.extend_from_slice(&payload[CHECKSUM_LEN_BYTES..])
+            })
+        };
+        let truncated = |first: Index| {
+            let payload = encode_group(&entries(first..=first + 1, 1));
+            let cut = &payload[CHECKSUM_LEN_BYTES..payload.len() - 1];
+            seal(&first.to_be_bytes(), cut.len(), |v| {
+                v.extend_from_slice(cut)
+            })
+        };
+        // Stored groups 1..=2 and 3..=5; each case replaces the value under key `at`.
+        let cases: [(Index, Vec<u8>, &str); 5] = [
+            (3, count_zero(3), "holds no entries"),
+            (3, trailing(3), "trailing bytes"),
+            (3, truncated(3), "truncated"),
+            (
+                2,
+                encode_group(&entries(2..=2, 1)),
+                "overlaps the group before it",
+            ),
+            (0, encode_group(&entries(0..=0, 1)), "starts at index 1"),
+        ];
+        for (at, value, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = SledStorage::open(dir.path()).unwrap();
+            s.persist(None, &entries(1..=2, 1), None).unwrap();
+            s.persist(None, &entries(3..=5, 1), None).unwrap();
+            drop(s);
+            tamper(dir.path(), LOG_TREE, |log| {
+                log.insert(at.to_be_bytes(), value).unwrap();
+            });
+            let error = open_err(dir.path());
+            let (index, what) = corrupt_index_and_what(&error);
+            assert_eq!(index, Some(at), "{error}");
+            assert!(
+                what.contains(&format!("log group starting at entry {at}")),
+                "{what}"
+            );
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
     #[test]
     fn a_missing_log_entry_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStorage::open(dir.path()).unwrap();
-        s.persist(None, &entries(1..=5, 1), None).unwrap();
+        s.persist(None, &entries(1..=2, 1), None).unwrap();
+        s.persist(None, &entries(3..=4, 1), None).unwrap();
+        s.persist(None, &entries(5..=6, 1), None).unwrap();
         drop(s);
         tamper(dir.path(), LOG_TREE, |log| {
-            log.remove(2u64.to_be_bytes()).unwrap();
+            log.remove(3u64.to_be_bytes()).unwrap();
         });
         let error = open_err(dir.path());
+        let (index, what) = corrupt_index_and_what(&error);
+        assert_eq!(index, Some(3), "{error}");
+        assert!(what.contains("log entry 3"), "{what}");
         assert!(
-            matches!(error, RaftStorageError::Corrupt { index: Some(2), .. }),
-            "unexpected {error}"
+            error.to_string().contains("next stored entry is 5"),
+            "{error}"
         );
+
+        // A missing first group leaves a gap right after the snapshot.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStorage::open(dir.path()).unwrap();
+        s.persist(None, &entries(1..=2, 1), None).unwrap();
+        s.persist(None, &entries(3..=4, 1), None).unwrap();
+        drop(s);
+        tamper(dir.path(), LOG_TREE, |log| {
+            log.remove(1u64.to_be_bytes()).unwrap();
+        });
+        let error = open_err(dir.path());
+        assert_eq!(corrupt_index_and_what(&error).0, Some(1), "{error}");
     }
 
     #[test]
@@ -1172,25 +1856,72 @@ mod tests {
     /// they recover, with reopens in between. Set `DMQ_RAFT_STORAGE_SEED` to replay one seed.
     #[test]
     fn behaves_like_mem_storage_on_random_operations() {
-        let seeds = match std::env::var("DMQ_RAFT_STORAGE_SEED") {
-            Ok(seed) => vec![seed.parse().expect("DMQ_RAFT_STORAGE_SEED must be a u64")],
-            Err(_) => vec![1, 2, rand::random()],
+        let replay = std::env::var("DMQ_RAFT_STORAGE_SEED").ok();
+        let seeds = match &replay {
+            Some(seed) => vec![seed.parse().expect("DMQ_RAFT_STORAGE_SEED must be a u64")],
+            None => vec![1, 2, rand::random()],
         };
+        let mut total = Coverage::default();
         for seed in seeds {
-            check_against_mem_storage(seed, 200);
+            let covered = check_against_mem_storage(seed, 300);
+            println!("seed {seed}: {covered:?}");
+            total.multi_entry_persists += covered.multi_entry_persists;
+            total.split_persists += covered.split_persists;
+            total.conflicts_inside_a_group += covered.conflicts_inside_a_group;
+            total.compactions_inside_a_group += covered.compactions_inside_a_group;
+            total.reopens_with_a_straddling_group += covered.reopens_with_a_straddling_group;
+        }
+        // The cases the grouped layout must get right all happened (seeds 1 and 2 alone cover
+        // them; a replayed seed need not).
+        if replay.is_none() {
+            let Coverage {
+                multi_entry_persists,
+                split_persists,
+                conflicts_inside_a_group,
+                compactions_inside_a_group,
+                reopens_with_a_straddling_group,
+            } = total;
+            assert!(
+                multi_entry_persists > 0
+                    && split_persists > 0
+                    && conflicts_inside_a_group > 0
+                    && compactions_inside_a_group > 0
+                    && reopens_with_a_straddling_group > 0,
+                "a case was never hit: {total:?}"
+            );
         }
     }
 
-    fn check_against_mem_storage(seed: u64, operations: usize) {
+    /// How often the random operations hit the cases specific to the grouped layout.
+    #[derive(Clone, Copy, Debug, Default)]
+    struct Coverage {
+        multi_entry_persists: usize,
+        /// Persists whose entries exceed one group.
+        split_persists: usize,
+        /// Persists that start after the first entry of a stored group and within it.
+        conflicts_inside_a_group: usize,
+        /// Compactions that end inside a stored group, before its last entry.
+        compactions_inside_a_group: usize,
+        /// Reopens while a stored group straddles the snapshot.
+        reopens_with_a_straddling_group: usize,
+    }
+
+    fn check_against_mem_storage(seed: u64, operations: usize) -> Coverage {
         println!("conformance seed {seed} (replay with DMQ_RAFT_STORAGE_SEED={seed})");
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
         let mut sled = SledStorage::open(dir.path()).unwrap();
         let mut mem = MemStorage::new();
         let mut term = 1;
+        let mut covered = Coverage::default();
         for step in 0..operations {
             let state = mem.recover().unwrap();
             let (snapshot_index, last) = (mem.snapshot_index(), last_index(&state));
+            let inside_a_group = |index: Index| {
+                sled.groups
+                    .iter()
+                    .any(|(&first, &last)| first < index && index <= last)
+            };
             let op = rng.random_range(0..10);
             let what = match op {
                 0..=5 => {
@@ -1213,16 +1944,30 @@ mod tests {
                         }
                     };
                     let start = rng.random_range(snap_after + 1..=last_after + 1);
-                    let count = rng.random_range(0..=4);
+                    let count = rng.random_range(0..=6);
                     term += u64::from(rng.random_bool(0.2));
+                    // Sometimes entries of 3 KiB, more than two of which exceed a group.
+                    let data_len = rng.random_bool(0.15).then_some(3 * 1024);
                     let new: Vec<Entry> = (start..start + count)
-                        .map(|i| entry(i, rng.random_range(1..=term)))
+                        .map(|i| {
+                            let entry = entry(i, rng.random_range(1..=term));
+                            match data_len {
+                                Some(len) => big_entry(i, entry.term, len),
+                                None => entry,
+                            }
+                        })
                         .collect();
                     let hs = rng.random_bool(0.5).then(|| HardState {
                         term,
                         vote: rng.random_bool(0.7).then(|| rng.random_range(1..=5)),
                         commit: rng.random_range(0..=last_after + count),
                     });
+                    covered.multi_entry_persists += usize::from(count > 1);
+                    let encoded = GROUP_HEADER_BYTES + new.iter().map(encoded_len).sum::<usize>();
+                    covered.split_persists +=
+                        usize::from(count > 1 && encoded > GROUP_PAYLOAD_MAX_BYTES);
+                    covered.conflicts_inside_a_group +=
+                        usize::from(snap.is_none() && count > 0 && inside_a_group(start));
                     sled.persist(snap.as_ref(), &new, hs.as_ref()).unwrap();
                     mem.persist(snap.as_ref(), &new, hs.as_ref()).unwrap();
                     format!(
@@ -1234,11 +1979,15 @@ mod tests {
                     let at = rng.random_range(snapshot_index.max(1)..=last + 2);
                     let len = rng.random_range(0..10_000);
                     let snap = snapshot(at, term, len);
+                    covered.compactions_inside_a_group +=
+                        usize::from(at > snapshot_index && inside_a_group(at + 1));
                     sled.compact(&snap).unwrap();
                     mem.compact(&snap).unwrap();
                     format!("compact to {at}")
                 }
                 8 => {
+                    covered.reopens_with_a_straddling_group +=
+                        usize::from(inside_a_group(snapshot_index + 1));
                     sled = reopen(sled);
                     "reopen".to_owned()
                 }
@@ -1250,6 +1999,7 @@ mod tests {
             let context = format!("seed {seed}, step {step}: {what}");
             assert_eq!(sled.recover().unwrap(), mem.recover().unwrap(), "{context}");
             assert_eq!(sled.synced_index(), mem.synced_index(), "{context}");
+            stored_groups(&sled);
         }
         let sled = reopen(sled);
         assert_eq!(
@@ -1257,5 +2007,7 @@ mod tests {
             mem.recover().unwrap(),
             "seed {seed}, final reopen"
         );
+        stored_groups(&sled);
+        covered
     }
 }
