@@ -32,7 +32,7 @@ use tonic::Status;
 
 use crate::config::DEFAULT_FETCH_BYTES;
 use crate::errors::{DataError, LeaderHint};
-use crate::log::{AppendInfo, LogError, OffsetSpec, Record};
+use crate::log::{AppendInfo, LogError, OffsetSpec, ReadBound, Record};
 use crate::metadata_cache::MetadataSnapshot;
 use crate::partitions::follower::broker_address;
 use crate::partitions::leader::{IsrChange, Leader, divergence};
@@ -55,11 +55,15 @@ const CONSUME_MESSAGE_BYTES: usize = 1024 * 1024;
 pub(crate) type ConsumeStream =
     Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
 
-/// How long a request for an unknown topic waits for fresher metadata before NOT_FOUND.
+/// A replica fetch at most this many records behind the log end reads on the handler's
+/// thread: a few batches just written, in sled's cache (see `replica_fetch`).
+const REPLICA_TAIL_INLINE_RECORDS: u64 = 32;
+
 /// How long a parked replica fetch holds back an answer that would carry only a new high
 /// watermark, waiting for records to send with it.
 pub(crate) const HW_NOTICE_DELAY: Duration = Duration::from_millis(5);
 
+/// How long a request for an unknown topic waits for fresher metadata before NOT_FOUND.
 const METADATA_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// The data plane of one broker.
@@ -673,6 +677,10 @@ impl DataService {
                 b.broker_epoch == request.broker_epoch
                     && b.status == pb::BrokerStatus::Online as i32
             });
+        // The watermark before this fetch's own acknowledgement moves it: a move it causes is
+        // news for this follower too.
+        let mut hw = part.hw.subscribe();
+        let hw_seen = *hw.borrow_and_update();
         let effects = leader.on_replica_fetch(
             request.replica_id,
             request.broker_epoch,
@@ -699,9 +707,7 @@ impl DataService {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(cfg.fetch_max_wait);
         let deadline = Instant::now() + wait;
         let mut leo = part.leo.subscribe();
-        let mut hw = part.hw.subscribe();
         let mut changes = part.changes.subscribe();
-        let hw_seen = *hw.borrow_and_update();
         let mut hw_moved_at: Option<Instant> = None;
         loop {
             leo.borrow_and_update();
@@ -710,11 +716,17 @@ impl DataService {
                 hw_moved_at.get_or_insert_with(Instant::now);
             }
             let log = part.log.clone();
-            let batches = tokio::task::spawn_blocking(move || {
-                log.read_encoded(fetch_offset, max_bytes, crate::log::ReadBound::LogEnd)
-            })
-            .await
-            .map_err(blocking_error)?
+            let read = move || log.read_encoded(fetch_offset, max_bytes, ReadBound::LogEnd);
+            let behind = part.log.log_end_offset().saturating_sub(fetch_offset);
+            let batches = if behind <= REPLICA_TAIL_INLINE_RECORDS {
+                // A caught-up follower asks for what was just appended: sled holds those pages
+                // in memory, so reading them here costs less than the hop to the blocking pool.
+                read()
+            } else {
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(blocking_error)?
+            }
             .map_err(|e| match e {
                 LogError::OffsetOutOfRange { .. } => Self::out_of_range(&part, fetch_offset),
                 e => e.into(),
