@@ -43,7 +43,7 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    /// Inside a tokio runtime (starts the log syncer).
+    /// Starts the log syncer thread.
     pub(crate) fn new(
         cfg: BrokerConfig,
         health: HealthReporter,

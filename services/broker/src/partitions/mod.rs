@@ -6,7 +6,7 @@
 //! - [`leader`]: the leader's follower tracking, high watermark and ISR decisions.
 //! - [`follower`]: the fetcher that copies the leader's log (with KIP-320 truncation).
 //! - [`isr`]: the ISR rules and the `AlterPartition` call.
-//! - [`syncer`]: the group-commit task every durable append waits on.
+//! - [`syncer`]: the group-commit thread every durable append waits on.
 //!
 //! A [`Partition`] is shared (`Arc`) by the manager, the request handlers and its role's
 //! tasks. Its in-memory high watermark ([`Partition::hw`]) is what consumers are served up to;
@@ -206,7 +206,7 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// Inside a tokio runtime (starts the syncer).
+    /// Starts the syncer thread.
     pub(crate) fn new(store: Arc<LogStore>, peers: ChannelPool) -> Partitions {
         Partitions {
             syncer: Syncer::start(store.clone()),

@@ -114,7 +114,12 @@ fn run(store: Arc<LogStore>, mut rx: mpsc::Receiver<Request>, syncs: Arc<AtomicU
         }
         let started = Instant::now();
         // Every waiter's writes completed before it queued or just above, so before this sync.
-        let result = store.sync().map_err(|e| e.to_string());
+        // A panic fails this round's waiters like a failed sync, rather than ending the thread
+        // and with it every later sync.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.sync())) {
+            Ok(synced) => synced.map_err(|e| e.to_string()),
+            Err(_) => Err("the log store sync panicked".to_string()),
+        };
         syncs.fetch_add(1, Ordering::Relaxed);
         metrics::log_synced(waiters.len(), started.elapsed());
         if let Err(e) = &result {
