@@ -1091,7 +1091,6 @@ fn parse_chunk_key(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(number.try_into().ok()?))
 }
 
-/// How long `open` waits for sled's lock on `<dir>/db` before giving up.
 /// Opens the sled db, waiting a bounded time for its file lock (see `dmq_durable::open_sled`).
 fn open_sled(dir: &Path) -> Result<sled::Db, RaftStorageError> {
     Ok(dmq_durable::open_sled(&sled::Config::new().path(dir), dir)?)
