@@ -61,6 +61,9 @@ grpcurl -plaintext -d '{"topic":"grpcurl-demo","partition":0,"acks":"ACKS_ALL","
 grpcurl -plaintext -max-time 10 -d '{"topic":"grpcurl-demo","partition":0,"from_beginning":true,"stop_at_end":true}' \
   "$BROKER" dmq.v1.BrokerService/Consume | tee "$out/consume"
 grep -q 'aGVsbG8=' "$out/consume" && grep -q 'd29ybGQ=' "$out/consume"
+# The leader lists its replica: leader role, both records committed.
+grpcurl -plaintext "$BROKER" dmq.v1.BrokerService/GetBrokerInfo | tee "$out/info" >/dev/null
+[ "$(json 'next(r["role"] + " " + str(r["highWatermark"]) for r in d["replicas"] if r["topic"]=="grpcurl-demo")' <"$out/info")" = "REPLICA_ROLE_LEADER 2" ]
 
 say "the Python example (grpcio-tools stubs from proto/)"
 python3 examples/python/dmq_example.py --bootstrap "$BOOTSTRAP"

@@ -91,6 +91,8 @@ impl BrokerService for Svc {
             controller_leader_id: leader_id,
             controller_leader_address: leader_address,
             controller_term: term,
+            // No data plane: it holds no partition replicas.
+            replicas: Vec::new(),
         }))
     }
 

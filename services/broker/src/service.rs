@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::data_service::{ConsumeStream, DataService};
 use crate::errors::DataError;
+use crate::partitions::Role;
 use crate::state::Broker;
 
 /// The BrokerService handlers: the control calls here, the data plane in [`DataService`].
@@ -23,6 +24,33 @@ impl BrokerServiceImpl {
             data: DataService::new(broker.clone()),
             broker,
         }
+    }
+
+    /// Every partition replica held here, sorted by topic and partition.
+    async fn replica_states(&self) -> Vec<pb::ReplicaState> {
+        let me = self.broker.id();
+        let mut states = Vec::new();
+        for p in self.broker.data.all() {
+            let offsets = p.log.offsets();
+            let (role, leader_epoch, leader_id, isr) = match &*p.role.read().await {
+                Role::Leader(l) => (pb::ReplicaRole::Leader, l.epoch, me, l.isr()),
+                Role::Follower(f) => (pb::ReplicaRole::Follower, f.epoch, f.leader, Vec::new()),
+                Role::Idle => (pb::ReplicaRole::Idle, 0, 0, Vec::new()),
+            };
+            states.push(pb::ReplicaState {
+                topic: p.id.topic.clone(),
+                partition: p.id.partition,
+                role: role as i32,
+                leader_epoch,
+                leader_id,
+                log_start_offset: offsets.log_start_offset,
+                log_end_offset: offsets.log_end_offset,
+                high_watermark: p.high_watermark(),
+                isr,
+            });
+        }
+        states.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        states
     }
 }
 
@@ -58,6 +86,7 @@ impl BrokerService for BrokerServiceImpl {
     ) -> Result<Response<pb::GetBrokerInfoResponse>, Status> {
         let session = self.broker.session();
         let leader = self.broker.locator.cached();
+        let replicas = self.replica_states().await;
         Ok(Response::new(pb::GetBrokerInfoResponse {
             broker_id: self.broker.id(),
             broker_epoch: session.epoch,
@@ -66,6 +95,7 @@ impl BrokerService for BrokerServiceImpl {
             controller_leader_id: leader.as_ref().map_or(0, |l| l.id),
             controller_leader_address: leader.as_ref().map_or(String::new(), |l| l.address.clone()),
             controller_term: self.broker.locator.term(),
+            replicas,
         }))
     }
 

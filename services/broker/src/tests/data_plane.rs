@@ -28,6 +28,7 @@ struct Node {
     data_dir: PathBuf,
     controller: String,
     lag: Duration,
+    fetch_wait: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), BrokerError>>>,
     client: BrokerServiceClient<Channel>,
@@ -39,6 +40,7 @@ impl Node {
         controller: &MiniController,
         dir: &std::path::Path,
         lag: Duration,
+        fetch_wait: Duration,
     ) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -51,6 +53,7 @@ impl Node {
             data_dir: dir.join(format!("broker-{id}")),
             controller: controller.address(),
             lag,
+            fetch_wait,
             stop: None,
             task: None,
             client: BrokerServiceClient::new(channel),
@@ -75,7 +78,7 @@ impl Node {
         cfg.discovery.backoff_initial = Duration::from_millis(10);
         cfg.discovery.backoff_max = Duration::from_millis(50);
         cfg.replica_lag_time_max = self.lag;
-        cfg.replica_fetch_max_wait = Duration::from_millis(100);
+        cfg.replica_fetch_max_wait = self.fetch_wait;
         cfg.replica_fetch_backoff_max = Duration::from_millis(100);
         cfg.high_watermark_checkpoint_interval = Duration::from_millis(50);
         cfg.max_request_bytes = 256 * 1024;
@@ -132,11 +135,16 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: u64, lag: Duration) -> Cluster {
+        Cluster::start_with_fetch_wait(n, lag, Duration::from_millis(100)).await
+    }
+
+    /// With `fetch_wait` as every broker's `replica_fetch_max_wait`.
+    async fn start_with_fetch_wait(n: u64, lag: Duration, fetch_wait: Duration) -> Cluster {
         let controller = MiniController::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for id in 1..=n {
-            nodes.push(Node::start(id, &controller, dir.path(), lag).await);
+            nodes.push(Node::start(id, &controller, dir.path(), lag, fetch_wait).await);
         }
         let cluster = Cluster {
             controller,
@@ -620,4 +628,49 @@ async fn deleting_a_topic_removes_its_data_on_every_replica() {
             .collect();
         assert_eq!(topics, ["kept"], "broker {id}");
     }
+}
+
+async fn replica_state(client: &BrokerServiceClient<Channel>, topic: &str) -> pb::ReplicaState {
+    let info = client
+        .clone()
+        .get_broker_info(pb::GetBrokerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    info.replicas
+        .into_iter()
+        .find(|r| r.topic == topic && r.partition == 0)
+        .unwrap_or_else(|| panic!("broker {} holds no replica of {topic}-0", info.broker_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_broker_info_shows_replicas_and_a_follower_learns_the_watermark_without_more_records() {
+    // Parked replica fetches would otherwise answer only after 30 s: a follower must learn the
+    // high watermark from the leader's notice, including when its own fetch moved it (the only
+    // follower here).
+    let c =
+        Cluster::start_with_fetch_wait(2, Duration::from_secs(10), Duration::from_secs(30)).await;
+    c.controller.model().create_topic("w", &[&[1, 2]], 2);
+    let (b1, b2) = (c.client(1), c.client(2));
+    produce_eventually(&b1, "w", pb::Acks::All, &["a", "b"]).await;
+
+    let leader = replica_state(&b1, "w").await;
+    assert_eq!(leader.role(), pb::ReplicaRole::Leader);
+    assert_eq!((leader.leader_id, leader.isr.clone()), (1, vec![1, 2]));
+    assert_eq!((leader.log_end_offset, leader.high_watermark), (2, 2));
+    eventually("the follower learns high watermark 2", || async {
+        replica_state(&b2, "w").await.high_watermark == 2
+    })
+    .await;
+    let follower = replica_state(&b2, "w").await;
+    assert_eq!(follower.role(), pb::ReplicaRole::Follower);
+    assert_eq!(
+        (
+            follower.leader_id,
+            follower.leader_epoch,
+            follower.log_end_offset
+        ),
+        (1, leader.leader_epoch, 2)
+    );
+    assert!(follower.isr.is_empty(), "only the leader reports an ISR");
 }
