@@ -36,4 +36,8 @@ pub enum BrokerError {
     /// An internal task panicked: a bug, please report it with the log.
     #[error("broker task failed: {0}")]
     Task(String),
+    /// The OS refused a thread the broker needs (the log syncer): raise the process or
+    /// container limits on threads and memory.
+    #[error("cannot start the log syncer thread: {0}")]
+    Thread(std::io::Error),
 }

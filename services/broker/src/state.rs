@@ -57,7 +57,7 @@ impl Broker {
         let calls = ControllerCalls::new(channels, cfg.rpc_timeout);
         let peers = ChannelPool::new(cfg.rpc_timeout);
         Ok(Arc::new(Broker {
-            data: Partitions::new(store, peers),
+            data: Partitions::new(store, peers).map_err(BrokerError::Thread)?,
             advertised,
             locator,
             calls,

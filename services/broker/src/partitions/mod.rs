@@ -207,14 +207,16 @@ pub(crate) struct Partitions {
 
 impl Partitions {
     /// Starts the syncer thread.
-    pub(crate) fn new(store: Arc<LogStore>, peers: ChannelPool) -> Partitions {
-        Partitions {
-            syncer: Syncer::start(store.clone()),
+    ///
+    /// Errors: the OS refused the syncer thread.
+    pub(crate) fn new(store: Arc<LogStore>, peers: ChannelPool) -> std::io::Result<Partitions> {
+        Ok(Partitions {
+            syncer: Syncer::start(store.clone())?,
             store,
             peers,
             map: RwLock::default(),
             reconciled: tokio::sync::watch::Sender::new(0),
-        }
+        })
     }
 
     pub(crate) fn get(&self, topic: &str, partition: u32) -> Option<Arc<Partition>> {

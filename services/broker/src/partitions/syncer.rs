@@ -42,15 +42,16 @@ pub(crate) struct Syncer {
 
 impl Syncer {
     /// Starts the syncer thread of `store`.
-    pub(crate) fn start(store: Arc<LogStore>) -> Syncer {
+    ///
+    /// Errors: the OS refused a new thread.
+    pub(crate) fn start(store: Arc<LogStore>) -> std::io::Result<Syncer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = syncs.clone();
         std::thread::Builder::new()
             .name("log-syncer".into())
-            .spawn(move || run(store, rx, counter))
-            .expect("cannot start the log syncer thread");
-        Syncer { tx, syncs }
+            .spawn(move || run(store, rx, counter))?;
+        Ok(Syncer { tx, syncs })
     }
 
     /// Returns once every write to the store that completed before this call is durable.
@@ -140,7 +141,7 @@ mod tests {
     async fn requests_queued_during_a_sync_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LogStore::open(dir.path()).unwrap());
-        let syncer = Syncer::start(store.clone());
+        let syncer = Syncer::start(store.clone()).unwrap();
         // Hold the thread inside a write so the requests below queue behind it.
         let (entered_tx, entered_rx) = oneshot::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -191,7 +192,7 @@ mod tests {
     async fn a_write_runs_on_the_thread_and_is_synced_with_its_own_result() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LogStore::open(dir.path()).unwrap());
-        let syncer = Syncer::start(store.clone());
+        let syncer = Syncer::start(store.clone()).unwrap();
         let log = store.partition("t", 1, 0).unwrap();
         let writer = log.clone();
         let info = syncer
