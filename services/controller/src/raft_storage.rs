@@ -1111,16 +1111,19 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RaftStor
 }
 
 /// sled's own corruption reports become [`RaftStorageError::Corrupt`]; the rest stay sled errors.
-fn sled_error(dir: &Path) -> impl FnOnce(sled::Error) -> RaftStorageError {
-    let path = dir.to_path_buf();
-    move |source| match source {
-        sled::Error::Corruption { at, .. } => RaftStorageError::Corrupt {
-            path,
-            what: "sled's data file".to_owned(),
-            index: None,
-            detail: format!("sled found corrupt data at {at:?}"),
-        },
-        source => RaftStorageError::Sled { path, source },
+/// The error for a sled failure on the storage in `dir`; the path is copied only on error.
+fn sled_error(dir: &Path) -> impl FnOnce(sled::Error) -> RaftStorageError + '_ {
+    move |source| {
+        let path = dir.to_path_buf();
+        match source {
+            sled::Error::Corruption { at, .. } => RaftStorageError::Corrupt {
+                path,
+                what: "sled's data file".to_owned(),
+                index: None,
+                detail: format!("sled found corrupt data at {at:?}"),
+            },
+            source => RaftStorageError::Sled { path, source },
+        }
     }
 }
 

@@ -34,15 +34,22 @@ pub enum DurableError {
     },
 }
 
-fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DurableError {
-    let path = path.to_path_buf();
-    move |source| DurableError::Io { op, path, source }
+/// The error for `op` on `path`; the path is copied only when there is an error, since the
+/// sync path calls this on every sync.
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DurableError + 'a {
+    move |source| DurableError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Our handle of sled's data file and the blob files already synced.
 pub struct DurableSync {
     dir: PathBuf,
+    data_path: PathBuf,
     data_file: File,
+    blobs_dir: PathBuf,
     /// `<dir>/blobs`, opened once and rewound for each listing: `std::fs::read_dir` would
     /// open it and allocate a 32 KiB buffer on every sync, a tenth of the Raft thread's time.
     blobs: Option<Dir>,
@@ -58,7 +65,9 @@ impl DurableSync {
             File::open(&data_path).map_err(io_error("open sled's data file", &data_path))?;
         Ok(DurableSync {
             dir: dir.to_path_buf(),
+            data_path,
             data_file,
+            blobs_dir: dir.join("blobs"),
             blobs: None,
             synced_blobs: HashSet::new(),
         })
@@ -73,7 +82,7 @@ impl DurableSync {
         self.sync_new_blobs()?;
         self.data_file
             .sync_data()
-            .map_err(io_error("sync sled's data file", &self.dir.join("db")))
+            .map_err(io_error("sync sled's data file", &self.data_path))
     }
 
     /// Blob files sled has written that are still present (a diagnostic).
@@ -82,14 +91,14 @@ impl DurableSync {
     }
 
     fn sync_new_blobs(&mut self) -> Result<(), DurableError> {
-        let blobs_dir = self.dir.join("blobs");
+        let blobs_dir = &self.blobs_dir;
         let listing = match &mut self.blobs {
             Some(listing) => listing,
-            None => match open_dir(&blobs_dir) {
+            None => match open_dir(blobs_dir) {
                 Ok(listing) => self.blobs.insert(listing),
                 // sled creates it when it first needs it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_error("open sled's blob directory", &blobs_dir)(e)),
+                Err(e) => return Err(io_error("open sled's blob directory", blobs_dir)(e)),
             },
         };
         listing.rewind();
@@ -98,7 +107,7 @@ impl DurableSync {
         while let Some(item) = listing.read() {
             let item = item
                 .map_err(io::Error::from)
-                .map_err(io_error("list sled's blob files", &blobs_dir))?;
+                .map_err(io_error("list sled's blob files", blobs_dir))?;
             let bytes = item.file_name().to_bytes();
             if bytes == b"." || bytes == b".." {
                 continue;
@@ -119,7 +128,7 @@ impl DurableSync {
             present.insert(name.to_os_string());
         }
         if synced_any {
-            sync_directory(&blobs_dir)?;
+            sync_directory(blobs_dir)?;
         }
         self.synced_blobs = present;
         Ok(())

@@ -35,12 +35,17 @@ impl From<DurableError> for LogError {
     }
 }
 
-pub fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogError {
-    let path = path.to_path_buf();
-    move |source| LogError::Io { op, path, source }
+pub fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
-pub fn sled_error(dir: &Path) -> impl FnOnce(sled::Error) -> LogError {
-    let path = dir.to_path_buf();
-    move |source| LogError::Sled { path, source }
+pub fn sled_error(dir: &Path) -> impl FnOnce(sled::Error) -> LogError + '_ {
+    move |source| LogError::Sled {
+        path: dir.to_path_buf(),
+        source,
+    }
 }
