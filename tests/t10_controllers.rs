@@ -44,6 +44,7 @@ fn register_request(broker_id: u64) -> RegisterBrokerRequest {
         host: "127.0.0.1".into(),
         port: 19_000 + broker_id as u32,
         rack: String::new(),
+        ..Default::default()
     }
 }
 

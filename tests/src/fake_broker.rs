@@ -202,6 +202,7 @@ impl FakeBroker {
             host: self.addr().ip().to_string(),
             port: u32::from(self.addr().port()),
             rack: String::new(),
+            ..Default::default()
         };
         let r = self
             .router

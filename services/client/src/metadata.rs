@@ -430,6 +430,7 @@ mod tests {
                     leader_epoch: epoch,
                     replicas: vec![1, 2],
                     isr: vec![1, 2],
+                    ..Default::default()
                 }],
                 ..Default::default()
             }],

@@ -146,6 +146,7 @@ fn register(id: u64) -> MetadataCommand {
             host: "127.0.0.1".into(),
             port: 9000 + id as u32,
             rack: String::new(),
+            ..Default::default()
         })),
     }
 }

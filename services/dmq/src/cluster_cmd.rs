@@ -298,6 +298,7 @@ mod tests {
                         rack: "r1".into(),
                         broker_epoch: 7,
                         status: pb::BrokerStatus::Offline as i32,
+                        ..Default::default()
                     },
                     pb::BrokerMetadata {
                         broker_id: 1,
@@ -306,6 +307,7 @@ mod tests {
                         rack: String::new(),
                         broker_epoch: 3,
                         status: pb::BrokerStatus::Online as i32,
+                        ..Default::default()
                     },
                 ],
                 leader_id: 2,

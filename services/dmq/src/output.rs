@@ -214,6 +214,7 @@ mod tests {
                 leader_epoch: 3,
                 replicas: vec![1, 2],
                 isr: vec![1],
+                ..Default::default()
             }],
             config: Some(pb::TopicConfig {
                 min_insync_replicas: 1,

@@ -349,6 +349,7 @@ mod tests {
                     leader_epoch: 12,
                     replicas: vec![2, 3, 1],
                     isr: vec![],
+                    ..Default::default()
                 },
                 pb::PartitionMetadata {
                     partition: 0,
@@ -356,6 +357,7 @@ mod tests {
                     leader_epoch: 0,
                     replicas: vec![1, 2, 3],
                     isr: vec![1, 2, 3],
+                    ..Default::default()
                 },
             ],
         }

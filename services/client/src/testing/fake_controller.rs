@@ -85,6 +85,7 @@ impl FakeController {
                 leader_epoch,
                 replicas: vec![leader],
                 isr: vec![leader],
+                ..Default::default()
             })
             .collect();
         let mut s = self.script();

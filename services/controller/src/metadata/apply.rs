@@ -17,7 +17,14 @@
 //! - A broker that becomes ONLINE (unfenced or registered) leads every leaderless partition whose
 //!   ISR holds it.
 //! - `leader_epoch` grows by one at every change of leader, including "none" and a new
-//!   incarnation of the same broker.
+//!   incarnation of the same broker; `partition_epoch` grows by one at every change of leader
+//!   or ISR, and an AlterPartition computed from another partition epoch is refused.
+//! - A partition that keeps its last ISR member without a leader records that member's storage
+//!   id (`last_isr_storage_id`); the broker leads it again only with that storage. A broker
+//!   whose disk was wiped registers with a new storage id and is not elected: its empty log
+//!   would reuse offsets of acknowledged records.
+//! - A registration that repeats the current incarnation id of the broker is a retry: it gets
+//!   the current epoch back and changes nothing.
 
 use std::collections::BTreeMap;
 
@@ -89,7 +96,7 @@ impl State {
             Command::UnfenceBroker(c) => {
                 let broker = self.current_broker(c.broker_id, c.broker_epoch)?;
                 let mut changed = Changed::new();
-                self.elect_leaderless(c.broker_id, &mut changed);
+                self.elect_leaderless(c.broker_id, broker.storage_id, &mut changed);
                 let mut delta = topics_delta(changed);
                 if broker.status != BrokerStatus::Online as i32 {
                     let mut broker = broker.clone();
@@ -125,9 +132,22 @@ impl State {
         if c.broker_id == 0 {
             return Err(MetadataError::InvalidBrokerId);
         }
+        if let Some(current) = self.brokers.get(&c.broker_id)
+            && c.incarnation_id != 0
+            && current.incarnation_id == c.incarnation_id
+        {
+            // A retry of a registration already applied (its answer was lost): the same
+            // process keeps its epoch and its leaderships.
+            return Ok((
+                Delta::default(),
+                CommandReply::BrokerRegistered {
+                    broker_epoch: current.broker_epoch,
+                },
+            ));
+        }
         let mut changed = Changed::new();
         self.relieve(c.broker_id, &mut changed);
-        self.elect_leaderless(c.broker_id, &mut changed);
+        self.elect_leaderless(c.broker_id, c.storage_id, &mut changed);
         let mut delta = topics_delta(changed);
         let mut broker = BrokerMetadata {
             broker_id: c.broker_id,
@@ -136,6 +156,8 @@ impl State {
             rack: c.rack.clone(),
             broker_epoch: index,
             status: 0,
+            incarnation_id: c.incarnation_id,
+            storage_id: c.storage_id,
         };
         broker.set_status(BrokerStatus::Online);
         delta.brokers.insert(c.broker_id, Some(broker));
@@ -192,6 +214,8 @@ impl State {
                 leader_epoch: 0,
                 replicas: replicas.clone(),
                 isr: replicas.clone(),
+                partition_epoch: 0,
+                last_isr_storage_id: 0,
             });
         }
         let topic = TopicMetadata {
@@ -246,6 +270,14 @@ impl State {
                 current: current.leader_epoch,
             });
         }
+        if current.partition_epoch != c.partition_epoch {
+            return Err(MetadataError::StalePartitionEpoch {
+                topic: c.topic.clone(),
+                partition: c.partition,
+                given: c.partition_epoch,
+                current: current.partition_epoch,
+            });
+        }
         let invalid = |reason: &str| MetadataError::InvalidIsr {
             topic: c.topic.clone(),
             partition: c.partition,
@@ -284,6 +316,7 @@ impl State {
         let mut topic = topic.clone();
         let partition = &mut topic.partitions[c.partition as usize];
         partition.isr = isr;
+        partition.partition_epoch += 1;
         let reply = CommandReply::PartitionAltered(partition.clone());
         delta.topics.insert(c.topic.clone(), Some(topic));
         Ok((delta, reply))
@@ -306,8 +339,10 @@ impl State {
     }
 
     /// Moves leadership away from `broker` and takes it out of every ISR it is not the last
-    /// member of (see the module docs).
+    /// member of (see the module docs). A partition left without a leader remembers the
+    /// storage id its last ISR member had, so only that storage can lead it again.
     fn relieve(&self, broker: u64, changed: &mut Changed) {
+        let storage_id = self.brokers.get(&broker).map_or(0, |b| b.storage_id);
         for (name, topic) in &self.topics {
             let current = changed.get(name).unwrap_or(topic);
             let touches = |p: &PartitionMetadata| {
@@ -330,16 +365,36 @@ impl State {
                 if p.isr.len() > 1 {
                     p.isr.retain(|&r| r != broker);
                 }
+                if p.leader == 0 && p.isr == [broker] {
+                    p.last_isr_storage_id = storage_id;
+                }
+                p.partition_epoch += 1;
             }
             changed.insert(name.clone(), topic);
         }
     }
 
-    /// Makes `broker` (now ONLINE) the leader of every leaderless partition whose ISR holds it.
-    fn elect_leaderless(&self, broker: u64, changed: &mut Changed) {
+    /// Makes `broker` (now ONLINE, with storage `storage_id`) the leader of every leaderless
+    /// partition whose ISR holds it, unless the partition waits for another storage: a broker
+    /// whose disk was replaced must not lead with an empty log what its old disk held.
+    fn elect_leaderless(&self, broker: u64, storage_id: u64, changed: &mut Changed) {
         for (name, topic) in &self.topics {
             let current = changed.get(name).unwrap_or(topic);
-            let orphaned = |p: &PartitionMetadata| p.leader == 0 && p.isr.contains(&broker);
+            let orphaned = |p: &PartitionMetadata| {
+                p.leader == 0
+                    && p.isr.contains(&broker)
+                    && (p.last_isr_storage_id == 0 || p.last_isr_storage_id == storage_id)
+            };
+            let refused = current
+                .partitions
+                .iter()
+                .filter(|p| p.leader == 0 && p.isr.contains(&broker) && !orphaned(p));
+            for p in refused {
+                tracing::warn!(topic = %name, partition = p.partition, broker,
+                    storage_id, expected = p.last_isr_storage_id,
+                    "not electing a broker whose storage differs from the one that held the \
+                     partition's committed records (its disk was replaced or wiped)");
+            }
             if !current.partitions.iter().any(orphaned) {
                 continue;
             }
@@ -347,6 +402,8 @@ impl State {
             for p in topic.partitions.iter_mut().filter(|p| orphaned(p)) {
                 p.leader = broker;
                 p.leader_epoch += 1;
+                p.partition_epoch += 1;
+                p.last_isr_storage_id = 0;
             }
             changed.insert(name.clone(), topic);
         }
@@ -414,6 +471,7 @@ mod tests {
                 rack: "rack-a".into(),
                 broker_epoch: 3,
                 status: BrokerStatus::Online as i32,
+                ..Default::default()
             }
         );
         assert_eq!((t.store.version(), t.store.applied_index()), (3, 3));
@@ -445,6 +503,7 @@ mod tests {
                 leader_epoch: 0,
                 replicas: vec![2, 3, 1],
                 isr: vec![2, 3, 1],
+                ..Default::default()
             }
         );
         t.ok(5, create("u", &[vec![3]]));
@@ -525,7 +584,7 @@ mod tests {
         for command in [
             unfence(1, 1),
             unregister(1, 1),
-            alter(1, 1, "t", 0, 0, &[1]),
+            alter(1, 1, "t", 0, 0, t.partition("t", 0).partition_epoch, &[1]),
         ] {
             assert!(matches!(
                 rejected(&t, t.store.applied_index() + 1, command),
@@ -577,7 +636,18 @@ mod tests {
     fn the_new_leader_is_the_first_online_isr_member_in_replica_order() {
         let t = cluster(4);
         t.ok(5, create("t", &[vec![1, 4, 2, 3]]));
-        t.ok(6, alter(1, 1, "t", 0, 0, &[3, 2, 1]));
+        t.ok(
+            6,
+            alter(
+                1,
+                1,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[3, 2, 1],
+            ),
+        );
         t.ok(7, fence(1, 1));
         let p = t.partition("t", 0);
         assert_eq!((p.leader, p.leader_epoch, p.isr), (2, 1, vec![2, 3]));
@@ -644,7 +714,18 @@ mod tests {
     fn only_the_current_leader_at_its_epoch_alters_the_isr() {
         let t = cluster(3);
         t.ok(4, create("t", &[vec![1, 2, 3]]));
-        let reply = t.ok(5, alter(1, 1, "t", 0, 0, &[2, 1]));
+        let reply = t.ok(
+            5,
+            alter(
+                1,
+                1,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[2, 1],
+            ),
+        );
         let p = t.partition("t", 0);
         assert_eq!(reply, CommandReply::PartitionAltered(p.clone()));
         assert_eq!(
@@ -654,12 +735,46 @@ mod tests {
         );
         assert_eq!(t.store.version(), 5);
         // Expanding back, and a change to the same set, which is no metadata change.
-        t.ok(6, alter(1, 1, "t", 0, 0, &[1, 2, 3]));
+        t.ok(
+            6,
+            alter(
+                1,
+                1,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[1, 2, 3],
+            ),
+        );
         assert_eq!(t.partition("t", 0).isr, vec![1, 2, 3]);
-        t.ok(7, alter(1, 1, "t", 0, 0, &[3, 2, 1]));
+        t.ok(
+            7,
+            alter(
+                1,
+                1,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[3, 2, 1],
+            ),
+        );
         assert_eq!(t.store.version(), 6);
 
-        let error = rejected(&t, 8, alter(2, 2, "t", 0, 0, &[2, 3]));
+        let error = rejected(
+            &t,
+            8,
+            alter(
+                2,
+                2,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[2, 3],
+            ),
+        );
         assert_eq!(
             error,
             MetadataError::NotPartitionLeader {
@@ -671,12 +786,16 @@ mod tests {
         );
         assert_eq!(error.code(), tonic::Code::FailedPrecondition);
         for isr in [&[2, 3][..], &[1, 4], &[]] {
-            let error = rejected(&t, t.store.applied_index() + 1, alter(1, 1, "t", 0, 0, isr));
+            let error = rejected(
+                &t,
+                t.store.applied_index() + 1,
+                alter(1, 1, "t", 0, 0, t.partition("t", 0).partition_epoch, isr),
+            );
             assert!(matches!(error, MetadataError::InvalidIsr { .. }), "{error}");
             assert_eq!(error.code(), tonic::Code::InvalidArgument);
         }
         assert!(matches!(
-            rejected(&t, 20, alter(1, 1, "t", 1, 0, &[1])),
+            rejected(&t, 20, alter(1, 1, "t", 1, 0, 0, &[1])),
             MetadataError::PartitionNotFound {
                 partition: 1,
                 partitions: 1,
@@ -684,13 +803,25 @@ mod tests {
             }
         ));
         assert!(matches!(
-            rejected(&t, 21, alter(1, 1, "u", 0, 0, &[1])),
+            rejected(&t, 21, alter(1, 1, "u", 0, 0, 0, &[1])),
             MetadataError::TopicNotFound { .. }
         ));
 
         // Broker 3 goes OFFLINE: it leaves the ISR and may not be added back while OFFLINE.
         t.ok(22, fence(3, 3));
-        let error = rejected(&t, 23, alter(1, 1, "t", 0, 0, &[1, 2, 3]));
+        let error = rejected(
+            &t,
+            23,
+            alter(
+                1,
+                1,
+                "t",
+                0,
+                0,
+                t.partition("t", 0).partition_epoch,
+                &[1, 2, 3],
+            ),
+        );
         assert_eq!(error.code(), tonic::Code::FailedPrecondition);
         assert!(matches!(
             error,
@@ -700,7 +831,11 @@ mod tests {
         // Leadership moves: the old leader's epoch is stale, and it is no longer the leader.
         t.ok(24, fence(1, 1));
         assert!(matches!(
-            rejected(&t, 25, alter(2, 2, "t", 0, 0, &[2])),
+            rejected(
+                &t,
+                25,
+                alter(2, 2, "t", 0, 0, t.partition("t", 0).partition_epoch, &[2])
+            ),
             MetadataError::StaleLeaderEpoch {
                 given: 0,
                 current: 1,
@@ -708,10 +843,131 @@ mod tests {
             }
         ));
         assert!(matches!(
-            rejected(&t, 26, alter(1, 1, "t", 0, 0, &[1, 2])),
+            rejected(
+                &t,
+                26,
+                alter(
+                    1,
+                    1,
+                    "t",
+                    0,
+                    0,
+                    t.partition("t", 0).partition_epoch,
+                    &[1, 2]
+                )
+            ),
             MetadataError::NotPartitionLeader { leader: 2, .. }
         ));
-        t.ok(27, alter(2, 2, "t", 0, 1, &[2]));
+        t.ok(
+            27,
+            alter(2, 2, "t", 0, 1, t.partition("t", 0).partition_epoch, &[2]),
+        );
         assert_eq!(t.partition("t", 0).isr, vec![2]);
+    }
+
+    fn register_with(id: u64, incarnation_id: u64, storage_id: u64) -> MetadataCommand {
+        let mut command = register(id, "");
+        if let Some(Command::RegisterBroker(c)) = &mut command.command {
+            c.incarnation_id = incarnation_id;
+            c.storage_id = storage_id;
+        }
+        command
+    }
+
+    #[test]
+    fn every_leader_or_isr_change_bumps_the_partition_epoch_and_a_stale_one_is_refused() {
+        let t = cluster(3);
+        t.ok(4, create("t", &[vec![1, 2, 3]]));
+        assert_eq!(t.partition("t", 0).partition_epoch, 0);
+        t.ok(5, alter(1, 1, "t", 0, 0, 0, &[1, 2]));
+        assert_eq!(t.partition("t", 0).partition_epoch, 1);
+        // An expansion computed from epoch 0 (before the shrink) would put 3 back on a stale
+        // view: refused, nothing changes.
+        let error = rejected(&t, 6, alter(1, 1, "t", 0, 0, 0, &[1, 2, 3]));
+        assert_eq!(
+            error,
+            MetadataError::StalePartitionEpoch {
+                topic: "t".into(),
+                partition: 0,
+                given: 0,
+                current: 1
+            }
+        );
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(t.partition("t", 0).isr, vec![1, 2]);
+        // The same change repeated (an attempt whose answer was lost) is refused too, so the
+        // leader learns it from the metadata rather than applying it twice.
+        t.ok(7, alter(1, 1, "t", 0, 0, 1, &[1, 2, 3]));
+        assert!(matches!(
+            rejected(&t, 8, alter(1, 1, "t", 0, 0, 1, &[1, 2, 3])),
+            MetadataError::StalePartitionEpoch { current: 2, .. }
+        ));
+        // Leader moves and ISR removals bump it too.
+        t.ok(9, fence(1, 1));
+        let p = t.partition("t", 0);
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 3));
+        t.ok(10, unfence(1, 1));
+        assert_eq!(
+            t.partition("t", 0).partition_epoch,
+            3,
+            "not in the ISR: no change"
+        );
+    }
+
+    #[test]
+    fn a_broker_with_a_wiped_disk_never_leads_what_its_old_disk_held() {
+        let t = TestStore::new();
+        t.ok(1, register_with(1, 11, 500));
+        t.ok(2, register_with(2, 21, 600));
+        t.ok(3, create("a", &[vec![1]]));
+        t.ok(30, create("b", &[vec![1, 2]]));
+        // Broker 2 goes first, then broker 1: both partitions keep broker 1 as the last member.
+        t.ok(31, fence(2, 2));
+        t.ok(32, fence(1, 1));
+        for name in ["a", "b"] {
+            let p = t.partition(name, 0);
+            assert_eq!(
+                (p.leader, p.isr.clone(), p.last_isr_storage_id),
+                (0, vec![1], 500)
+            );
+        }
+        // Broker 1 comes back with an empty disk (new storage id): it must not lead.
+        t.ok(33, register_with(1, 12, 501));
+        for name in ["a", "b"] {
+            let p = t.partition(name, 0);
+            assert_eq!((p.leader, p.isr.clone()), (0, vec![1]), "{name}");
+        }
+        // Its old disk is back (a restart with the original storage): it leads again.
+        t.ok(34, register_with(1, 13, 500));
+        for name in ["a", "b"] {
+            let p = t.partition(name, 0);
+            assert_eq!((p.leader, p.last_isr_storage_id), (1, 0), "{name}");
+        }
+        // A plain restart on the same disk keeps working as before.
+        t.ok(35, fence(1, 34));
+        t.ok(36, register_with(1, 14, 500));
+        assert_eq!(t.partition("a", 0).leader, 1);
+    }
+
+    #[test]
+    fn a_retried_registration_of_the_same_incarnation_keeps_its_epoch_and_leaderships() {
+        let t = TestStore::new();
+        t.ok(1, register_with(1, 77, 5));
+        t.ok(2, register_with(2, 88, 6));
+        t.ok(3, create("t", &[vec![1, 2]]));
+        let before = t.store.get_metadata();
+        // The answer to the first registration was lost; the broker retries.
+        assert_eq!(
+            t.ok(4, register_with(1, 77, 5)),
+            CommandReply::BrokerRegistered { broker_epoch: 1 }
+        );
+        let after = t.store.get_metadata();
+        assert_eq!((&after.1, &after.2), (&before.1, &before.2));
+        // A new process (another incarnation) is a new registration.
+        assert_eq!(
+            t.ok(5, register_with(1, 78, 5)),
+            CommandReply::BrokerRegistered { broker_epoch: 5 }
+        );
+        assert_eq!(t.partition("t", 0).leader, 2);
     }
 }

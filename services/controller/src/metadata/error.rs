@@ -117,6 +117,19 @@ pub enum MetadataError {
         current: u64,
     },
 
+    /// The ISR change was computed from another partition epoch: the leader or the ISR changed
+    /// since (or the same change was already applied, e.g. by an earlier attempt).
+    #[error(
+        "partition epoch {given} of {topic}-{partition} is not the current epoch {current}: the \
+         leader or ISR changed since; nothing was changed, refresh the metadata and decide again"
+    )]
+    StalePartitionEpoch {
+        topic: String,
+        partition: u32,
+        given: u64,
+        current: u64,
+    },
+
     /// A proposed ISR that is not a non-empty, duplicate-free subset of the replicas holding the
     /// leader.
     #[error("invalid ISR {isr:?} for {topic}-{partition}: {reason}")]
@@ -183,6 +196,7 @@ impl MetadataError {
             | StaleBrokerEpoch { .. }
             | NotPartitionLeader { .. }
             | StaleLeaderEpoch { .. }
+            | StalePartitionEpoch { .. }
             | IneligibleReplica { .. } => tonic::Code::FailedPrecondition,
             AssignedBrokerUnavailable { .. } => tonic::Code::Unavailable,
         }

@@ -158,7 +158,14 @@ impl State {
                     return fail(format!("ISR {:?} for replicas {:?}", p.isr, p.replicas));
                 }
                 if p.leader == 0 {
-                    if p.isr.len() != 1 || self.is_online(p.isr[0]) {
+                    // An ONLINE last member is leaderless only when it came back with another
+                    // storage than the one that held the partition (a wiped disk).
+                    let waits_for_storage = p.last_isr_storage_id != 0
+                        && self
+                            .brokers
+                            .get(&p.isr[0])
+                            .is_some_and(|b| b.storage_id != p.last_isr_storage_id);
+                    if p.isr.len() != 1 || (self.is_online(p.isr[0]) && !waits_for_storage) {
                         return fail(format!("no leader although the ISR is {:?}", p.isr));
                     }
                 } else if !p.isr.contains(&p.leader) || !p.isr.iter().all(|&r| self.is_online(r)) {

@@ -573,7 +573,18 @@ mod tests {
         t.ok(4, create("orders", &[vec![1, 2, 3], vec![2, 3, 1]]));
         t.ok(5, create("audit", &[vec![3]]));
         t.ok(6, fence(2, 2));
-        t.ok(7, alter(1, 1, "orders", 0, 0, &[1]));
+        t.ok(
+            7,
+            alter(
+                1,
+                1,
+                "orders",
+                0,
+                0,
+                t.partition("orders", 0).partition_epoch,
+                &[1],
+            ),
+        );
         t.store.apply_noop(9).unwrap();
         t
     }
@@ -885,6 +896,7 @@ mod tests {
                     &name,
                     partition,
                     leader_epoch,
+                    p.partition_epoch,
                     &isr,
                 )
             }

@@ -90,6 +90,8 @@ pub fn register(broker_id: u64, rack: &str) -> MetadataCommand {
         host: format!("broker-{broker_id}"),
         port: 9092,
         rack: rack.to_string(),
+        incarnation_id: 0,
+        storage_id: 0,
     }))
 }
 
@@ -139,6 +141,7 @@ pub fn alter(
     topic: &str,
     partition: u32,
     leader_epoch: u64,
+    partition_epoch: u64,
     new_isr: &[u64],
 ) -> MetadataCommand {
     cmd(Command::AlterPartition(AlterPartitionCommand {
@@ -148,5 +151,6 @@ pub fn alter(
         partition,
         leader_epoch,
         new_isr: new_isr.to_vec(),
+        partition_epoch,
     }))
 }

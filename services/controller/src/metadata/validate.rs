@@ -333,6 +333,7 @@ mod tests {
             host: "broker-1.dmq".into(),
             port: 9092,
             rack: String::new(),
+            ..Default::default()
         };
         assert_eq!(validate_register_broker(&ok), Ok(()));
         let error = validate_register_broker(&RegisterBrokerRequest {
@@ -375,6 +376,7 @@ mod tests {
             partition: 0,
             leader_epoch: 0,
             new_isr: vec![1, 2],
+            ..Default::default()
         };
         assert_eq!(validate_alter_partition(&ok), Ok(()));
         for new_isr in [vec![], vec![1, 2, 1]] {

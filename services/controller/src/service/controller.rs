@@ -253,6 +253,8 @@ impl<N: Consensus> Inner<N> {
                 host: request.host,
                 port: request.port,
                 rack: request.rack,
+                incarnation_id: request.incarnation_id,
+                storage_id: request.storage_id,
             })))
             .await?;
         let CommandReply::BrokerRegistered { broker_epoch } = reply else {
@@ -482,6 +484,7 @@ impl<N: Consensus> Inner<N> {
             partition: request.partition,
             leader_epoch: request.leader_epoch,
             new_isr: request.new_isr,
+            partition_epoch: request.partition_epoch,
         }));
         self.precheck(&alter).await?;
         let (version, reply) = self.propose(&alter).await?;

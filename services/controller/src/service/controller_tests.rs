@@ -158,6 +158,7 @@ fn register_request(id: u64, port: u32) -> RegisterBrokerRequest {
         host: "127.0.0.1".into(),
         port,
         rack: String::new(),
+        ..Default::default()
     }
 }
 
@@ -602,6 +603,7 @@ async fn isr_changes_need_the_current_leader_and_epoch() {
         partition: 0,
         leader_epoch,
         new_isr,
+        partition_epoch: p.partition_epoch,
     };
     let proposals = node.proposals();
     let refused = [
@@ -743,6 +745,7 @@ async fn a_new_leader_gives_grace_and_pushes_controller_changed() {
         host: addr.ip().to_string(),
         port: u32::from(addr.port()),
         rack: String::new(),
+        ..Default::default()
     })));
     let svc = service(
         &node,

@@ -89,10 +89,14 @@ pub fn node_error_status(error: &NodeError) -> Status {
 /// `ErrorInfo` whose reason names the refusal.
 pub fn metadata_error_status(error: MetadataError) -> Status {
     let reason = metadata_reason(&error);
+    let mut metadata = HashMap::new();
+    if let MetadataError::StalePartitionEpoch { current, .. } = &error {
+        metadata.insert("partition_epoch".to_string(), current.to_string());
+    }
     Status::with_error_details(
         error.code(),
         error.to_string(),
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
     )
 }
 
@@ -147,6 +151,7 @@ fn metadata_reason(error: &MetadataError) -> &'static str {
         StaleBrokerEpoch { .. } => "STALE_BROKER_EPOCH",
         NotPartitionLeader { .. } => "NOT_PARTITION_LEADER",
         StaleLeaderEpoch { .. } => "STALE_LEADER_EPOCH",
+        StalePartitionEpoch { .. } => "STALE_PARTITION_EPOCH",
         InvalidIsr { .. } => "INVALID_ISR",
         IneligibleReplica { .. } => "INELIGIBLE_REPLICA",
         InvalidAssignment { .. } => "INVALID_ASSIGNMENT",

@@ -110,5 +110,6 @@ pub fn register_request(id: u64, bytes: usize) -> RegisterBrokerRequest {
         host: format!("bench-{id:016}.{}", "x".repeat(bytes.saturating_sub(48))),
         port: 9092,
         rack: "bench".into(),
+        ..Default::default()
     }
 }
