@@ -18,6 +18,17 @@ use crate::discovery::DiscoveryError;
 /// `ErrorInfo` reason of a broker refusing acks=ALL because the ISR is below
 /// `min_insync_replicas` (nothing was appended).
 pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
+/// `ErrorInfo` reasons of a Produce whose records were appended but may or may not become
+/// visible (broker.proto): the outcome is unknown.
+pub const REASONS_AFTER_APPEND: [&str; 4] = [
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "LEADER_CHANGED_AFTER_APPEND",
+    "REPLICATION_TIMEOUT",
+    "STORAGE_FAILED_AFTER_APPEND",
+];
+/// `ErrorInfo` reason of a broker whose memory budget for requests in flight is spent
+/// (nothing was done; retry with backoff).
+pub const REASON_BROKER_OVERLOADED: &str = "BROKER_OVERLOADED";
 /// `ErrorInfo` reason of a fetch outside the log; metadata `log_start_offset`, `high_watermark`.
 pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
 /// `ErrorInfo` reason of a controller that knows no leader (an election is under way).
@@ -87,6 +98,13 @@ pub enum ClientError {
     #[error("timed out: {what}")]
     Timeout { what: String },
 
+    /// A Produce may or may not have been appended: the broker appended the records but could
+    /// not confirm them (the ISR shrank below `min_insync_replicas`, the leader changed, the
+    /// replication timed out, its disk failed), or an earlier attempt of the same batch ended
+    /// that way. The records may become visible later; sending them again may duplicate them.
+    #[error("outcome unknown: {message}; the records may or may not have been written")]
+    UnknownOutcome { message: String },
+
     /// The node could not be reached (connection refused or reset, DNS, TLS). Retryable.
     #[error("cannot reach {address}: {message}")]
     Transport { address: String, message: String },
@@ -101,7 +119,20 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the same call may succeed if tried again later, unchanged.
+    /// Whether a mutation that failed with this error may nevertheless have been applied
+    /// (then a retry may apply it twice).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::UnknownOutcome { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Transport { .. }
+        )
+    }
+
+    /// Whether the same call may succeed if tried again later, unchanged. For a Produce see
+    /// also [`outcome_unknown`](Self::outcome_unknown): a retry after an unknown outcome may
+    /// duplicate records.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -162,9 +193,18 @@ impl ClientError {
     ) -> ClientError {
         let message = status.message().to_string();
         let reason = reason(&status);
+        if reason
+            .as_deref()
+            .is_some_and(|r| REASONS_AFTER_APPEND.contains(&r))
+        {
+            return ClientError::UnknownOutcome { message };
+        }
         match status.code() {
             Code::NotFound => ClientError::NotFound { what: message },
             Code::InvalidArgument => ClientError::InvalidArgument { message },
+            Code::ResourceExhausted if reason.as_deref() == Some(REASON_BROKER_OVERLOADED) => {
+                ClientError::Unavailable { message }
+            }
             Code::ResourceExhausted => ClientError::TooLarge { message },
             Code::FailedPrecondition
                 if crate::partition_hint::partition_leader_hint(&status).is_some() =>
@@ -205,6 +245,30 @@ impl From<DiscoveryError> for ClientError {
         ClientError::InvalidArgument {
             message: error.to_string(),
         }
+    }
+}
+
+/// Whether a Produce answered `status` may have appended its records: an after-append reason;
+/// or, without a dmq.v1 `ErrorInfo`, a code that does not prove the request was refused
+/// before it ran (a transport error, a deadline, a cancellation, INTERNAL: it may have reached
+/// the broker and been appended). Every refusal a broker decides carries a reason; codes such
+/// as INVALID_ARGUMENT or RESOURCE_EXHAUSTED from the gRPC layer itself refuse the request
+/// whole before any handler ran.
+pub(crate) fn produce_outcome_unknown(status: &Status) -> bool {
+    match status.get_details_error_info() {
+        Some(info) if info.domain == "dmq.v1" => {
+            REASONS_AFTER_APPEND.contains(&info.reason.as_str())
+        }
+        _ => matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Internal
+                | Code::Aborted
+                | Code::DataLoss
+        ),
     }
 }
 
@@ -291,7 +355,27 @@ mod tests {
             &[],
         ));
         assert!(matches!(isr, ClientError::NotEnoughReplicas { .. }));
-        assert!(isr.is_retryable());
+        assert!(isr.is_retryable() && !isr.outcome_unknown());
+        // Every after-append failure is an unknown outcome, whatever its code.
+        for (code, reason) in [
+            (Code::Unavailable, "NOT_ENOUGH_REPLICAS_AFTER_APPEND"),
+            (Code::Unavailable, "LEADER_CHANGED_AFTER_APPEND"),
+            (Code::DeadlineExceeded, "REPLICATION_TIMEOUT"),
+            (Code::Unavailable, "STORAGE_FAILED_AFTER_APPEND"),
+        ] {
+            let e = broker(with_info(code, reason, &[]));
+            assert!(
+                matches!(e, ClientError::UnknownOutcome { .. }),
+                "{reason}: {e:?}"
+            );
+            assert!(e.outcome_unknown() && !e.is_retryable(), "{reason}");
+        }
+        let busy = broker(with_info(
+            Code::ResourceExhausted,
+            REASON_BROKER_OVERLOADED,
+            &[],
+        ));
+        assert!(busy.is_retryable(), "{busy:?}");
 
         let large = broker(Status::resource_exhausted("batch too large"));
         assert!(matches!(large, ClientError::TooLarge { .. }) && !large.is_retryable());

@@ -9,10 +9,13 @@
 //! | NOT_LEADER without a usable hint, no leader, UNAVAILABLE, timeout, connection failure | pause, refresh the metadata, retry |
 //! | NOT_ENOUGH_REPLICAS | pause, retry (the leader has not changed) |
 //! | NOT_FOUND from the broker | pause, refresh: gone from the metadata -> NOT_FOUND, else the broker lags; retry |
+//! | an unknown outcome of a Produce (an after-append reason, a timeout, a transport error) | with `retry_unknown`: pause, refresh (following a leader hint), retry; else return [`ClientError::UnknownOutcome`] |
 //! | anything else (OFFSET_OUT_OF_RANGE, INVALID_ARGUMENT, too large, INTERNAL, …) | return it |
 //!
 //! Every retry, redirects included, counts against [`RetryPolicy::retries`]; pauses follow its
-//! backoff. When the retries run out the last error is returned.
+//! backoff. When the retries run out the last error is returned — for a Produce of which some
+//! attempt had an unknown outcome, as [`ClientError::UnknownOutcome`] whatever the last
+//! attempt said: an earlier attempt may have appended the records.
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use dmq_proto::v1::broker_service_client::BrokerServiceClient;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::error::produce_outcome_unknown;
 use crate::partition_hint::partition_leader_hint;
 use crate::{ClientError, MetadataView, RetryPolicy};
 
@@ -30,6 +34,9 @@ pub(crate) struct Target<'a> {
     pub partition: u32,
     /// The offset a fetch asks for (0 otherwise), for `OffsetOutOfRange`.
     pub offset: u64,
+    /// `Some(retry_unknown)` for a Produce: whether an attempt with an unknown outcome is
+    /// retried (possibly duplicating it). `None` for reads.
+    pub produce: Option<bool>,
 }
 
 /// What to do before the next attempt.
@@ -55,9 +62,15 @@ where
         topic,
         partition,
         offset,
+        produce,
     } = target;
     let mut backoff = retry.backoff();
     let mut retries = 0u32;
+    // The first attempt whose outcome was unknown, if any.
+    let mut maybe_applied: Option<ClientError> = None;
+    let unknown = |first: &ClientError, last: &ClientError| ClientError::UnknownOutcome {
+        message: format!("an attempt ended with an unknown outcome ({first}); then: {last}"),
+    };
     loop {
         let (error, next) = match metadata.leader(topic, partition).await {
             Err(error) if error.is_retryable() => (error, Next::Pause { refresh: true }),
@@ -69,10 +82,27 @@ where
                     Ok(Ok(response)) => return Ok(response.into_inner()),
                     Ok(Err(status)) => {
                         let hint = partition_leader_hint(&status);
+                        let unknown_outcome = produce.is_some() && produce_outcome_unknown(&status);
                         let error = ClientError::from_broker_status(
                             status, address, topic, partition, offset,
                         );
+                        if unknown_outcome {
+                            maybe_applied.get_or_insert_with(|| error.clone());
+                            if produce == Some(false) {
+                                return Err(match error {
+                                    e @ ClientError::UnknownOutcome { .. } => e,
+                                    e => ClientError::UnknownOutcome {
+                                        message: e.to_string(),
+                                    },
+                                });
+                            }
+                        }
                         let next = match &error {
+                            ClientError::UnknownOutcome { .. } => {
+                                // A leader change after the append names the new leader.
+                                metadata.on_not_leader(topic, partition, address, hint.as_ref());
+                                Next::Pause { refresh: true }
+                            }
                             ClientError::NotLeader { .. } => {
                                 if metadata.on_not_leader(topic, partition, address, hint.as_ref())
                                 {
@@ -84,24 +114,42 @@ where
                             ClientError::NotEnoughReplicas { .. } => Next::Pause { refresh: false },
                             ClientError::NotFound { .. } => Next::Pause { refresh: true },
                             e if e.is_retryable() => Next::Pause { refresh: true },
-                            _ => return Err(error),
+                            _ => {
+                                return Err(match &maybe_applied {
+                                    Some(first) => unknown(first, &error),
+                                    None => error,
+                                });
+                            }
                         };
                         (error, next)
                     }
-                    Err(_) => (
-                        ClientError::Timeout {
+                    Err(_) => {
+                        let error = ClientError::Timeout {
                             what: format!(
                                 "broker {address} did not answer for {topic}-{partition} within \
                                  {timeout:?}"
                             ),
-                        },
-                        Next::Pause { refresh: true },
-                    ),
+                        };
+                        if produce.is_some() {
+                            maybe_applied.get_or_insert_with(|| error.clone());
+                            if produce == Some(false) {
+                                return Err(ClientError::UnknownOutcome {
+                                    message: error.to_string(),
+                                });
+                            }
+                        }
+                        (error, Next::Pause { refresh: true })
+                    }
                 }
             }
         };
         if retries >= retry.retries {
-            return Err(error);
+            return Err(match &maybe_applied {
+                Some(first) if !matches!(error, ClientError::UnknownOutcome { .. }) => {
+                    unknown(first, &error)
+                }
+                _ => error,
+            });
         }
         retries += 1;
         tracing::debug!(%topic, partition, %error, retries, "partition call failed; retrying");

@@ -13,6 +13,8 @@ use tonic_types::StatusExt;
 pub const PARTITION_LEADER_METADATA_KEY: &str = "x-partition-leader";
 /// `ErrorInfo` reason of a broker that does not lead the partition.
 pub const REASON_NOT_LEADER_FOR_PARTITION: &str = "NOT_LEADER_FOR_PARTITION";
+/// `ErrorInfo` reason of a leader that stopped leading after appending (outcome unknown).
+pub const REASON_LEADER_CHANGED_AFTER_APPEND: &str = "LEADER_CHANGED_AFTER_APPEND";
 
 /// Who leads a partition, as a refusing broker believes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,10 +28,14 @@ pub struct PartitionLeaderHint {
     pub leader_epoch: u64,
 }
 
-/// The hint a NOT_LEADER_FOR_PARTITION answer carries: from its `ErrorInfo`, else from the
+/// The hint a NOT_LEADER_FOR_PARTITION answer (or a LEADER_CHANGED_AFTER_APPEND one, which
+/// names the new leader the same way) carries: from its `ErrorInfo`, else from the
 /// `x-partition-leader` metadata alone. `None` when `status` is not such an answer.
 pub fn partition_leader_hint(status: &Status) -> Option<PartitionLeaderHint> {
-    if status.code() != Code::FailedPrecondition {
+    let reason = status.get_details_error_info().map(|i| i.reason);
+    let leader_changed = status.code() == Code::Unavailable
+        && reason.as_deref() == Some(REASON_LEADER_CHANGED_AFTER_APPEND);
+    if status.code() != Code::FailedPrecondition && !leader_changed {
         return None;
     }
     let from_metadata = status
@@ -40,7 +46,8 @@ pub fn partition_leader_hint(status: &Status) -> Option<PartitionLeaderHint> {
         .filter(|a| !a.is_empty())
         .map(str::to_string);
     if let Some(info) = status.get_details_error_info()
-        && info.reason == REASON_NOT_LEADER_FOR_PARTITION
+        && (info.reason == REASON_NOT_LEADER_FOR_PARTITION
+            || info.reason == REASON_LEADER_CHANGED_AFTER_APPEND)
     {
         let number = |key: &str| {
             info.metadata

@@ -379,6 +379,7 @@ impl Consumer {
             topic,
             partition,
             offset: 0,
+            produce: None,
         };
         call_partition_leader(
             &self.metadata,
@@ -413,6 +414,7 @@ async fn fetch(
         topic: &tp.topic,
         partition: tp.partition,
         offset,
+        produce: None,
     };
     call_partition_leader(
         metadata,

@@ -55,6 +55,11 @@ pub struct ProducerConfig {
     /// Retries of a batch after a retryable failure (default 10, pauses 50 ms doubling to
     /// 1 s); see [`Producer`](crate::Producer) for what is retried.
     pub retry: RetryPolicy,
+    /// Whether a batch whose attempt had an unknown outcome (appended but not confirmed: the
+    /// ISR shrank, the leader changed, a timeout, a lost connection) is sent again (default
+    /// true: at least once, a retry may duplicate it). With false the batch fails at once with
+    /// [`ClientError::UnknownOutcome`] and the caller decides (at most once per send).
+    pub retry_unknown_outcomes: bool,
     /// Bound on one Produce attempt (default 30 s). The broker is asked to give up waiting
     /// for the ISR after three quarters of it (at most 60 s), so it usually answers first.
     pub request_timeout: Duration,
@@ -77,6 +82,7 @@ impl Default for ProducerConfig {
             buffer_max_bytes: 32 * 1024 * 1024,
             max_record_bytes: 63 * 1024,
             retry: RetryPolicy::default(),
+            retry_unknown_outcomes: true,
             request_timeout: Duration::from_secs(30),
             max_in_flight_per_partition: 1,
             partitioner: Partitioner::KeyHash,

@@ -9,9 +9,14 @@
 //! `accumulator.rs`) and sends each to the partition leader.
 //!
 //! # Retries and ordering
-//! A batch failing with NOT_LEADER (the hint is followed at once), no leader, UNAVAILABLE,
-//! NOT_ENOUGH_REPLICAS, a timeout or a connection failure is sent again, the same batch, after
-//! a pause and a metadata refresh, up to [`RetryPolicy::retries`](crate::RetryPolicy) times.
+//! A batch refused with NOT_LEADER (the hint is followed at once), no leader, UNAVAILABLE,
+//! NOT_ENOUGH_REPLICAS or BROKER_OVERLOADED — nothing was appended — is sent again, the same
+//! batch, after a pause and a metadata refresh, up to [`RetryPolicy::retries`](crate::RetryPolicy)
+//! times. A batch whose attempt had an unknown outcome (an after-append reason such as
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND or LEADER_CHANGED_AFTER_APPEND, a timeout, a lost
+//! connection) is sent again only with [`ProducerConfig::retry_unknown_outcomes`] (the
+//! default); when it finally fails, its error is [`ClientError::UnknownOutcome`] even if the
+//! last attempt was a plain refusal, because an earlier one may have appended it.
 //! Other failures (unknown topic, record too large, …) fail its records at once. With
 //! [`ProducerConfig::max_in_flight_per_partition`] 1 (the default) a partition has one batch
 //! outstanding, so records are appended in `send` order (per partition, as sent by one task).
@@ -19,11 +24,11 @@
 //! error and the caller decides.
 //!
 //! # Delivery guarantee
-//! At least once. A refused attempt (NOT_LEADER, NOT_ENOUGH_REPLICAS, UNAVAILABLE from a
-//! broker that did not append) is never duplicated by its retry; an attempt whose outcome is
-//! unknown (timeout, connection lost mid-request) may have been appended, and its retry may
-//! then append the batch a second time. The wire has no producer ids or sequence numbers to
-//! deduplicate that.
+//! At least once. A refused attempt (every broker refusal says so by its reason: broker.proto)
+//! is never duplicated by its retry; an attempt whose outcome is unknown may have been
+//! appended, and its retry may then append the batch a second time. The wire has no producer
+//! ids or sequence numbers to deduplicate that yet; set
+//! [`ProducerConfig::retry_unknown_outcomes`] to false to get the error instead.
 
 mod accumulator;
 mod config;

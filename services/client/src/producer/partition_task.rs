@@ -73,6 +73,7 @@ async fn deliver(ctx: Arc<PartitionCtx>, batch: Vec<Pending>, _slot: OwnedSemaph
         topic: &ctx.topic,
         partition: ctx.partition,
         offset: 0,
+        produce: Some(config.retry_unknown_outcomes),
     };
     let result = call_partition_leader(
         &ctx.metadata,

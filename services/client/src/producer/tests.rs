@@ -7,7 +7,9 @@ use futures::FutureExt;
 use tonic::Status;
 
 use super::*;
-use crate::testing::fake_broker::{FakeBroker, not_enough_replicas};
+use crate::testing::fake_broker::{
+    FakeBroker, not_enough_replicas, not_enough_replicas_after_append,
+};
 use crate::testing::fake_controller::FakeController;
 use crate::testing::{eventually, fast_admin_options, fast_retry, within};
 use crate::{Admin, ClientError, MetadataView, Record};
@@ -128,6 +130,67 @@ async fn a_not_leader_hint_moves_the_partition_without_asking_the_controller() {
     assert_eq!(c.controller.script().metadata_requests, 2);
     assert_eq!(b.values(), expected(51));
     assert_eq!(a.script().produce_attempts, 1);
+}
+
+/// Issue 10, path 9: a failure after the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND) was
+/// retried as if nothing had been appended, and a batch that then failed for good was
+/// reported as refused although its first attempt may have written it.
+#[tokio::test]
+async fn an_unknown_outcome_is_never_reported_as_a_refusal() {
+    let c = cluster(1, &[(1, 1)]).await;
+    let broker = &c.brokers[0];
+    // Not retried when the producer is told not to: the caller gets the unknown outcome.
+    broker.script().produce_failures = [not_enough_replicas_after_append()].into();
+    let once = Producer::new(
+        c.metadata.clone(),
+        ProducerConfig {
+            retry_unknown_outcomes: false,
+            ..config()
+        },
+    )
+    .unwrap();
+    let error = once
+        .send_and_wait("t", Some(0), Record::new(value(0)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::UnknownOutcome { .. }) && error.outcome_unknown(),
+        "{error:?}"
+    );
+    assert_eq!(broker.script().produce_attempts, 1, "not retried");
+
+    // Retried by default (at least once), but when the retries end in plain refusals the
+    // error still says the outcome is unknown: the first attempt may have appended.
+    let retry = crate::RetryPolicy {
+        retries: 2,
+        ..fast_retry()
+    };
+    broker.script().produce_failures = [
+        not_enough_replicas_after_append(),
+        not_enough_replicas(),
+        not_enough_replicas(),
+    ]
+    .into();
+    let again = Producer::new(c.metadata.clone(), ProducerConfig { retry, ..config() }).unwrap();
+    let error = again
+        .send_and_wait("t", Some(0), Record::new(value(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::UnknownOutcome { .. }),
+        "{error:?}"
+    );
+    assert_eq!(broker.script().produce_attempts, 4);
+    // A batch refused every time is a plain refusal.
+    broker.script().produce_failures = (0..3).map(|_| not_enough_replicas()).collect();
+    let error = again
+        .send_and_wait("t", Some(0), Record::new(value(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::NotEnoughReplicas { .. }) && !error.outcome_unknown(),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

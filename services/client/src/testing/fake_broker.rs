@@ -135,6 +135,15 @@ pub(crate) fn not_enough_replicas() -> Status {
     )
 }
 
+/// acks=ALL appended, then the ISR shrank below min_insync_replicas: outcome unknown.
+pub(crate) fn not_enough_replicas_after_append() -> Status {
+    Status::with_error_details(
+        Code::Unavailable,
+        "appended, then the ISR shrank below min_insync_replicas",
+        ErrorDetails::with_error_info("NOT_ENOUGH_REPLICAS_AFTER_APPEND", "dmq.v1", HashMap::new()),
+    )
+}
+
 fn out_of_range(offset: u64, log_start: u64, high_watermark: u64) -> Status {
     Status::with_error_details(
         Code::OutOfRange,
