@@ -16,6 +16,8 @@ use crate::log::{
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Default [`BrokerConfig::fetch_max_bytes`]: 4 MiB.
 pub const DEFAULT_FETCH_MAX_BYTES: u32 = 4 * 1024 * 1024;
+/// Default [`BrokerConfig::memory_budget_bytes`]: 128 MiB.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 128 * 1024 * 1024;
 /// What a Fetch or Consume with `max_bytes = 0` gets: 1 MiB (broker.proto).
 pub const DEFAULT_FETCH_BYTES: u32 = 1024 * 1024;
 
@@ -97,6 +99,14 @@ pub struct BrokerConfig {
     pub high_watermark_checkpoint_interval: Duration,
     /// sled's page cache for the partition logs (default 64 MiB).
     pub log_cache_bytes: u64,
+    /// The most bytes that requests in flight may hold together (default 128 MiB): Produce
+    /// requests until answered (acks=ALL waiters included), acks=NONE appends in the
+    /// background, Fetch answers and queued Consume responses. Beyond it requests are refused
+    /// RESOURCE_EXHAUSTED / BROKER_OVERLOADED, nothing done. At least `max_request_bytes`.
+    pub memory_budget_bytes: usize,
+    /// Test-only pause points and injected failures (see [`crate::faults`]).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub faults: crate::FaultPoints,
 }
 
 impl BrokerConfig {
@@ -135,6 +145,9 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(300),
             high_watermark_checkpoint_interval: Duration::from_secs(1),
             log_cache_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: crate::FaultPoints::default(),
         }
     }
 
@@ -187,6 +200,16 @@ impl BrokerConfig {
         }
         if let Err(e) = self.log_store_config().log.validate() {
             return invalid(format!("{e} (max record bytes / max batch bytes)"));
+        }
+        if self.memory_budget_bytes < self.max_request_bytes
+            || self.memory_budget_bytes > u32::MAX as usize
+        {
+            return invalid(format!(
+                "memory budget bytes {} must be between max request bytes {} and {}",
+                self.memory_budget_bytes,
+                self.max_request_bytes,
+                u32::MAX
+            ));
         }
         if self.max_request_bytes < self.max_record_bytes
             || self.max_request_bytes > i32::MAX as usize

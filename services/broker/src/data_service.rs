@@ -24,18 +24,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
-use futures::Stream;
-use tokio::sync::{Semaphore, mpsc};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::budget::Reservation;
 use crate::config::DEFAULT_FETCH_BYTES;
 use crate::errors::{DataError, LeaderHint};
 use crate::log::{AppendInfo, LogError, OffsetSpec, ReadBound, Record};
 use crate::metadata_cache::MetadataSnapshot;
 use crate::partitions::follower::broker_address;
-use crate::partitions::leader::{IsrChange, Leader, divergence};
+use crate::partitions::leader::{Leader, divergence};
 use crate::partitions::manager::{now_ms, spawn_isr_change};
 use crate::partitions::{Partition, Role};
 use crate::state::Broker;
@@ -44,12 +45,12 @@ use crate::wire;
 /// acks=ALL wait when the request says 0, and the most it may ask (broker.proto).
 const PRODUCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(60);
-/// acks=NONE appends running in the background at most; beyond it, acks=NONE requests wait
-/// for one to finish before they answer (backpressure instead of unbounded memory).
-const ACKS_NONE_IN_FLIGHT: usize = 1024;
 /// Consume: responses queued ahead of a slow client, and bytes of records per response.
 const CONSUME_QUEUE: usize = 4;
 const CONSUME_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// A queued Consume response and the share of the memory budget it holds.
+type ConsumeItem = (Result<pb::ConsumeResponse, Status>, Option<Reservation>);
 
 /// The stream Consume answers with.
 pub(crate) type ConsumeStream =
@@ -70,7 +71,6 @@ const METADATA_WAIT_MAX: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct DataService {
     broker: Arc<Broker>,
-    background: Arc<Semaphore>,
 }
 
 fn partition_meta<'a>(
@@ -100,10 +100,7 @@ fn blocking_error(e: tokio::task::JoinError) -> DataError {
 
 impl DataService {
     pub(crate) fn new(broker: Arc<Broker>) -> DataService {
-        DataService {
-            broker,
-            background: Arc::new(Semaphore::new(ACKS_NONE_IN_FLIGHT)),
-        }
+        DataService { broker }
     }
 
     /// Why this broker does not serve `topic`-`partition` as leader, from the current metadata.
@@ -263,6 +260,8 @@ impl DataService {
                 max: self.broker.cfg.max_request_bytes,
             });
         }
+        // Held until the answer (acks=NONE: until the background append is done).
+        let reservation = self.broker.data.budget.try_reserve(total)?;
         let count = records.len();
         match acks {
             pb::Acks::None => {
@@ -270,20 +269,12 @@ impl DataService {
                     .leader()
                     .await
                     .ok_or_else(|| self.not_leading(&part.id.topic, part.id.partition))?;
-                let permit = self
-                    .background
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| DataError::NotReady("the broker is stopping".into()))?;
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _reservation = reservation;
                     let done = async {
                         let (leader, info) = this.append(&part, records, None).await?;
-                        this.broker.data.syncer.sync().await?;
-                        leader.on_synced(info.last_offset + 1);
-                        Ok::<_, DataError>(())
+                        this.make_durable(&leader, &info).await
                     };
                     match done.await {
                         Ok(()) => crate::metrics::produced(count, total),
@@ -299,16 +290,18 @@ impl DataService {
             }
             pb::Acks::Leader => {
                 let (leader, info) = self.append(&part, records, None).await?;
-                self.broker.data.syncer.sync().await?;
-                leader.on_synced(info.last_offset + 1);
+                self.make_durable(&leader, &info).await?;
+                if leader.is_closed() {
+                    // Durable here, but the next leader may not have it.
+                    return Err(self.leader_changed_after_append(&part, &info));
+                }
                 crate::metrics::produced(count, total);
                 Ok(response(&leader, &info))
             }
             pb::Acks::All | pb::Acks::Unspecified => {
                 let min = settings.min_insync_replicas;
                 let (leader, info) = self.append(&part, records, Some(min)).await?;
-                self.broker.data.syncer.sync().await?;
-                leader.on_synced(info.last_offset + 1);
+                self.make_durable(&leader, &info).await?;
                 let timeout = match request.timeout_ms {
                     0 => PRODUCE_TIMEOUT_DEFAULT,
                     ms => Duration::from_millis(u64::from(ms)).min(PRODUCE_TIMEOUT_MAX),
@@ -323,7 +316,8 @@ impl DataService {
 
     /// Appends as the current leader, holding the role so no role change interleaves. With
     /// `min_isr`, refuses first (NOT_ENOUGH_REPLICAS, nothing appended) when the ISR is
-    /// smaller.
+    /// smaller. Errors before the write are refusals; a failed write is an unknown outcome
+    /// ([`DataError::StorageAfterAppend`]).
     async fn append(
         &self,
         part: &Arc<Partition>,
@@ -336,30 +330,67 @@ impl DataService {
             _ => return Err(self.not_leading(&part.id.topic, part.id.partition)),
         };
         if let Some(min) = min_isr {
-            let (_, isr_size) = leader.status();
+            let isr_size = leader.commitment().isr_size;
             if isr_size < min {
                 return Err(DataError::NotEnoughReplicas {
                     topic: part.id.topic.clone(),
                     partition: part.id.partition,
                     isr_size,
                     min_insync_replicas: min,
-                    appended: false,
                 });
             }
         }
         let log = part.log.clone();
         let epoch = leader.epoch;
-        let info =
+        let appended =
             tokio::task::spawn_blocking(move || log.append_as_leader(records, epoch, now_ms()))
                 .await
-                .map_err(blocking_error)??;
+                .map_err(|e| {
+                    DataError::StorageAfterAppend(format!("the append task failed: {e}"))
+                })?;
+        let info = appended.map_err(|e| match e {
+            // The write itself failed: sled may have taken part of it.
+            e @ (LogError::Sled { .. } | LogError::Io { .. }) => {
+                DataError::StorageAfterAppend(e.to_string())
+            }
+            LogError::Failed { .. } => DataError::Storage(e.to_string()),
+            e => DataError::Log(e),
+        })?;
         part.note_appended(info.last_offset + 1);
         drop(role);
         Ok((leader, info))
     }
 
-    /// acks=ALL: waits until the high watermark passes the batch while the ISR keeps at least
-    /// `min` members.
+    /// Waits for the group commit covering an append and reports it to `leader`.
+    async fn make_durable(&self, leader: &Leader, info: &AppendInfo) -> Result<(), DataError> {
+        crate::fault_point!(self.broker.cfg.faults, "produce.after_append");
+        self.broker.data.syncer.sync().await.map_err(|e| match e {
+            DataError::Storage(why) => DataError::StorageAfterAppend(why),
+            e => e,
+        })?;
+        leader.on_synced(info.last_offset + 1);
+        Ok(())
+    }
+
+    /// The answer to records appended by a leadership that ended before they committed.
+    fn leader_changed_after_append(&self, part: &Partition, info: &AppendInfo) -> DataError {
+        let leader = match self.not_leading(&part.id.topic, part.id.partition) {
+            DataError::NotLeader { leader, .. } => leader,
+            _ => LeaderHint::default(),
+        };
+        DataError::LeaderChangedAfterAppend {
+            topic: part.id.topic.clone(),
+            partition: part.id.partition,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            leader,
+        }
+    }
+
+    /// acks=ALL: waits until this leadership's high watermark passes the batch while the ISR
+    /// keeps at least `min` members. Only the leadership that appended can commit its records:
+    /// once it is closed, whatever the partition's shared watermark says, the outcome is
+    /// unknown ([`DataError::LeaderChangedAfterAppend`]).
     async fn wait_committed(
         &self,
         part: &Arc<Partition>,
@@ -370,35 +401,36 @@ impl DataService {
     ) -> Result<(), DataError> {
         let target = info.last_offset + 1;
         let deadline = Instant::now() + timeout;
-        let mut hw = part.hw.subscribe();
-        let mut changes = part.changes.subscribe();
+        let mut commitment = leader.subscribe();
         loop {
-            let reached = *hw.borrow_and_update() >= target;
-            changes.borrow_and_update();
-            let (closed, isr_size) = leader.status();
-            let too_few = || DataError::NotEnoughReplicas {
+            let now = *commitment.borrow_and_update();
+            let too_few = || DataError::NotEnoughReplicasAfterAppend {
                 topic: part.id.topic.clone(),
                 partition: part.id.partition,
-                isr_size,
+                isr_size: now.isr_size,
                 min_insync_replicas: min,
-                appended: true,
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
             };
-            if reached {
-                return if isr_size >= min {
+            if now.high_watermark >= target {
+                return if now.isr_size >= min {
                     Ok(())
                 } else {
                     Err(too_few())
                 };
             }
-            if closed {
-                return Err(self.not_leading(&part.id.topic, part.id.partition));
+            if now.closed {
+                return Err(self.leader_changed_after_append(part, info));
             }
-            if isr_size < min {
+            if now.isr_size < min {
                 return Err(too_few());
             }
             tokio::select! {
-                _ = hw.changed() => {}
-                _ = changes.changed() => {}
+                changed = commitment.changed() => {
+                    if changed.is_err() {
+                        return Err(self.leader_changed_after_append(part, info));
+                    }
+                }
                 _ = sleep_until(deadline) => {
                     return Err(DataError::ReplicationTimeout {
                         topic: part.id.topic.clone(),
@@ -455,6 +487,9 @@ impl DataService {
             changes.borrow_and_update();
             Self::check_consumer_offset(&part, offset)?;
             if offset < hw {
+                // The answer is built in memory: at most `max_bytes` (plus one batch). A long
+                // poll holds nothing while it waits.
+                let _reservation = self.broker.data.budget.try_reserve(max_bytes)?;
                 let (records, next_offset, bytes) =
                     Self::read_committed(&part, offset, hw, max_bytes).await?;
                 if !records.is_empty() {
@@ -538,14 +573,19 @@ impl DataService {
             request.offset
         };
         Self::check_consumer_offset(&part, start)?;
+        // Refused at once when the broker cannot hold even one response for this stream.
+        drop(self.broker.data.budget.try_reserve(CONSUME_MESSAGE_BYTES)?);
         let (tx, rx) = mpsc::channel(CONSUME_QUEUE);
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.stream(&part, start, request.stop_at_end, &tx).await {
-                let _ = tx.send(Err(Status::from(e))).await;
+                let _ = tx.send((Err(Status::from(e)), None)).await;
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        // A response gives its share of the budget back once tonic takes it.
+        Ok(Box::pin(
+            ReceiverStream::new(rx).map(|(response, _reservation)| response),
+        ))
     }
 
     async fn stream(
@@ -553,7 +593,7 @@ impl DataService {
         part: &Arc<Partition>,
         start: u64,
         stop_at_end: bool,
-        tx: &mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
+        tx: &mpsc::Sender<ConsumeItem>,
     ) -> Result<(), DataError> {
         let mut position = start;
         let mut hw_rx = part.hw.subscribe();
@@ -566,6 +606,11 @@ impl DataService {
             }
             Self::check_consumer_offset(part, position)?;
             if position < hw {
+                // Taken for each response, held while it is queued: an idle stream holds nothing.
+                let held = tokio::select! {
+                    held = self.broker.data.budget.reserve(CONSUME_MESSAGE_BYTES) => held,
+                    _ = tx.closed() => return Ok(()),
+                };
                 let (records, next, bytes) =
                     Self::read_committed(part, position, hw, CONSUME_MESSAGE_BYTES).await?;
                 if !records.is_empty() {
@@ -575,7 +620,7 @@ impl DataService {
                         records,
                         high_watermark: hw,
                     };
-                    if tx.send(Ok(response)).await.is_err() {
+                    if tx.send((Ok(response), Some(held))).await.is_err() {
                         return Ok(()); // the client went away
                     }
                     continue;
@@ -595,6 +640,12 @@ impl DataService {
     // ---- Replication ----
 
     /// ReplicaFetch on the leader (see the module doc).
+    ///
+    /// # To ensure correctness
+    /// The answer must come from this leadership's log: after a role change the follower role
+    /// truncates and rewrites the same log, and records it copies there would reach this
+    /// fetcher labelled with the old leader epoch (a permanent divergence). So the leadership
+    /// is checked after every read, and its closing wakes a parked fetch.
     pub(crate) async fn replica_fetch(
         &self,
         request: pb::ReplicaFetchRequest,
@@ -613,6 +664,9 @@ impl DataService {
             .leader()
             .await
             .ok_or_else(|| self.not_leading(topic, request.partition))?;
+        // Subscribed before anything can change: a close from now on is seen.
+        let mut commitment = leader.subscribe();
+        let not_leading = || self.not_leading(topic, request.partition);
         if request.leader_epoch < leader.epoch {
             return Err(DataError::FencedLeaderEpoch {
                 topic: topic.to_string(),
@@ -637,6 +691,26 @@ impl DataService {
                 request.replica_id, request.partition
             )));
         }
+        // Only the incarnation the metadata lists speaks for the replica: an older process (a
+        // zombie) or a newer one this leader has not heard of yet must not move the watermark.
+        let listed = self
+            .broker
+            .metadata
+            .get()
+            .broker(request.replica_id)
+            .cloned();
+        let eligible = match listed {
+            Some(b) if b.broker_epoch == request.broker_epoch => {
+                b.status == pb::BrokerStatus::Online as i32
+            }
+            other => {
+                return Err(DataError::StaleBrokerEpoch {
+                    broker_id: request.replica_id,
+                    given: request.broker_epoch,
+                    current: other.map_or(0, |b| b.broker_epoch),
+                });
+            }
+        };
         let log = part.log.clone();
         let offsets = log.offsets();
         let fetch_offset = request.fetch_offset;
@@ -646,7 +720,7 @@ impl DataService {
         let answer = |batches: Vec<Vec<u8>>, diverging: Option<pb::EpochEndOffset>| {
             pb::ReplicaFetchResponse {
                 batches,
-                high_watermark: part.high_watermark(),
+                high_watermark: leader.commitment().high_watermark,
                 log_start_offset: part.log.log_start_offset(),
                 leader_epoch: leader.epoch,
                 diverging_epoch: diverging,
@@ -661,26 +735,18 @@ impl DataService {
                 offsets.log_end_offset,
             )
         {
+            if leader.is_closed() {
+                return Err(not_leading());
+            }
             return Ok(answer(
                 Vec::new(),
                 Some(pb::EpochEndOffset { epoch, end_offset }),
             ));
         }
 
-        // The fetch offset is the follower's durable log end: its acknowledgement.
-        let eligible = self
-            .broker
-            .metadata
-            .get()
-            .broker(request.replica_id)
-            .is_some_and(|b| {
-                b.broker_epoch == request.broker_epoch
-                    && b.status == pb::BrokerStatus::Online as i32
-            });
-        // The watermark before this fetch's own acknowledgement moves it: a move it causes is
-        // news for this follower too.
-        let mut hw = part.hw.subscribe();
-        let hw_seen = *hw.borrow_and_update();
+        // The fetch offset is the follower's durable log end: its acknowledgement. The
+        // watermark before it counts: a move it causes is news for this follower too.
+        let hw_seen = commitment.borrow_and_update().high_watermark;
         let effects = leader.on_replica_fetch(
             request.replica_id,
             request.broker_epoch,
@@ -689,14 +755,8 @@ impl DataService {
             eligible,
             Instant::now(),
         );
-        if let Some(new_isr) = effects.expand {
-            spawn_isr_change(
-                self.broker.clone(),
-                part.clone(),
-                leader.clone(),
-                new_isr,
-                IsrChange::Expand,
-            );
+        if let Some(change) = effects.expand {
+            spawn_isr_change(self.broker.clone(), part.clone(), leader.clone(), change);
         }
 
         let cfg = &self.broker.cfg;
@@ -707,12 +767,15 @@ impl DataService {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(cfg.fetch_max_wait);
         let deadline = Instant::now() + wait;
         let mut leo = part.leo.subscribe();
-        let mut changes = part.changes.subscribe();
         let mut hw_moved_at: Option<Instant> = None;
+        crate::fault_point!(self.broker.cfg.faults, "replica_fetch.before_read");
         loop {
             leo.borrow_and_update();
-            changes.borrow_and_update();
-            if *hw.borrow_and_update() > hw_seen {
+            let now_commitment = *commitment.borrow_and_update();
+            if now_commitment.closed {
+                return Err(not_leading());
+            }
+            if now_commitment.high_watermark > hw_seen {
                 hw_moved_at.get_or_insert_with(Instant::now);
             }
             let log = part.log.clone();
@@ -731,6 +794,11 @@ impl DataService {
                 LogError::OffsetOutOfRange { .. } => Self::out_of_range(&part, fetch_offset),
                 e => e.into(),
             })?;
+            // What was read is this leadership's only if it was still open after the read (the
+            // follower role writes only once it is closed).
+            if leader.is_closed() {
+                return Err(not_leading());
+            }
             let now = Instant::now();
             let hw_due = hw_moved_at.map(|at| (at + HW_NOTICE_DELAY).min(deadline));
             if !batches.is_empty() || hw_due.is_some_and(|due| now >= due) || now >= deadline {
@@ -741,12 +809,7 @@ impl DataService {
             }
             tokio::select! {
                 _ = leo.changed() => {}
-                _ = hw.changed(), if hw_moved_at.is_none() => {}
-                _ = changes.changed() => {
-                    if leader.is_closed() {
-                        return Err(self.not_leading(topic, request.partition));
-                    }
-                }
+                _ = commitment.changed() => {}
                 _ = sleep_until(hw_due.unwrap_or(deadline)) => {}
             }
         }

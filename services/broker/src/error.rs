@@ -40,4 +40,11 @@ pub enum BrokerError {
     /// container limits on threads and memory.
     #[error("cannot start the log syncer thread: {0}")]
     Thread(std::io::Error),
+    /// The log store failed (a write or fdatasync error): what is on disk is unknown, so the
+    /// broker gave up its leaderships and stopped. Check the disk, then restart it: it
+    /// recovers from what is durable.
+    #[error(
+        "the partition log store failed ({0}); the broker stopped: check the disk and restart it"
+    )]
+    Storage(String),
 }

@@ -5,15 +5,23 @@
 //! |---|---|---|
 //! | [`DataError::UnknownTopic`], [`DataError::UnknownPartition`], [`DataError::TopicIdMismatch`] | NOT_FOUND | `UNKNOWN_TOPIC_OR_PARTITION` |
 //! | [`DataError::NotLeader`] | FAILED_PRECONDITION | `NOT_LEADER_FOR_PARTITION`: `leader_id` (0: none), `leader_address`, `leader_epoch`; plus the `x-partition-leader` header |
-//! | [`DataError::NotEnoughReplicas`] | UNAVAILABLE | `NOT_ENOUGH_REPLICAS`: `isr_size`, `min_insync_replicas`, `appended` |
+//! | [`DataError::NotEnoughReplicas`] | UNAVAILABLE | `NOT_ENOUGH_REPLICAS`: `isr_size`, `min_insync_replicas` (nothing appended) |
+//! | [`DataError::NotEnoughReplicasAfterAppend`] | UNAVAILABLE | `NOT_ENOUGH_REPLICAS_AFTER_APPEND`: `isr_size`, `min_insync_replicas`, `base_offset`, `last_offset` (outcome unknown) |
+//! | [`DataError::LeaderChangedAfterAppend`] | UNAVAILABLE | `LEADER_CHANGED_AFTER_APPEND`: as NOT_LEADER, plus `base_offset`, `last_offset` (outcome unknown) |
 //! | [`DataError::OffsetOutOfRange`] | OUT_OF_RANGE | `OFFSET_OUT_OF_RANGE`: `log_start_offset`, `high_watermark`, `log_end_offset` |
 //! | [`DataError::RecordTooLarge`], [`DataError::InvalidRequest`] | INVALID_ARGUMENT | `RECORD_TOO_LARGE` / `INVALID_REQUEST` |
 //! | [`DataError::RequestTooLarge`] | RESOURCE_EXHAUSTED | `REQUEST_TOO_LARGE` |
-//! | [`DataError::ReplicationTimeout`] | DEADLINE_EXCEEDED | `REPLICATION_TIMEOUT` |
+//! | [`DataError::ReplicationTimeout`] | DEADLINE_EXCEEDED | `REPLICATION_TIMEOUT` (outcome unknown) |
+//! | [`DataError::Overloaded`] | RESOURCE_EXHAUSTED | `BROKER_OVERLOADED`: `memory_budget_bytes` (nothing appended) |
+//! | [`DataError::StaleBrokerEpoch`] | FAILED_PRECONDITION | `STALE_BROKER_EPOCH`: `broker_epoch` (the one the metadata lists) |
 //! | [`DataError::FencedLeaderEpoch`] | FAILED_PRECONDITION | `FENCED_LEADER_EPOCH`: `leader_epoch` (the leader's) |
 //! | [`DataError::UnknownLeaderEpoch`], [`DataError::NotReady`] | UNAVAILABLE | `UNKNOWN_LEADER_EPOCH` / `NOT_READY` |
-//! | [`DataError::Log`] | by the log error: corrupt data DATA_LOSS, a deleted partition NOT_FOUND, a stale epoch NOT_LEADER-like FAILED_PRECONDITION, store failures INTERNAL | `LOG_ERROR` |
-//! | [`DataError::Storage`] | INTERNAL | `STORAGE_FAILED` |
+//! | [`DataError::Log`] | by the log error: corrupt data DATA_LOSS, a deleted partition NOT_FOUND, a stale epoch UNAVAILABLE, store failures INTERNAL | `LOG_ERROR` |
+//! | [`DataError::Storage`] | UNAVAILABLE | `STORAGE_FAILED` (nothing appended) |
+//! | [`DataError::StorageAfterAppend`] | UNAVAILABLE | `STORAGE_FAILED_AFTER_APPEND` (outcome unknown) |
+//!
+//! Every Produce error says by its reason alone whether the records were certainly not
+//! appended (safe to retry) or the outcome is unknown ([`DataError::outcome_unknown`]).
 
 use std::collections::HashMap;
 
@@ -32,6 +40,13 @@ pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
 pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
 pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
 pub const REASON_UNKNOWN_LEADER_EPOCH: &str = "UNKNOWN_LEADER_EPOCH";
+pub const REASON_NOT_ENOUGH_REPLICAS_AFTER_APPEND: &str = "NOT_ENOUGH_REPLICAS_AFTER_APPEND";
+pub const REASON_LEADER_CHANGED_AFTER_APPEND: &str = "LEADER_CHANGED_AFTER_APPEND";
+pub const REASON_REPLICATION_TIMEOUT: &str = "REPLICATION_TIMEOUT";
+pub const REASON_STORAGE_FAILED: &str = "STORAGE_FAILED";
+pub const REASON_STORAGE_FAILED_AFTER_APPEND: &str = "STORAGE_FAILED_AFTER_APPEND";
+pub const REASON_BROKER_OVERLOADED: &str = "BROKER_OVERLOADED";
+pub const REASON_STALE_BROKER_EPOCH: &str = "STALE_BROKER_EPOCH";
 
 /// Who leads a partition, as this broker's metadata says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,16 +85,43 @@ pub enum DataError {
         partition: u32,
         leader: LeaderHint,
     },
-    /// The ISR is below `min_insync_replicas`: before the append (`appended` = false: nothing
-    /// was written) or while acks=ALL waited (the records may still become visible later,
-    /// Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
-    #[error("{}", not_enough_message(.topic, *.partition, *.isr_size, *.min_insync_replicas, *.appended))]
+    /// acks=ALL refused before anything was appended: the ISR is below `min_insync_replicas`.
+    #[error("{}", not_enough_message(.topic, *.partition, *.isr_size, *.min_insync_replicas))]
     NotEnoughReplicas {
         topic: String,
         partition: u32,
         isr_size: usize,
         min_insync_replicas: usize,
-        appended: bool,
+    },
+    /// The ISR shrank below `min_insync_replicas` while acks=ALL waited (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND): the records were appended; outcome unknown.
+    #[error(
+        "the ISR of {topic}-{partition} shrank to {isr_size}, below min_insync_replicas \
+         {min_insync_replicas}, while acks=ALL waited: offsets {base_offset}..={last_offset} \
+         were appended and may still become visible (retrying may duplicate them)"
+    )]
+    NotEnoughReplicasAfterAppend {
+        topic: String,
+        partition: u32,
+        isr_size: usize,
+        min_insync_replicas: usize,
+        base_offset: u64,
+        last_offset: u64,
+    },
+    /// The leadership that appended ended before the records were committed: they may be
+    /// committed by the next leader, or dropped; outcome unknown.
+    #[error(
+        "this broker stopped leading {topic}-{partition} before offsets \
+         {base_offset}..={last_offset} were committed: they may or may not become visible \
+         (retrying may duplicate them); {}",
+        leader_hint_text(.leader)
+    )]
+    LeaderChangedAfterAppend {
+        topic: String,
+        partition: u32,
+        base_offset: u64,
+        last_offset: u64,
+        leader: LeaderHint,
     },
     #[error(
         "offset {offset} is out of range for {topic}-{partition}: valid offsets are \
@@ -140,11 +182,39 @@ pub enum DataError {
     /// The partition is changing role (e.g. becoming leader) or the broker is starting.
     #[error("{0}; retry shortly")]
     NotReady(String),
+    /// The broker's memory budget for requests in flight is spent: nothing was done.
+    #[error(
+        "the broker is overloaded: this request needs {needed} bytes of its {budget} byte \
+         memory budget for requests in flight, and the budget is spent; nothing was \
+         appended: retry with backoff, or send smaller requests"
+    )]
+    Overloaded { needed: usize, budget: usize },
+    /// A ReplicaFetch by an incarnation of a broker that is not the one the metadata lists.
+    #[error(
+        "broker {broker_id} fetched with broker epoch {given}, but the metadata here lists \
+         epoch {current}: this incarnation's progress is not counted (register again, or wait \
+         for this leader's metadata to catch up)"
+    )]
+    StaleBrokerEpoch {
+        broker_id: u64,
+        given: u64,
+        current: u64,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
-    /// A sync of the log store failed: what is on disk is unknown; the broker must restart.
-    #[error("the log store failed to sync: {0}; restart the broker")]
+    /// The log store failed earlier and refuses writes: nothing was appended. The broker gives
+    /// up its leaderships and stops.
+    #[error(
+        "the log store of this broker failed: {0}; nothing was appended (the broker is stopping)"
+    )]
     Storage(String),
+    /// Writing or syncing the log failed after the append began: what is on disk is unknown,
+    /// so the records may or may not become visible. The broker gives up its leaderships.
+    #[error(
+        "the log store failed while writing or syncing appended records: {0}; they may or may \
+         not become visible (retrying may duplicate them)"
+    )]
+    StorageAfterAppend(String),
 }
 
 fn not_leader_message(topic: &str, partition: u32, leader: &LeaderHint) -> String {
@@ -159,28 +229,37 @@ fn not_leader_message(topic: &str, partition: u32, leader: &LeaderHint) -> Strin
     }
 }
 
-fn not_enough_message(
-    topic: &str,
-    partition: u32,
-    isr_size: usize,
-    min: usize,
-    appended: bool,
-) -> String {
-    if appended {
-        format!(
-            "the ISR of {topic}-{partition} shrank to {isr_size}, below min_insync_replicas \
-             {min}, while acks=ALL waited: the records were appended and may still become \
-             visible (retrying may duplicate them)"
-        )
+fn leader_hint_text(leader: &LeaderHint) -> String {
+    if leader.id == 0 {
+        "no leader is known right now".to_string()
     } else {
         format!(
-            "the ISR of {topic}-{partition} has {isr_size} replicas, fewer than \
-             min_insync_replicas {min}: nothing was appended; retry once replicas catch up"
+            "the leader is broker {} at {} (leader epoch {})",
+            leader.id, leader.address, leader.epoch
         )
     }
 }
 
+fn not_enough_message(topic: &str, partition: u32, isr_size: usize, min: usize) -> String {
+    format!(
+        "the ISR of {topic}-{partition} has {isr_size} replicas, fewer than \
+         min_insync_replicas {min}: nothing was appended; retry once replicas catch up"
+    )
+}
+
 impl DataError {
+    /// Whether a Produce that failed with this error may have appended its records (they may
+    /// still become visible): the client must not take it for a refusal.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            DataError::NotEnoughReplicasAfterAppend { .. }
+                | DataError::LeaderChangedAfterAppend { .. }
+                | DataError::ReplicationTimeout { .. }
+                | DataError::StorageAfterAppend(_)
+        )
+    }
+
     /// A short label for metrics (`outcome`).
     pub fn label(&self) -> &'static str {
         match self {
@@ -189,6 +268,11 @@ impl DataError {
             | DataError::TopicIdMismatch { .. } => "not_found",
             DataError::NotLeader { .. } => "not_leader",
             DataError::NotEnoughReplicas { .. } => "not_enough_replicas",
+            DataError::NotEnoughReplicasAfterAppend { .. } => "not_enough_replicas_after_append",
+            DataError::LeaderChangedAfterAppend { .. } => "leader_changed_after_append",
+            DataError::Overloaded { .. } => "overloaded",
+            DataError::StaleBrokerEpoch { .. } => "stale_broker_epoch",
+            DataError::StorageAfterAppend(_) => "storage_failed_after_append",
             DataError::OffsetOutOfRange { .. } => "out_of_range",
             DataError::RecordTooLarge { .. }
             | DataError::RequestTooLarge { .. }
@@ -206,19 +290,23 @@ impl DataError {
             DataError::UnknownTopic { .. }
             | DataError::UnknownPartition { .. }
             | DataError::TopicIdMismatch { .. } => Code::NotFound,
-            DataError::NotLeader { .. } | DataError::FencedLeaderEpoch { .. } => {
-                Code::FailedPrecondition
-            }
+            DataError::NotLeader { .. }
+            | DataError::FencedLeaderEpoch { .. }
+            | DataError::StaleBrokerEpoch { .. } => Code::FailedPrecondition,
             DataError::NotEnoughReplicas { .. }
+            | DataError::NotEnoughReplicasAfterAppend { .. }
+            | DataError::LeaderChangedAfterAppend { .. }
             | DataError::UnknownLeaderEpoch { .. }
-            | DataError::NotReady(_) => Code::Unavailable,
+            | DataError::NotReady(_)
+            | DataError::Storage(_)
+            | DataError::StorageAfterAppend(_) => Code::Unavailable,
+            DataError::Overloaded { .. } => Code::ResourceExhausted,
             DataError::OffsetOutOfRange { .. } => Code::OutOfRange,
             DataError::RecordTooLarge { .. } | DataError::InvalidRequest(_) => {
                 Code::InvalidArgument
             }
             DataError::RequestTooLarge { .. } => Code::ResourceExhausted,
             DataError::ReplicationTimeout { .. } => Code::DeadlineExceeded,
-            DataError::Storage(_) => Code::Internal,
             DataError::Log(e) => match e {
                 LogError::Corrupt { .. } => Code::DataLoss,
                 LogError::Deleted { .. } => Code::NotFound,
@@ -245,38 +333,85 @@ impl From<DataError> for Status {
     fn from(error: DataError) -> Status {
         let code = error.code();
         let message = error.to_string();
+        let leader_headers = |leader: &LeaderHint| {
+            let mut headers = MetadataMap::new();
+            if !leader.address.is_empty()
+                && leader.address.is_ascii()
+                && let Ok(value) = MetadataValue::try_from(leader.address.as_str())
+            {
+                headers.insert(PARTITION_LEADER_METADATA_KEY, value);
+            }
+            headers
+        };
+        let leader_info = |leader: &LeaderHint| {
+            vec![
+                ("leader_id", leader.id.to_string()),
+                ("leader_address", leader.address.clone()),
+                ("leader_epoch", leader.epoch.to_string()),
+            ]
+        };
         let details = match &error {
             DataError::NotLeader { leader, .. } => {
-                let mut headers = MetadataMap::new();
-                if !leader.address.is_empty()
-                    && leader.address.is_ascii()
-                    && let Ok(value) = MetadataValue::try_from(leader.address.as_str())
-                {
-                    headers.insert(PARTITION_LEADER_METADATA_KEY, value);
-                }
-                let details = info(
-                    REASON_NOT_LEADER_FOR_PARTITION,
-                    &[
-                        ("leader_id", leader.id.to_string()),
-                        ("leader_address", leader.address.clone()),
-                        ("leader_epoch", leader.epoch.to_string()),
-                    ],
+                let details = info(REASON_NOT_LEADER_FOR_PARTITION, &leader_info(leader));
+                return Status::with_error_details_and_metadata(
+                    code,
+                    message,
+                    details,
+                    leader_headers(leader),
                 );
-                return Status::with_error_details_and_metadata(code, message, details, headers);
+            }
+            DataError::LeaderChangedAfterAppend {
+                leader,
+                base_offset,
+                last_offset,
+                ..
+            } => {
+                let mut metadata = leader_info(leader);
+                metadata.push(("base_offset", base_offset.to_string()));
+                metadata.push(("last_offset", last_offset.to_string()));
+                let details = info(REASON_LEADER_CHANGED_AFTER_APPEND, &metadata);
+                return Status::with_error_details_and_metadata(
+                    code,
+                    message,
+                    details,
+                    leader_headers(leader),
+                );
             }
             DataError::NotEnoughReplicas {
                 isr_size,
                 min_insync_replicas,
-                appended,
                 ..
             } => info(
                 REASON_NOT_ENOUGH_REPLICAS,
                 &[
                     ("isr_size", isr_size.to_string()),
                     ("min_insync_replicas", min_insync_replicas.to_string()),
-                    ("appended", appended.to_string()),
                 ],
             ),
+            DataError::NotEnoughReplicasAfterAppend {
+                isr_size,
+                min_insync_replicas,
+                base_offset,
+                last_offset,
+                ..
+            } => info(
+                REASON_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                &[
+                    ("isr_size", isr_size.to_string()),
+                    ("min_insync_replicas", min_insync_replicas.to_string()),
+                    ("base_offset", base_offset.to_string()),
+                    ("last_offset", last_offset.to_string()),
+                ],
+            ),
+            DataError::Overloaded { budget, .. } => info(
+                REASON_BROKER_OVERLOADED,
+                &[("memory_budget_bytes", budget.to_string())],
+            ),
+            DataError::StaleBrokerEpoch { current, .. } => info(
+                REASON_STALE_BROKER_EPOCH,
+                &[("broker_epoch", current.to_string())],
+            ),
+            DataError::StorageAfterAppend(_) => info(REASON_STORAGE_FAILED_AFTER_APPEND, &[]),
             DataError::OffsetOutOfRange {
                 log_start_offset,
                 high_watermark,
@@ -309,10 +444,20 @@ impl From<DataError> for Status {
                 &[("max_request_bytes", max.to_string())],
             ),
             DataError::InvalidRequest(_) => info("INVALID_REQUEST", &[]),
-            DataError::ReplicationTimeout { .. } => info("REPLICATION_TIMEOUT", &[]),
+            DataError::ReplicationTimeout {
+                base_offset,
+                last_offset,
+                ..
+            } => info(
+                REASON_REPLICATION_TIMEOUT,
+                &[
+                    ("base_offset", base_offset.to_string()),
+                    ("last_offset", last_offset.to_string()),
+                ],
+            ),
             DataError::NotReady(_) => info("NOT_READY", &[]),
             DataError::Log(_) => info("LOG_ERROR", &[]),
-            DataError::Storage(_) => info("STORAGE_FAILED", &[]),
+            DataError::Storage(_) => info(REASON_STORAGE_FAILED, &[]),
         };
         Status::with_error_details(code, message, details)
     }
@@ -400,20 +545,17 @@ mod tests {
             ),
             "{range:?}"
         );
-        for appended in [false, true] {
-            let isr = client(DataError::NotEnoughReplicas {
-                topic: "t".into(),
-                partition: 2,
-                isr_size: 1,
-                min_insync_replicas: 2,
-                appended,
-            });
-            assert!(
-                matches!(isr, ClientError::NotEnoughReplicas { .. }),
-                "{isr:?}"
-            );
-            assert!(isr.is_retryable());
-        }
+        let isr = client(DataError::NotEnoughReplicas {
+            topic: "t".into(),
+            partition: 2,
+            isr_size: 1,
+            min_insync_replicas: 2,
+        });
+        assert!(
+            matches!(isr, ClientError::NotEnoughReplicas { .. }),
+            "{isr:?}"
+        );
+        assert!(isr.is_retryable() && !isr.outcome_unknown());
         assert!(matches!(
             client(DataError::RecordTooLarge { size: 9, max: 8 }),
             ClientError::InvalidArgument { .. }
@@ -433,7 +575,7 @@ mod tests {
             last_offset: 2,
             timeout_ms: 10,
         });
-        assert!(timeout.is_retryable(), "{timeout:?}");
+        assert!(timeout.outcome_unknown(), "{timeout:?}");
         assert!(client(DataError::NotReady("becoming leader".into())).is_retryable());
         // A fenced follower is told, and the client would not take it for a redirect.
         let fenced = Status::from(DataError::FencedLeaderEpoch {
@@ -448,6 +590,99 @@ mod tests {
             error_info(&fenced).unwrap().0,
             REASON_FENCED_LEADER_EPOCH.to_string()
         );
+    }
+
+    /// Issue 10, path 12: by the reason alone a client tells "certainly not appended" from
+    /// "unknown outcome", for every Produce error the broker can give.
+    #[test]
+    fn every_produce_error_says_whether_it_may_have_appended() {
+        let hint = LeaderHint {
+            id: 3,
+            address: "b3:9092".into(),
+            epoch: 7,
+        };
+        let t = || "t".to_string();
+        let refused = [
+            DataError::NotLeader {
+                topic: t(),
+                partition: 0,
+                leader: hint.clone(),
+            },
+            DataError::NotEnoughReplicas {
+                topic: t(),
+                partition: 0,
+                isr_size: 1,
+                min_insync_replicas: 2,
+            },
+            DataError::NotReady("becoming leader".into()),
+            DataError::UnknownTopic { topic: t() },
+            DataError::RecordTooLarge { size: 2, max: 1 },
+            DataError::RequestTooLarge { size: 2, max: 1 },
+            DataError::InvalidRequest("x".into()),
+            DataError::Overloaded {
+                needed: 2,
+                budget: 1,
+            },
+            DataError::Storage("failed earlier".into()),
+        ];
+        let unknown = [
+            DataError::NotEnoughReplicasAfterAppend {
+                topic: t(),
+                partition: 0,
+                isr_size: 1,
+                min_insync_replicas: 2,
+                base_offset: 5,
+                last_offset: 6,
+            },
+            DataError::LeaderChangedAfterAppend {
+                topic: t(),
+                partition: 0,
+                base_offset: 5,
+                last_offset: 6,
+                leader: hint.clone(),
+            },
+            DataError::ReplicationTimeout {
+                topic: t(),
+                partition: 0,
+                base_offset: 5,
+                last_offset: 6,
+                timeout_ms: 10,
+            },
+            DataError::StorageAfterAppend("fsync: EIO".into()),
+        ];
+        let read = |e: DataError| {
+            let status = Status::from(e);
+            let reason = error_info(&status).unwrap().0;
+            let c = ClientError::from_broker_status(status, "b1:9092", "t", 0, 0);
+            (reason, c)
+        };
+        let mut seen = std::collections::HashSet::new();
+        for e in refused {
+            assert!(!e.outcome_unknown(), "{e:?}");
+            let (reason, c) = read(e);
+            assert!(!c.outcome_unknown(), "{reason} read as {c:?}");
+            assert!(seen.insert(reason), "reasons are distinct");
+        }
+        for e in unknown {
+            assert!(e.outcome_unknown(), "{e:?}");
+            let (reason, c) = read(e);
+            assert!(
+                matches!(c, ClientError::UnknownOutcome { .. }) && !c.is_retryable(),
+                "{reason} read as {c:?}"
+            );
+            assert!(seen.insert(reason), "reasons are distinct");
+        }
+        // The leader hint travels with a leader change after the append.
+        let status = Status::from(DataError::LeaderChangedAfterAppend {
+            topic: t(),
+            partition: 0,
+            base_offset: 5,
+            last_offset: 6,
+            leader: hint,
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        let read = partition_leader_hint(&status).unwrap();
+        assert_eq!((read.leader_id, read.leader_epoch), (3, 7));
     }
 
     #[test]
@@ -467,7 +702,7 @@ mod tests {
         assert_eq!(Status::from(large).code(), Code::InvalidArgument);
         assert_eq!(
             Status::from(DataError::Storage("eio".into())).code(),
-            Code::Internal
+            Code::Unavailable
         );
     }
 }

@@ -13,7 +13,10 @@
 //! NOT_SERVING until registered, SERVING while registered, NOT_SERVING while fenced or
 //! draining. On shutdown it sends a last heartbeat with `leaving = true`, then stops the
 //! server, each step bounded by [`BrokerConfig::shutdown_timeout`]; then it stops its partition
-//! roles, checkpoints the high watermarks and syncs.
+//! roles, checkpoints the high watermarks and syncs. A failed write or fdatasync of the log
+//! store triggers the same shutdown (the controllers move its leaderships at once) and
+//! [`serve`] returns [`BrokerError::Storage`]: a broker that cannot make writes durable must
+//! not go on leading.
 //!
 //! Data plane (DESIGN.md, "Partitions"): partition logs in `<data_dir>/logs` (one sled
 //! database, [`log`]); the partition manager follows the metadata and makes this broker leader
@@ -22,11 +25,14 @@
 //! and Consume are served by partition leaders (`data_service`), with errors as broker.proto
 //! says (`errors`).
 
+mod budget;
 mod config;
 mod controller_calls;
 mod data_service;
 mod error;
 mod errors;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faults;
 pub mod log;
 mod metadata_cache;
 mod metrics;
@@ -43,6 +49,18 @@ pub use config::{
     BrokerConfig, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES,
 };
 pub use error::BrokerError;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use faults::FaultPoints;
+
+/// `fault_point!(faults, "name")` in async code: [`FaultPoints::hit`] in test builds and with
+/// the `fault-injection` feature, nothing otherwise.
+macro_rules! fault_point {
+    ($faults:expr, $name:literal) => {
+        #[cfg(any(test, feature = "fault-injection"))]
+        $faults.hit($name).await;
+    };
+}
+pub(crate) use fault_point;
 pub use metadata_cache::{MetadataCache, MetadataSnapshot};
 
 use std::future::Future;
@@ -135,8 +153,16 @@ pub async fn serve(
 
     let mut server_exit = None;
     let mut session_exit = None;
+    let mut storage_failure = None;
+    let mut failures = broker.data.store.failures();
     tokio::select! {
         _ = shutdown => tracing::info!("broker shutting down"),
+        failed = failures.wait_for(Option::is_some) => {
+            let why = failed.ok().and_then(|f| f.clone()).unwrap_or_default();
+            tracing::error!(error = %why, "the partition log store failed: giving up every \
+                leadership (leaving heartbeat) and stopping; check the disk and restart");
+            storage_failure = Some(why);
+        }
         exit = &mut server => {
             tracing::error!(?exit, "broker gRPC server stopped unexpectedly; shutting down");
             server_exit = Some(exit);
@@ -179,6 +205,9 @@ pub async fn serve(
         manager.abort();
     }
     tracing::info!(broker_id = cfg.broker_id, "broker stopped");
+    if let Some(why) = storage_failure {
+        return Err(BrokerError::Storage(why));
+    }
 
     match server_exit {
         Some(Ok(Err(e))) => return Err(BrokerError::Serve(e)),

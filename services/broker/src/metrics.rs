@@ -75,3 +75,8 @@ pub(crate) fn partition_counts(leaders: usize, followers: usize, under_replicate
     gauge!("dmq_partitions_follower").set(followers as f64);
     gauge!("dmq_under_replicated_partitions").set(under_replicated as f64);
 }
+
+/// Bytes of the memory budget not held by requests in flight.
+pub(crate) fn memory_budget_available(bytes: usize) {
+    gauge!("dmq_memory_budget_available_bytes").set(bytes as f64);
+}

@@ -76,6 +76,8 @@ impl SessionLoop {
                 host: host.clone(),
                 port: u32::from(port),
                 rack: broker.cfg.rack.clone(),
+                incarnation_id: broker.incarnation_id,
+                storage_id: broker.data.store.storage_id(),
             };
             let answer = self
                 .or_stop(broker.calls.register(&leader.address, request))

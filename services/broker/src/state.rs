@@ -39,6 +39,9 @@ pub(crate) struct Broker {
     pub wakeup: Notify,
     /// The partition replicas and their logs.
     pub data: Partitions,
+    /// Random, chosen at start: a retried registration of this process (same id) gets the
+    /// epoch it already has instead of a new incarnation.
+    pub incarnation_id: u64,
     health: HealthReporter,
 }
 
@@ -57,7 +60,8 @@ impl Broker {
         let calls = ControllerCalls::new(channels, cfg.rpc_timeout);
         let peers = ChannelPool::new(cfg.rpc_timeout);
         Ok(Arc::new(Broker {
-            data: Partitions::new(store, peers).map_err(BrokerError::Thread)?,
+            data: Partitions::new(store, peers, &cfg).map_err(BrokerError::Thread)?,
+            incarnation_id: rand::random::<u64>().max(1),
             advertised,
             locator,
             calls,

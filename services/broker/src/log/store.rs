@@ -24,6 +24,8 @@ use super::partition::PartitionLog;
 const META_TREE: &str = "log_meta";
 /// The prefix of partition tree names.
 const PARTITION_TREE_PREFIX: &str = "p/";
+/// The key, in the metadata tree, of the store's storage id (8 bytes, big-endian).
+const STORAGE_ID_KEY: &[u8] = b"store/storage_id";
 
 /// Which partition: the topic name, the topic's id (unique for the life of a topic) and the
 /// partition number.
@@ -77,6 +79,12 @@ pub(super) struct StoreShared {
     synced: AtomicU64,
     /// Set when a write or a sync failed: what is on disk is unknown from then on.
     failed: AtomicBool,
+    /// Why the store failed, once it has: the broker gives up its leaderships and stops.
+    failure: tokio::sync::watch::Sender<Option<String>>,
+    /// Durable syncs done (the group commit's and the one at open).
+    durable_syncs: AtomicU64,
+    /// Chosen at random when the store is created, kept with its data.
+    storage_id: u64,
 }
 
 impl StoreShared {
@@ -99,10 +107,24 @@ impl StoreShared {
     /// Maps a sled write error and marks the store failed.
     pub fn write_failed(&self) -> impl FnOnce(sled::Error) -> LogError + '_ {
         move |e| {
-            self.failed.store(true, Ordering::SeqCst);
-            tracing::error!(dir = %self.dir.display(), error = %e, "log store write failed; refusing further writes");
+            self.mark_failed(format!("a write failed: {e}"));
             sled_error(&self.dir)(e)
         }
+    }
+
+    /// From now on the store refuses writes (what is on disk is unknown), and says so to
+    /// whoever watches [`LogStore::failures`].
+    pub fn mark_failed(&self, why: String) {
+        self.failed.store(true, Ordering::SeqCst);
+        tracing::error!(dir = %self.dir.display(), error = %why, "log store failed; refusing further writes");
+        self.failure.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(why);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Group commit: makes every write completed before the call durable. Concurrent callers
@@ -125,10 +147,10 @@ impl StoreShared {
         // Every write counted here completed before the flush starts, so the flush covers it.
         let covered = self.written.load(Ordering::SeqCst);
         if let Err(e) = durable.sync(&self.db) {
-            self.failed.store(true, Ordering::SeqCst);
-            tracing::error!(dir = %self.dir.display(), error = %e, "log store sync failed; refusing further writes");
+            self.mark_failed(format!("a sync failed: {e}"));
             return Err(e.into());
         }
+        self.durable_syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
@@ -165,6 +187,10 @@ impl LogStore {
     }
 
     /// Opens (or creates) the store in `dir`. Partitions are opened (and checked) on first use.
+    ///
+    /// Opening ends with one durable sync: after a crash, sled may read back writes that
+    /// reached the file but were never synced, and a follower reports its log end as durable
+    /// without syncing again, so everything found here is made durable before it is served.
     pub fn open_with(dir: &Path, cfg: LogStoreConfig) -> Result<LogStore, LogError> {
         cfg.log.validate()?;
         let dir = dir.to_path_buf();
@@ -172,10 +198,32 @@ impl LogStore {
         std::fs::create_dir_all(&dir).map_err(io_error("create the log directory", &dir))?;
         let db = open_sled(&dir, cfg.cache_capacity_bytes)?;
         let meta = db.open_tree(META_TREE).map_err(sled_error(&dir))?;
-        let durable = DurableSync::open(&dir)?;
+        let mut durable = DurableSync::open(&dir)?;
         if created {
             durable.sync_directories()?;
         }
+        let storage_id = match meta.get(STORAGE_ID_KEY).map_err(sled_error(&dir))? {
+            Some(v) if v.len() == 8 && v.iter().any(|&b| b != 0) => {
+                u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
+            }
+            Some(v) => {
+                return Err(LogError::Corrupt {
+                    topic: String::new(),
+                    topic_id: 0,
+                    partition: 0,
+                    offset: None,
+                    detail: format!("the store's storage id is {v:02x?}, not 8 non-zero bytes"),
+                });
+            }
+            None => {
+                // New (or from before storage ids): this disk's identity from now on.
+                let id = rand::random::<u64>().max(1);
+                meta.insert(STORAGE_ID_KEY, &id.to_be_bytes())
+                    .map_err(sled_error(&dir))?;
+                id
+            }
+        };
+        durable.sync(&db)?;
         let shared = Arc::new(StoreShared {
             dir,
             db,
@@ -185,12 +233,26 @@ impl LogStore {
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            failure: tokio::sync::watch::Sender::new(None),
+            durable_syncs: AtomicU64::new(1),
+            storage_id,
         });
-        tracing::info!(dir = %shared.dir.display(), "opened log store");
+        tracing::info!(dir = %shared.dir.display(), storage_id, "opened log store");
         Ok(LogStore {
             shared,
             partitions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This store's identity: random, chosen when it was created. The controllers compare it
+    /// at registration to tell a restarted broker from one whose disk was replaced.
+    pub fn storage_id(&self) -> u64 {
+        self.shared.storage_id
+    }
+
+    /// How many durable syncs this store did (the one at open included).
+    pub fn durable_sync_count(&self) -> u64 {
+        self.shared.durable_syncs.load(Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -262,6 +324,17 @@ impl LogStore {
     /// group commit): flush, sync new blob files, `sync_data` on `<dir>/db`.
     pub fn sync(&self) -> Result<(), LogError> {
         self.shared.sync()
+    }
+
+    /// Resolves to why the store failed, once a write or sync has (it then refuses writes).
+    pub fn failures(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.failure.subscribe()
+    }
+
+    /// Fails the store as a failed fdatasync would (fault tests).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_failure(&self) {
+        self.shared.mark_failed("injected sync failure".into());
     }
 
     /// The sled database (tests corrupt data through it).

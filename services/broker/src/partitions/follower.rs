@@ -222,6 +222,11 @@ impl Fetcher {
             max_wait_ms: cfg.replica_fetch_max_wait.as_millis() as u32,
             topic_id: self.partition.id.topic_id,
         };
+        #[cfg(any(test, feature = "fault-injection"))]
+        tokio::select! {
+            _ = broker.cfg.faults.hit("follower.before_fetch") => {}
+            _ = self.stop.wait_for(|s| *s) => return Step::Stopped,
+        }
         let bound = cfg.replica_fetch_max_wait + cfg.rpc_timeout;
         // At least one batch comes back, however large: room for the largest.
         let largest_batch = cfg

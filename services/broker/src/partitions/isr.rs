@@ -21,6 +21,8 @@ use dmq_proto::v1 as pb;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::leader::{IsrOutcome, IsrRequest};
+use crate::errors::error_info;
 use crate::log::PartitionId;
 use crate::state::Broker;
 
@@ -118,17 +120,46 @@ pub(crate) fn without(isr: &[u64], leaving: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// Asks the controller leader to set the ISR of `id` to `new_isr`, as the leader at
+/// What an AlterPartition answer says became of the change (see [`IsrOutcome`]). Only a
+/// refusal of the change itself (`INELIGIBLE_REPLICA`, `INVALID_ISR`), decided against the
+/// controllers' state after every earlier attempt, proves nothing changed; a refusal because
+/// the partition, its leader or this broker moved on leaves it to the metadata, and anything
+/// unanswered may have committed.
+pub(crate) fn outcome_of(answer: &Result<pb::AlterPartitionResponse, Status>) -> IsrOutcome {
+    match answer {
+        Ok(answer) => match &answer.partition {
+            Some(p) => IsrOutcome::Committed {
+                isr: p.isr.clone(),
+                partition_epoch: p.partition_epoch,
+            },
+            None => IsrOutcome::Unknown,
+        },
+        Err(status) => match classify(status) {
+            ControllerFailure::Refused => {
+                let reason = error_info(status).map(|(r, _)| r).unwrap_or_default();
+                match reason.as_str() {
+                    "INELIGIBLE_REPLICA" | "INVALID_ISR" => IsrOutcome::Refused,
+                    _ => IsrOutcome::Stale,
+                }
+            }
+            ControllerFailure::NotLeader { .. } | ControllerFailure::Unavailable => {
+                IsrOutcome::Unknown
+            }
+        },
+    }
+}
+
+/// Asks the controller leader for `change` to the ISR of `id`, as the leader at
 /// `leader_epoch`. Follows NOT_LEADER redirects and retries an unreachable leader, at most
 /// [`ALTER_ATTEMPTS`] calls, each bounded by the broker's RPC timeout (discovery included).
 ///
-/// Errors: the controller's refusal (stale leader epoch, ineligible replica, ...) or the last
-/// failure.
+/// Errors: the controller's refusal (stale epochs, ineligible replica, ...) or the last
+/// failure; [`outcome_of`] reads them.
 pub(crate) async fn alter_partition(
     broker: &Broker,
     id: &PartitionId,
     leader_epoch: u64,
-    new_isr: Vec<u64>,
+    change: &IsrRequest,
 ) -> Result<pb::AlterPartitionResponse, Status> {
     let mut last = Status::unavailable("no attempt made");
     for attempt in 1..=ALTER_ATTEMPTS {
@@ -144,7 +175,8 @@ pub(crate) async fn alter_partition(
             topic: id.topic.clone(),
             partition: id.partition,
             leader_epoch,
-            new_isr: new_isr.clone(),
+            new_isr: change.new_isr.clone(),
+            partition_epoch: change.partition_epoch,
         };
         match broker.calls.alter_partition(&leader.address, request).await {
             Ok(answer) => return Ok(answer),

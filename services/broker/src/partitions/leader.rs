@@ -9,19 +9,27 @@
 //! While an expansion is pending the joining replica counts too (Kafka's "maximal ISR"), so a
 //! replica the controller adds never misses a committed offset; a pending shrink counts the old,
 //! larger ISR until the controller has committed it.
+//!
+//! ISR changes ([`IsrRequest`]) name the partition epoch they were computed from. An attempt
+//! whose outcome is unknown (no answer, a timeout) may have committed, so it stays pending —
+//! the joiner keeps counting — and the same change is sent again after a pause until an answer
+//! or metadata settles it: a committed answer, metadata at a newer partition epoch (whatever it
+//! says is then the truth), or a refusal decided against the controllers' current state.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use dmq_proto::v1 as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::isr::{self, Progress};
 use crate::log::PartitionId;
 
-/// After a refused or failed ISR change, no other is asked for this long.
-const ISR_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// After a refused ISR change, no other is asked for this long; an attempt with an unknown
+/// outcome is sent again after it.
+pub(crate) const ISR_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The high watermark from the durable log ends: `current` if any ISR member's is unknown,
 /// else the minimum of `synced_end` (the leader, `me`) and every other member's, never below
@@ -79,10 +87,54 @@ impl IsrChange {
     }
 }
 
+/// An ISR change to ask the controller for (AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IsrRequest {
+    pub new_isr: Vec<u64>,
+    pub kind: IsrChange,
+    /// The partition epoch the change was computed from.
+    pub partition_epoch: u64,
+}
+
+/// What became of an [`IsrRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum IsrOutcome {
+    /// The controllers committed it: the partition as it is now.
+    Committed { isr: Vec<u64>, partition_epoch: u64 },
+    /// Refused because the partition epoch moved on (perhaps an earlier attempt of this very
+    /// change committed): the metadata will tell; nothing to retry.
+    Stale,
+    /// Refused for good against the controllers' current state (e.g. the joiner is not
+    /// ONLINE): nothing changed.
+    Refused,
+    /// No answer, or one that does not say: it may have committed. Retried.
+    Unknown,
+}
+
+/// What the leadership tells those waiting for acks=ALL: only this leadership moves it, and
+/// only until it is closed, so "reached" always means committed in this leader epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Commitment {
+    pub high_watermark: u64,
+    /// The size of the committed ISR.
+    pub isr_size: usize,
+    pub closed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Sent; the answer has not come back.
+    InFlight,
+    /// The last attempt's outcome is unknown: send it again at this time.
+    RetryAt(Instant),
+    /// Refused as stale: waiting for metadata at a newer partition epoch.
+    AwaitMetadata,
+}
+
 #[derive(Debug)]
 struct Pending {
-    isr: Vec<u64>,
-    kind: IsrChange,
+    request: IsrRequest,
+    phase: Phase,
 }
 
 #[derive(Debug)]
@@ -91,10 +143,10 @@ struct State {
     replicas: Vec<u64>,
     /// The ISR as the controllers committed it.
     isr: Vec<u64>,
-    /// The metadata version `isr` is from: older snapshots do not overwrite it.
-    isr_version: u64,
+    /// The partition epoch `isr` is at: older metadata does not overwrite it.
+    partition_epoch: u64,
     pending: Option<Pending>,
-    /// No new ISR change before this (after a failed one).
+    /// No new ISR change before this (after a refused one).
     quiet_until: Option<Instant>,
     followers: HashMap<u64, Progress>,
     /// The leader's own log end covered by a sync.
@@ -105,7 +157,7 @@ struct State {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct FetchEffects {
     /// An ISR expansion to ask the controller for (now pending).
-    pub expand: Option<Vec<u64>>,
+    pub expand: Option<IsrRequest>,
 }
 
 /// This broker's leadership of one partition at one epoch.
@@ -113,16 +165,22 @@ pub(crate) struct FetchEffects {
 /// # To ensure correctness
 /// - Only the manager creates a `Leader` (after recording the epoch in the log and syncing it)
 ///   and [`close`](Leader::close)s it before the partition takes any other role; a closed
-///   leader never moves the high watermark again, and callers holding it must answer
-///   NOT_LEADER rather than acknowledge.
-/// - The high watermark (the partition's `hw` watch) is moved only here, under the state lock,
-///   and only up: see the module rule. Report the leader's own log end only after a sync that
-///   covers it ([`on_synced`](Leader::on_synced)); report a follower's only from a fetch in
-///   this epoch that passed the divergence check ([`on_replica_fetch`](Leader::on_replica_fetch)).
-/// - At most one ISR change is in flight; its outcome must be reported
-///   ([`isr_change_done`](Leader::isr_change_done)) whatever it is.
-/// - The committed ISR only changes from the controllers' answers: an AlterPartition reply, or
-///   metadata at least as new as the last one applied.
+///   leader never moves a high watermark again.
+/// - acks=ALL waiters trust only this leadership's [`Commitment`] ([`subscribe`]): the
+///   partition's shared `hw` is also raised by the follower role that may follow this one, with
+///   other records at the same offsets. A closed leadership's waiters answer "unknown outcome".
+/// - The high watermark is moved only here, under the state lock, and only up: see the module
+///   rule. Report the leader's own log end only after a sync that covers it
+///   ([`on_synced`](Leader::on_synced)); report a follower's only from a fetch in this epoch,
+///   by the incarnation the metadata lists, that passed the divergence check
+///   ([`on_replica_fetch`](Leader::on_replica_fetch)).
+/// - At most one ISR change is pending; it is settled only by a committed answer, a definite
+///   refusal, or metadata at a newer partition epoch ([`isr_change_done`],
+///   [`apply_metadata`]). Until then an expansion's joiner counts for the high watermark.
+///
+/// [`subscribe`]: Leader::subscribe
+/// [`isr_change_done`]: Leader::isr_change_done
+/// [`apply_metadata`]: Leader::apply_metadata
 #[derive(Debug)]
 pub(crate) struct Leader {
     pub id: PartitionId,
@@ -130,9 +188,11 @@ pub(crate) struct Leader {
     /// Where this epoch starts in the log (its first offset).
     pub epoch_start_offset: u64,
     me: u64,
+    /// The partition's shared high watermark (consumers are served up to it).
     hw: watch::Sender<u64>,
-    /// Bumped when the ISR changes or the leader closes (acks=ALL waiters re-check).
+    /// Bumped when the ISR changes or the leader closes.
     changes: watch::Sender<u64>,
+    commitment: watch::Sender<Commitment>,
     state: Mutex<State>,
 }
 
@@ -144,7 +204,7 @@ pub(crate) struct LeaderInit {
     pub epoch_start_offset: u64,
     pub replicas: Vec<u64>,
     pub isr: Vec<u64>,
-    pub isr_version: u64,
+    pub partition_epoch: u64,
     /// The log end offset, covered by a sync.
     pub synced_end: u64,
 }
@@ -164,6 +224,11 @@ impl Leader {
             .filter(|&&r| r != init.me)
             .map(|&r| (r, Progress::new(now)))
             .collect();
+        let commitment = watch::Sender::new(Commitment {
+            high_watermark: *hw.borrow(),
+            isr_size: init.isr.len(),
+            closed: false,
+        });
         let leader = Leader {
             id: init.id,
             epoch: init.epoch,
@@ -171,11 +236,12 @@ impl Leader {
             me: init.me,
             hw,
             changes,
+            commitment,
             state: Mutex::new(State {
                 closed: false,
                 replicas: init.replicas,
                 isr: init.isr,
-                isr_version: init.isr_version,
+                partition_epoch: init.partition_epoch,
                 pending: None,
                 quiet_until: None,
                 followers,
@@ -190,9 +256,11 @@ impl Leader {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ends this leadership (the partition takes another role): no more high watermark moves.
+    /// Ends this leadership (the partition takes another role): no more high watermark moves;
+    /// waiters see `closed`.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
+        self.commitment.send_modify(|c| c.closed = true);
         self.changes.send_modify(|c| *c += 1);
     }
 
@@ -200,10 +268,13 @@ impl Leader {
         self.lock().closed
     }
 
-    /// Whether it is closed, and the size of the committed ISR.
-    pub(crate) fn status(&self) -> (bool, usize) {
-        let state = self.lock();
-        (state.closed, state.isr.len())
+    /// This leadership's high watermark, ISR size and whether it ended, to wait on.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Commitment> {
+        self.commitment.subscribe()
+    }
+
+    pub(crate) fn commitment(&self) -> Commitment {
+        *self.commitment.borrow()
     }
 
     /// The committed ISR.
@@ -224,10 +295,11 @@ impl Leader {
         }
     }
 
-    /// A valid fetch (this epoch, no divergence) from replica `replica` (incarnation
-    /// `broker_epoch`) whose durable log ends at `fetch_offset`, while the leader's log ends at
-    /// `leader_leo`. `eligible`: the metadata lists that incarnation ONLINE. Moves the high
-    /// watermark, and returns an ISR expansion to ask for when the replica may join.
+    /// A valid fetch (this epoch, no divergence, by the incarnation the metadata lists) from
+    /// replica `replica` (incarnation `broker_epoch`) whose durable log ends at
+    /// `fetch_offset`, while the leader's log ends at `leader_leo`. `eligible`: the metadata
+    /// lists that incarnation ONLINE. Moves the high watermark, and returns an ISR expansion
+    /// to ask for when the replica may join.
     pub(crate) fn on_replica_fetch(
         &self,
         replica: u64,
@@ -254,20 +326,37 @@ impl Leader {
             && self.may_change(&state, now)
             && isr::may_join(fetch_offset, hw, self.epoch_start_offset)
         {
-            let new_isr = isr::with_member(&state.isr, &state.replicas, replica);
-            state.pending = Some(Pending {
-                isr: new_isr.clone(),
+            let request = IsrRequest {
+                new_isr: isr::with_member(&state.isr, &state.replicas, replica),
                 kind: IsrChange::Expand,
+                partition_epoch: state.partition_epoch,
+            };
+            state.pending = Some(Pending {
+                request: request.clone(),
+                phase: Phase::InFlight,
             });
-            effects.expand = Some(new_isr);
+            effects.expand = Some(request);
         }
         effects
     }
 
-    /// An ISR shrink to ask for: the members that lagged longer than `lag_max`, if any (then
-    /// pending).
-    pub(crate) fn shrink_check(&self, now: Instant, lag_max: Duration) -> Option<Vec<u64>> {
+    /// The ISR change to send now, if any: the pending one again when its last attempt's
+    /// outcome is unknown and its pause is over, else a shrink by the members that lagged
+    /// longer than `lag_max` (then pending).
+    pub(crate) fn isr_work(&self, now: Instant, lag_max: Duration) -> Option<IsrRequest> {
         let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        if let Some(pending) = &mut state.pending {
+            return match pending.phase {
+                Phase::RetryAt(at) if now >= at => {
+                    pending.phase = Phase::InFlight;
+                    Some(pending.request.clone())
+                }
+                _ => None,
+            };
+        }
         if !self.may_change(&state, now) {
             return None;
         }
@@ -275,65 +364,87 @@ impl Leader {
         if laggards.is_empty() {
             return None;
         }
-        let new_isr = isr::without(&state.isr, &laggards);
-        state.pending = Some(Pending {
-            isr: new_isr.clone(),
+        let request = IsrRequest {
+            new_isr: isr::without(&state.isr, &laggards),
             kind: IsrChange::Shrink,
+            partition_epoch: state.partition_epoch,
+        };
+        state.pending = Some(Pending {
+            request: request.clone(),
+            phase: Phase::InFlight,
         });
-        Some(new_isr)
+        Some(request)
     }
 
     fn may_change(&self, state: &State, now: Instant) -> bool {
         !state.closed && state.pending.is_none() && state.quiet_until.is_none_or(|t| now >= t)
     }
 
-    /// The outcome of the pending ISR change: the ISR the controllers committed and the
-    /// metadata version it is at, or `None` when it failed (no new change for a moment).
-    pub(crate) fn isr_change_done(&self, committed: Option<(Vec<u64>, u64)>, now: Instant) {
+    /// The outcome of an attempt of the pending ISR change (see [`IsrOutcome`]).
+    pub(crate) fn isr_change_done(&self, outcome: IsrOutcome, now: Instant) {
         let mut state = self.lock();
-        state.pending = None;
-        match committed {
-            Some((isr, version)) => self.set_isr(&mut state, isr, version),
-            None => {
+        let Some(pending) = &mut state.pending else {
+            return; // settled meanwhile by newer metadata
+        };
+        match outcome {
+            IsrOutcome::Committed {
+                isr,
+                partition_epoch,
+            } => {
+                state.pending = None;
+                self.set_isr(&mut state, isr, partition_epoch);
+            }
+            IsrOutcome::Stale => pending.phase = Phase::AwaitMetadata,
+            IsrOutcome::Unknown => pending.phase = Phase::RetryAt(now + ISR_RETRY_BACKOFF),
+            IsrOutcome::Refused => {
+                state.pending = None;
                 state.quiet_until = Some(now + ISR_RETRY_BACKOFF);
                 self.advance_hw(&state);
             }
         }
     }
 
-    /// The kind of the pending change, if any.
+    /// The pending change, if any (tests).
     #[cfg(test)]
-    pub(crate) fn pending_change(&self) -> Option<IsrChange> {
-        self.lock().pending.as_ref().map(|p| p.kind)
+    pub(crate) fn pending_change(&self) -> Option<IsrRequest> {
+        self.lock().pending.as_ref().map(|p| p.request.clone())
     }
 
-    /// Metadata at `version` lists these replicas and ISR for the partition (same leader and
-    /// epoch). An ISR older than the one held is ignored.
-    pub(crate) fn apply_metadata(&self, replicas: &[u64], isr: &[u64], version: u64, now: Instant) {
+    /// Metadata lists the partition `p` (same leader and epoch). An ISR at an older partition
+    /// epoch than the one held is ignored; a newer partition epoch settles the pending change
+    /// (whatever became of it, the metadata now says what the ISR is).
+    pub(crate) fn apply_metadata(&self, p: &pb::PartitionMetadata, now: Instant) {
         let mut state = self.lock();
-        if state.replicas != replicas {
-            state.replicas = replicas.to_vec();
-            for &r in replicas.iter().filter(|&&r| r != self.me) {
+        if state.replicas != p.replicas {
+            state.replicas = p.replicas.clone();
+            for &r in p.replicas.iter().filter(|&&r| r != self.me) {
                 state
                     .followers
                     .entry(r)
                     .or_insert_with(|| Progress::new(now));
             }
         }
-        self.set_isr(&mut state, isr.to_vec(), version);
+        if state
+            .pending
+            .as_ref()
+            .is_some_and(|pending| p.partition_epoch > pending.request.partition_epoch)
+        {
+            state.pending = None;
+        }
+        self.set_isr(&mut state, p.isr.clone(), p.partition_epoch);
     }
 
-    /// Takes the ISR the controllers committed at metadata `version`, unless one at least as
-    /// new is held (an AlterPartition answer may arrive after newer metadata).
-    fn set_isr(&self, state: &mut State, isr: Vec<u64>, version: u64) {
-        if version < state.isr_version {
+    /// Takes the ISR the controllers committed at `partition_epoch`, unless a newer one is
+    /// held (an AlterPartition answer may arrive after newer metadata).
+    fn set_isr(&self, state: &mut State, isr: Vec<u64>, partition_epoch: u64) {
+        if partition_epoch < state.partition_epoch {
             self.advance_hw(state);
             return;
         }
-        state.isr_version = version;
+        state.partition_epoch = partition_epoch;
         if state.isr != isr {
             tracing::info!(topic = %self.id.topic, partition = self.id.partition,
-                epoch = self.epoch, old = ?state.isr, new = ?isr, "ISR changed");
+                epoch = self.epoch, partition_epoch, old = ?state.isr, new = ?isr, "ISR changed");
             state.isr = isr;
             self.changes.send_modify(|c| *c += 1);
         }
@@ -343,12 +454,10 @@ impl Leader {
     /// The ISR the high watermark counts: the committed one plus a pending expansion's member.
     fn hw_isr(state: &State) -> Vec<u64> {
         let mut isr = state.isr.clone();
-        if let Some(Pending {
-            isr: pending,
-            kind: IsrChange::Expand,
-        }) = &state.pending
+        if let Some(Pending { request, .. }) = &state.pending
+            && request.kind == IsrChange::Expand
         {
-            isr.extend(pending.iter().filter(|r| !state.isr.contains(r)));
+            isr.extend(request.new_isr.iter().filter(|r| !state.isr.contains(r)));
         }
         isr
     }
@@ -359,10 +468,17 @@ impl Leader {
         }
         let isr = Self::hw_isr(state);
         let leo_of = |r: u64| state.followers.get(&r).and_then(|p| p.leo);
-        self.hw.send_if_modified(|current| {
-            let hw = high_watermark(*current, state.synced_end, &isr, self.me, leo_of);
-            if hw > *current {
-                *current = hw;
+        let current = self.commitment.borrow().high_watermark;
+        let hw = high_watermark(current, state.synced_end, &isr, self.me, leo_of);
+        self.commitment.send_if_modified(|c| {
+            let changed = c.high_watermark != hw || c.isr_size != state.isr.len();
+            c.high_watermark = hw;
+            c.isr_size = state.isr.len();
+            changed
+        });
+        self.hw.send_if_modified(|shared| {
+            if hw > *shared {
+                *shared = hw;
                 true
             } else {
                 false
@@ -392,7 +508,7 @@ mod tests {
                 epoch_start_offset: 10,
                 replicas: vec![1, 2, 3],
                 isr: isr.to_vec(),
-                isr_version: 5,
+                partition_epoch: 5,
                 synced_end,
             },
             hw_tx,
@@ -400,6 +516,24 @@ mod tests {
             Instant::now(),
         );
         (leader, hw_rx)
+    }
+
+    fn partition(isr: &[u64], partition_epoch: u64) -> pb::PartitionMetadata {
+        pb::PartitionMetadata {
+            leader: 1,
+            leader_epoch: 3,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            partition_epoch,
+            ..Default::default()
+        }
+    }
+
+    fn committed(isr: &[u64], partition_epoch: u64) -> IsrOutcome {
+        IsrOutcome::Committed {
+            isr: isr.to_vec(),
+            partition_epoch,
+        }
     }
 
     #[test]
@@ -436,15 +570,51 @@ mod tests {
         assert_eq!(*hw.borrow(), 20);
         leader.on_replica_fetch(3, 7, 30, 30, true, now);
         assert_eq!(*hw.borrow(), 25);
+        assert_eq!(leader.commitment().high_watermark, 25);
         // Not a replica, or itself: ignored.
         leader.on_replica_fetch(9, 7, 30, 30, true, now);
         leader.on_replica_fetch(1, 7, 30, 30, true, now);
         assert_eq!(*hw.borrow(), 25);
-        // Closed: frozen.
+        // Closed: frozen, and its waiters are told.
+        let waiter = leader.subscribe();
         leader.close();
         leader.on_replica_fetch(2, 7, 30, 30, true, now);
         assert_eq!(*hw.borrow(), 25);
         assert!(leader.is_closed());
+        assert!(waiter.borrow().closed);
+    }
+
+    #[test]
+    fn a_shared_watermark_raised_by_another_role_is_not_this_leaders() {
+        // The follower role that comes after this leadership raises the partition's shared
+        // watermark; the leadership's own commitment does not follow it.
+        let (hw_tx, _rx) = watch::channel(10);
+        let (changes, _) = watch::channel(0);
+        let leader = Leader::new(
+            LeaderInit {
+                id: PartitionId::new("t", 1, 0),
+                me: 1,
+                epoch: 3,
+                epoch_start_offset: 10,
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                partition_epoch: 0,
+                synced_end: 10,
+            },
+            hw_tx.clone(),
+            changes,
+            Instant::now(),
+        );
+        leader.close();
+        hw_tx.send_replace(50);
+        assert_eq!(
+            leader.commitment(),
+            Commitment {
+                high_watermark: 10,
+                isr_size: 2,
+                closed: true
+            }
+        );
     }
 
     #[test]
@@ -454,23 +624,26 @@ mod tests {
         leader.on_replica_fetch(2, 7, 50, 50, true, t0 + Duration::from_secs(9));
         assert_eq!(*hw.borrow(), 10, "3 never fetched");
         let lag = Duration::from_secs(10);
-        assert_eq!(leader.shrink_check(t0 + Duration::from_secs(5), lag), None);
+        assert_eq!(leader.isr_work(t0 + Duration::from_secs(5), lag), None);
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(leader.shrink_check(later, lag), Some(vec![1, 2]));
-        assert_eq!(leader.pending_change(), Some(IsrChange::Shrink));
+        let shrink = leader.isr_work(later, lag).unwrap();
         assert_eq!(
-            leader.shrink_check(later, lag),
-            None,
-            "one change at a time"
+            shrink,
+            IsrRequest {
+                new_isr: vec![1, 2],
+                kind: IsrChange::Shrink,
+                partition_epoch: 5
+            }
         );
+        assert_eq!(leader.isr_work(later, lag), None, "one change at a time");
         assert_eq!(*hw.borrow(), 10, "pending: the old ISR still counts");
-        leader.isr_change_done(Some((vec![1, 2], 9)), later);
+        leader.isr_change_done(committed(&[1, 2], 6), later);
         assert_eq!(*hw.borrow(), 50);
         assert_eq!(leader.isr(), vec![1, 2]);
         // Older metadata does not bring the old ISR back; newer does.
-        leader.apply_metadata(&[1, 2, 3], &[1, 2, 3], 8, later);
+        leader.apply_metadata(&partition(&[1, 2, 3], 5), later);
         assert_eq!(leader.isr(), vec![1, 2]);
-        leader.apply_metadata(&[1, 2, 3], &[1, 2, 3], 10, later);
+        leader.apply_metadata(&partition(&[1, 2, 3], 7), later);
         assert_eq!(leader.isr(), vec![1, 2, 3]);
     }
 
@@ -490,29 +663,69 @@ mod tests {
             None
         );
         let effects = leader.on_replica_fetch(3, 8, 40, 40, true, now);
-        assert_eq!(effects.expand, Some(vec![1, 2, 3]));
+        assert_eq!(effects.expand.unwrap().new_isr, vec![1, 2, 3]);
         // While the expansion is pending, 3 holds the HW back with everyone else.
         leader.on_synced(60);
         leader.on_replica_fetch(2, 7, 60, 60, true, now);
         assert_eq!(*hw.borrow(), 40);
         leader.on_replica_fetch(3, 8, 55, 60, true, now);
         assert_eq!(*hw.borrow(), 55);
-        // A refused change leaves a quiet period before the next attempt.
-        leader.isr_change_done(None, now);
+        // A definite refusal leaves a quiet period before the next attempt.
+        leader.isr_change_done(IsrOutcome::Refused, now);
         assert_eq!(
             leader.on_replica_fetch(3, 8, 60, 60, true, now).expand,
             None
         );
         let effects = leader.on_replica_fetch(3, 8, 60, 60, true, now + ISR_RETRY_BACKOFF);
-        assert_eq!(effects.expand, Some(vec![1, 2, 3]));
-        leader.isr_change_done(Some((vec![1, 2, 3], 12)), now);
-        assert_eq!(leader.status(), (false, 3));
-        // Newer metadata (broker 2 fenced at 14), then a late answer at 13: the newer stays.
-        leader.apply_metadata(&[1, 2, 3], &[1, 3], 14, now);
-        assert_eq!(leader.shrink_check(now, Duration::from_secs(60)), None);
-        leader.isr_change_done(Some((vec![1, 2, 3], 13)), now);
+        assert_eq!(effects.expand.unwrap().new_isr, vec![1, 2, 3]);
+        leader.isr_change_done(committed(&[1, 2, 3], 6), now);
+        assert_eq!(leader.commitment().isr_size, 3);
+        // Newer metadata (broker 2 fenced at epoch 8), then a late answer at 7: the newer stays.
+        leader.apply_metadata(&partition(&[1, 3], 8), now);
+        assert_eq!(leader.isr_work(now, Duration::from_secs(60)), None);
+        leader.isr_change_done(committed(&[1, 2, 3], 7), now);
         assert_eq!(leader.isr(), vec![1, 3]);
         assert_eq!(leader.progress(3).unwrap().leo, Some(60));
+    }
+
+    /// Issue 10, path 2: an expansion whose outcome is unknown may have committed {1,2,3}; if
+    /// the leader stopped counting 3, the high watermark would pass records 3 lacks while the
+    /// controllers list 3 in the ISR (and could elect it).
+    #[test]
+    fn an_expansion_with_an_unknown_outcome_keeps_counting_the_joiner_until_settled() {
+        let (leader, hw) = leader(&[1, 2], 40, 40);
+        let now = Instant::now();
+        leader.on_replica_fetch(2, 7, 40, 40, true, now);
+        let expand = leader
+            .on_replica_fetch(3, 8, 40, 40, true, now)
+            .expand
+            .unwrap();
+        leader.isr_change_done(IsrOutcome::Unknown, now);
+        // New records reach 2 but not 3: the watermark waits for 3.
+        leader.on_synced(60);
+        leader.on_replica_fetch(2, 7, 60, 60, true, now);
+        assert_eq!(*hw.borrow(), 40, "the joiner still counts");
+        // The same change is sent again after the pause, and only then.
+        assert_eq!(leader.isr_work(now, Duration::from_secs(60)), None);
+        let retry = leader.isr_work(now + ISR_RETRY_BACKOFF, Duration::from_secs(60));
+        assert_eq!(retry, Some(expand.clone()));
+        // It was the first attempt that committed: the retry is stale. Still counting, and
+        // nothing more is sent, until the metadata says.
+        leader.isr_change_done(IsrOutcome::Stale, now);
+        assert_eq!(
+            leader.isr_work(now + 10 * ISR_RETRY_BACKOFF, Duration::from_secs(60)),
+            None
+        );
+        assert_eq!(*hw.borrow(), 40);
+        // Metadata at the same partition epoch settles nothing.
+        leader.apply_metadata(&partition(&[1, 2], 5), now);
+        assert_eq!(leader.pending_change(), Some(expand));
+        leader.apply_metadata(&partition(&[1, 2, 3], 6), now);
+        assert_eq!(leader.pending_change(), None);
+        assert_eq!(leader.isr(), vec![1, 2, 3]);
+        assert_eq!(*hw.borrow(), 40, "3 is in the ISR now and still at 40");
+        leader.on_replica_fetch(3, 8, 60, 60, true, now);
+        assert_eq!(*hw.borrow(), 60);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use super::follower::FollowerHandle;
-use super::leader::{IsrChange, Leader, LeaderInit};
+use super::leader::{IsrOutcome, IsrRequest, Leader, LeaderInit};
 use super::{Partition, Role, TopicSettings, isr};
 use crate::errors::DataError;
 use crate::metadata_cache::MetadataSnapshot;
@@ -83,6 +83,7 @@ async fn reconcile_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     loop {
         let snapshot = changes.borrow_and_update().clone();
         if snapshot.version() > 0 {
+            crate::fault_point!(broker.cfg.faults, "manager.before_reconcile");
             reconcile(&broker, &snapshot, &mut cleaned).await;
             broker.data.reconciled.send_replace(snapshot.version());
         }
@@ -156,22 +157,16 @@ pub(crate) async fn reconcile(
         }
     }
 
-    let version = snapshot.version();
     join_all(
         wanted
             .into_values()
-            .map(|(topic, p)| ensure(broker, version, topic, p)),
+            .map(|(topic, p)| ensure(broker, topic, p)),
     )
     .await;
 }
 
 /// Opens the partition if needed and gives it the role `p` says.
-async fn ensure(
-    broker: &Arc<Broker>,
-    version: u64,
-    topic: &pb::TopicMetadata,
-    p: &pb::PartitionMetadata,
-) {
+async fn ensure(broker: &Arc<Broker>, topic: &pb::TopicMetadata, p: &pb::PartitionMetadata) {
     let settings = TopicSettings::resolve(&broker.cfg, topic.config.as_ref());
     let partition = match broker.data.get(&topic.name, p.partition) {
         Some(partition) => partition,
@@ -205,7 +200,7 @@ async fn ensure(
         let role = partition.role.read().await;
         match (&*role, want) {
             (Role::Leader(l), Desired::Leader { epoch }) if l.epoch == epoch && !l.is_closed() => {
-                l.apply_metadata(&p.replicas, &p.isr, version, Instant::now());
+                l.apply_metadata(p, Instant::now());
                 return;
             }
             (Role::Follower(f), Desired::Follower { leader, epoch })
@@ -228,18 +223,16 @@ async fn ensure(
             tracing::info!(topic = %id.topic, partition = id.partition, was,
                 epoch = p.leader_epoch, "partition has no leader; idle")
         }
-        Desired::Leader { epoch } => {
-            match become_leader(broker, &partition, epoch, version, p).await {
-                Ok(leader) => {
-                    tracing::info!(topic = %id.topic, partition = id.partition, was, epoch,
+        Desired::Leader { epoch } => match become_leader(broker, &partition, epoch, p).await {
+            Ok(leader) => {
+                tracing::info!(topic = %id.topic, partition = id.partition, was, epoch,
                     epoch_start = leader.epoch_start_offset, isr = ?p.isr,
                     high_watermark = partition.high_watermark(), "leading the partition");
-                    *role = Role::Leader(Arc::new(leader));
-                }
-                Err(e) => tracing::error!(topic = %id.topic, partition = id.partition, epoch,
-                error = %e, "cannot become the partition leader; idle until the metadata changes"),
+                *role = Role::Leader(Arc::new(leader));
             }
-        }
+            Err(e) => tracing::error!(topic = %id.topic, partition = id.partition, epoch,
+                error = %e, "cannot become the partition leader; idle until the metadata changes"),
+        },
         Desired::Follower { leader, epoch } => {
             *role = Role::Follower(FollowerHandle::start(
                 broker.clone(),
@@ -258,7 +251,6 @@ async fn become_leader(
     broker: &Arc<Broker>,
     partition: &Arc<Partition>,
     epoch: u64,
-    version: u64,
     p: &pb::PartitionMetadata,
 ) -> Result<Leader, DataError> {
     let log = partition.log.clone();
@@ -279,7 +271,7 @@ async fn become_leader(
             epoch_start_offset: start,
             replicas: p.replicas.clone(),
             isr: p.isr.clone(),
-            isr_version: version,
+            partition_epoch: p.partition_epoch,
             synced_end: leo,
         },
         partition.hw.clone(),
@@ -304,34 +296,39 @@ async fn stop_role(partition: &Arc<Partition>) {
     partition.bump_changes();
 }
 
-/// Asks the controller for an ISR change decided by `leader` (now pending) and reports the
-/// outcome to it.
+/// Asks the controller for the ISR change `change` decided by `leader` (now pending) and
+/// reports the outcome to it. A refusal that leaves the outcome to the metadata makes the
+/// session fetch fresh metadata at once.
 pub(crate) fn spawn_isr_change(
     broker: Arc<Broker>,
     partition: Arc<Partition>,
     leader: Arc<Leader>,
-    new_isr: Vec<u64>,
-    kind: IsrChange,
+    change: IsrRequest,
 ) {
     tokio::spawn(async move {
+        crate::fault_point!(broker.cfg.faults, "isr.before_alter");
         let id = &partition.id;
+        let kind = change.kind.label();
         tracing::info!(topic = %id.topic, partition = id.partition, epoch = leader.epoch,
-            old = ?leader.isr(), new = ?new_isr, change = kind.label(), "asking the controller to change the ISR");
-        let answer = isr::alter_partition(&broker, id, leader.epoch, new_isr.clone()).await;
-        let now = Instant::now();
-        match answer {
-            Ok(answer) => {
-                let committed = answer.partition.map_or(new_isr, |p| p.isr);
-                leader.isr_change_done(Some((committed, answer.metadata_version)), now);
-                crate::metrics::isr_change(kind.label(), "ok");
-            }
-            Err(status) => {
-                tracing::warn!(topic = %id.topic, partition = id.partition, change = kind.label(),
-                    code = ?status.code(), error = %status.message(), "ISR change failed");
-                leader.isr_change_done(None, now);
-                crate::metrics::isr_change(kind.label(), "failed");
-            }
+            partition_epoch = change.partition_epoch, old = ?leader.isr(), new = ?change.new_isr,
+            change = kind, "asking the controller to change the ISR");
+        let answer = isr::alter_partition(&broker, id, leader.epoch, &change).await;
+        let outcome = isr::outcome_of(&answer);
+        if let Err(status) = &answer {
+            tracing::warn!(topic = %id.topic, partition = id.partition, change = kind,
+                code = ?status.code(), error = %status.message(), ?outcome, "ISR change failed");
         }
+        let label = match outcome {
+            IsrOutcome::Committed { .. } => "ok",
+            IsrOutcome::Stale => "stale",
+            IsrOutcome::Refused => "refused",
+            IsrOutcome::Unknown => "unknown",
+        };
+        if outcome == IsrOutcome::Stale {
+            broker.wakeup.notify_one();
+        }
+        leader.isr_change_done(outcome, Instant::now());
+        crate::metrics::isr_change(kind, label);
     });
 }
 
@@ -363,15 +360,9 @@ fn shrink_isrs(broker: &Arc<Broker>) {
             continue; // changing role
         };
         if let Role::Leader(leader) = &*role
-            && let Some(new_isr) = leader.shrink_check(now, broker.cfg.replica_lag_time_max)
+            && let Some(change) = leader.isr_work(now, broker.cfg.replica_lag_time_max)
         {
-            spawn_isr_change(
-                broker.clone(),
-                partition.clone(),
-                leader.clone(),
-                new_isr,
-                IsrChange::Shrink,
-            );
+            spawn_isr_change(broker.clone(), partition.clone(), leader.clone(), change);
         }
     }
 }
@@ -421,6 +412,7 @@ fn publish_metrics(broker: &Arc<Broker>) {
         );
     }
     crate::metrics::partition_counts(leaders, followers, under);
+    crate::metrics::memory_budget_available(broker.data.budget.available_bytes());
 }
 
 async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {

@@ -32,6 +32,7 @@ use self::follower::FollowerHandle;
 use self::leader::Leader;
 use self::syncer::Syncer;
 use crate::BrokerConfig;
+use crate::budget::MemoryBudget;
 use crate::log::{LogStore, PartitionId, PartitionLog};
 
 /// A topic's settings resolved against the broker's defaults.
@@ -197,6 +198,8 @@ impl Partition {
 pub(crate) struct Partitions {
     pub store: Arc<LogStore>,
     pub syncer: Syncer,
+    /// Bytes that requests in flight may hold (see [`MemoryBudget`]).
+    pub budget: MemoryBudget,
     /// Channels to other brokers (followers fetching from leaders).
     pub peers: ChannelPool,
     map: RwLock<HashMap<(String, u32), Arc<Partition>>>,
@@ -209,9 +212,14 @@ impl Partitions {
     /// Starts the syncer thread.
     ///
     /// Errors: the OS refused the syncer thread.
-    pub(crate) fn new(store: Arc<LogStore>, peers: ChannelPool) -> std::io::Result<Partitions> {
+    pub(crate) fn new(
+        store: Arc<LogStore>,
+        peers: ChannelPool,
+        cfg: &BrokerConfig,
+    ) -> std::io::Result<Partitions> {
         Ok(Partitions {
-            syncer: Syncer::start(store.clone())?,
+            syncer: Syncer::start(store.clone(), cfg)?,
+            budget: MemoryBudget::new(cfg.memory_budget_bytes),
             store,
             peers,
             map: RwLock::default(),

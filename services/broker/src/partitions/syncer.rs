@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::BrokerConfig;
 use crate::errors::DataError;
 use crate::log::LogStore;
 use crate::metrics;
@@ -44,13 +45,25 @@ impl Syncer {
     /// Starts the syncer thread of `store`.
     ///
     /// Errors: the OS refused a new thread.
-    pub(crate) fn start(store: Arc<LogStore>) -> std::io::Result<Syncer> {
+    pub(crate) fn start(store: Arc<LogStore>, cfg: &BrokerConfig) -> std::io::Result<Syncer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = syncs.clone();
+        #[cfg(any(test, feature = "fault-injection"))]
+        let faults = cfg.faults.clone();
+        #[cfg(not(any(test, feature = "fault-injection")))]
+        let _ = cfg;
         std::thread::Builder::new()
             .name("log-syncer".into())
-            .spawn(move || run(store, rx, counter))?;
+            .spawn(move || {
+                run(
+                    store,
+                    rx,
+                    counter,
+                    #[cfg(any(test, feature = "fault-injection"))]
+                    faults,
+                )
+            })?;
         Ok(Syncer { tx, syncs })
     }
 
@@ -101,7 +114,12 @@ impl Syncer {
     }
 }
 
-fn run(store: Arc<LogStore>, mut rx: mpsc::Receiver<Request>, syncs: Arc<AtomicU64>) {
+fn run(
+    store: Arc<LogStore>,
+    mut rx: mpsc::Receiver<Request>,
+    syncs: Arc<AtomicU64>,
+    #[cfg(any(test, feature = "fault-injection"))] faults: crate::FaultPoints,
+) {
     let mut requests = Vec::new();
     let mut waiters = Vec::new();
     while rx.blocking_recv_many(&mut requests, QUEUE_DEPTH) > 0 {
@@ -114,6 +132,10 @@ fn run(store: Arc<LogStore>, mut rx: mpsc::Receiver<Request>, syncs: Arc<AtomicU
             waiters.push(request.waiter);
         }
         let started = Instant::now();
+        #[cfg(any(test, feature = "fault-injection"))]
+        if faults.fails("log.sync") {
+            store.inject_failure();
+        }
         // Every waiter's writes completed before it queued or just above, so before this sync.
         // A panic fails this round's waiters like a failed sync, rather than ending the thread
         // and with it every later sync.
@@ -137,11 +159,21 @@ mod tests {
     use super::*;
     use crate::log::Record;
 
+    fn test_config() -> BrokerConfig {
+        BrokerConfig::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:1",
+            vec!["127.0.0.1:2".into()],
+            "/unused",
+        )
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn requests_queued_during_a_sync_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LogStore::open(dir.path()).unwrap());
-        let syncer = Syncer::start(store.clone()).unwrap();
+        let syncer = Syncer::start(store.clone(), &test_config()).unwrap();
         // Hold the thread inside a write so the requests below queue behind it.
         let (entered_tx, entered_rx) = oneshot::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -192,7 +224,7 @@ mod tests {
     async fn a_write_runs_on_the_thread_and_is_synced_with_its_own_result() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LogStore::open(dir.path()).unwrap());
-        let syncer = Syncer::start(store.clone()).unwrap();
+        let syncer = Syncer::start(store.clone(), &test_config()).unwrap();
         let log = store.partition("t", 1, 0).unwrap();
         let writer = log.clone();
         let info = syncer

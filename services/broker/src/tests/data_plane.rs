@@ -22,16 +22,20 @@ use super::mini_controller::MiniController;
 use crate::{BrokerConfig, BrokerError, serve};
 
 /// One broker, restartable on the same port and data dir.
-struct Node {
-    id: u64,
-    addr: SocketAddr,
-    data_dir: PathBuf,
+pub(super) struct Node {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
     controller: String,
     lag: Duration,
     fetch_wait: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), BrokerError>>>,
     client: BrokerServiceClient<Channel>,
+    /// This broker's fault points (kept across restarts).
+    pub faults: crate::FaultPoints,
+    /// Applied to the configuration at every (re)start.
+    pub tune: fn(&mut BrokerConfig),
 }
 
 impl Node {
@@ -41,6 +45,7 @@ impl Node {
         dir: &std::path::Path,
         lag: Duration,
         fetch_wait: Duration,
+        tune: fn(&mut BrokerConfig),
     ) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -57,6 +62,8 @@ impl Node {
             stop: None,
             task: None,
             client: BrokerServiceClient::new(channel),
+            faults: crate::FaultPoints::default(),
+            tune,
         };
         node.spawn(listener);
         node
@@ -82,6 +89,8 @@ impl Node {
         cfg.replica_fetch_backoff_max = Duration::from_millis(100);
         cfg.high_watermark_checkpoint_interval = Duration::from_millis(50);
         cfg.max_request_bytes = 256 * 1024;
+        cfg.faults = self.faults.clone();
+        (self.tune)(&mut cfg);
         cfg
     }
 
@@ -93,7 +102,7 @@ impl Node {
         })));
     }
 
-    async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -106,8 +115,18 @@ impl Node {
         }
     }
 
+    /// Waits until the broker stopped on its own and returns how it ended.
+    pub(super) async fn exited(&mut self) -> Result<(), BrokerError> {
+        let task = self.task.take().expect("the broker runs");
+        self.stop = None;
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the broker stopped by itself in time")
+            .unwrap()
+    }
+
     /// Starts again on the same port and data dir (retrying while the old store is closing).
-    async fn restart(&mut self) {
+    pub(super) async fn restart(&mut self) {
         let give_up = Instant::now() + Duration::from_secs(10);
         loop {
             let listener = TcpListener::bind(self.addr).await.unwrap();
@@ -127,24 +146,38 @@ impl Node {
 }
 
 /// A controller and `n` brokers (ids 1..=n).
-struct Cluster {
-    controller: MiniController,
-    nodes: Vec<Node>,
+pub(super) struct Cluster {
+    pub controller: MiniController,
+    pub nodes: Vec<Node>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    async fn start(n: u64, lag: Duration) -> Cluster {
+    pub(super) async fn start(n: u64, lag: Duration) -> Cluster {
         Cluster::start_with_fetch_wait(n, lag, Duration::from_millis(100)).await
     }
 
     /// With `fetch_wait` as every broker's `replica_fetch_max_wait`.
-    async fn start_with_fetch_wait(n: u64, lag: Duration, fetch_wait: Duration) -> Cluster {
+    pub(super) async fn start_with_fetch_wait(
+        n: u64,
+        lag: Duration,
+        fetch_wait: Duration,
+    ) -> Cluster {
+        Cluster::start_with(n, lag, fetch_wait, |_| {}).await
+    }
+
+    /// With `tune` applied to every broker's configuration.
+    pub(super) async fn start_with(
+        n: u64,
+        lag: Duration,
+        fetch_wait: Duration,
+        tune: fn(&mut BrokerConfig),
+    ) -> Cluster {
         let controller = MiniController::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for id in 1..=n {
-            nodes.push(Node::start(id, &controller, dir.path(), lag, fetch_wait).await);
+            nodes.push(Node::start(id, &controller, dir.path(), lag, fetch_wait, tune).await);
         }
         let cluster = Cluster {
             controller,
@@ -159,7 +192,7 @@ impl Cluster {
     }
 
     /// Waits until broker `id` holds the controller's current metadata.
-    async fn wait_metadata(&self, id: u64) {
+    pub(super) async fn wait_metadata(&self, id: u64) {
         let version = self.controller.model().version;
         let client = self.client(id);
         eventually("the broker's metadata to catch up", || {
@@ -174,16 +207,16 @@ impl Cluster {
         .await;
     }
 
-    fn node(&mut self, id: u64) -> &mut Node {
+    pub(super) fn node(&mut self, id: u64) -> &mut Node {
         &mut self.nodes[id as usize - 1]
     }
 
-    fn client(&self, id: u64) -> BrokerServiceClient<Channel> {
+    pub(super) fn client(&self, id: u64) -> BrokerServiceClient<Channel> {
         self.nodes[id as usize - 1].client.clone()
     }
 }
 
-fn records(values: &[&str]) -> Vec<pb::Record> {
+pub(super) fn records(values: &[&str]) -> Vec<pb::Record> {
     values
         .iter()
         .map(|v| pb::Record {
@@ -193,7 +226,7 @@ fn records(values: &[&str]) -> Vec<pb::Record> {
         .collect()
 }
 
-async fn produce(
+pub(super) async fn produce(
     client: &BrokerServiceClient<Channel>,
     topic: &str,
     acks: pb::Acks,
@@ -213,7 +246,7 @@ async fn produce(
 }
 
 /// Produces until the broker leads the partition and accepts (the metadata reaches it first).
-async fn produce_eventually(
+pub(super) async fn produce_eventually(
     client: &BrokerServiceClient<Channel>,
     topic: &str,
     acks: pb::Acks,
@@ -231,14 +264,14 @@ async fn produce_eventually(
     }
 }
 
-fn is_transient(s: &Status) -> bool {
+pub(super) fn is_transient(s: &Status) -> bool {
     matches!(
         s.code(),
         Code::NotFound | Code::FailedPrecondition | Code::Unavailable
     )
 }
 
-async fn fetch(
+pub(super) async fn fetch(
     client: &BrokerServiceClient<Channel>,
     topic: &str,
     offset: u64,
@@ -258,7 +291,7 @@ async fn fetch(
 }
 
 /// Every committed value from offset 0, read from `client` once it leads.
-async fn read_all(client: &BrokerServiceClient<Channel>, topic: &str) -> Vec<String> {
+pub(super) async fn read_all(client: &BrokerServiceClient<Channel>, topic: &str) -> Vec<String> {
     let give_up = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
     loop {
@@ -280,7 +313,10 @@ async fn read_all(client: &BrokerServiceClient<Channel>, topic: &str) -> Vec<Str
     }
 }
 
-async fn high_watermark(client: &BrokerServiceClient<Channel>, topic: &str) -> Result<u64, Status> {
+pub(super) async fn high_watermark(
+    client: &BrokerServiceClient<Channel>,
+    topic: &str,
+) -> Result<u64, Status> {
     client
         .clone()
         .list_offsets(pb::ListOffsetsRequest {
@@ -463,7 +499,13 @@ async fn three_brokers_replicate_and_refuse_acks_all_below_min_isr() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     let (reason, info) = crate::errors::error_info(&refused).unwrap();
     assert_eq!(reason, "NOT_ENOUGH_REPLICAS");
-    assert_eq!(info["appended"], "false");
+    assert_eq!(
+        (
+            info["isr_size"].as_str(),
+            info["min_insync_replicas"].as_str()
+        ),
+        ("1", "2")
+    );
     assert!(
         refused.message().contains("nothing was appended"),
         "{refused:?}"
@@ -630,7 +672,10 @@ async fn deleting_a_topic_removes_its_data_on_every_replica() {
     }
 }
 
-async fn replica_state(client: &BrokerServiceClient<Channel>, topic: &str) -> pb::ReplicaState {
+pub(super) async fn replica_state(
+    client: &BrokerServiceClient<Channel>,
+    topic: &str,
+) -> pb::ReplicaState {
     let info = client
         .clone()
         .get_broker_info(pb::GetBrokerInfoRequest {})

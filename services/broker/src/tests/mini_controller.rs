@@ -6,7 +6,7 @@
 //! ONLINE broker leads the leaderless partitions whose ISR holds it, and every leader change
 //! bumps the leader epoch. There is no liveness timer: tests fence brokers themselves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dmq_proto::v1 as pb;
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 #[derive(Debug, Default)]
 pub struct Model {
@@ -25,6 +26,9 @@ pub struct Model {
     /// A broker's leaving heartbeat changes nothing (as if it was killed).
     pub ignore_leaving: bool,
     pub alter_requests: Vec<pb::AlterPartitionRequest>,
+    /// AlterPartition applies the change but answers UNAVAILABLE, as a controller whose
+    /// answer was lost would (the outcome is unknown to the broker).
+    pub lose_alter_answers: bool,
 }
 
 impl Model {
@@ -49,6 +53,9 @@ impl Model {
             .collect();
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
+                if p.leader != broker && !(p.isr.len() > 1 && p.isr.contains(&broker)) {
+                    continue;
+                }
                 if p.leader == broker {
                     p.leader = p
                         .replicas
@@ -61,6 +68,7 @@ impl Model {
                 if p.isr.len() > 1 {
                     p.isr.retain(|&r| r != broker);
                 }
+                p.partition_epoch += 1;
             }
         }
     }
@@ -71,6 +79,7 @@ impl Model {
                 if p.leader == 0 && p.isr.contains(&broker) {
                     p.leader = broker;
                     p.leader_epoch += 1;
+                    p.partition_epoch += 1;
                 }
             }
         }
@@ -97,6 +106,7 @@ impl Model {
                 leader_epoch: 0,
                 replicas: replicas.to_vec(),
                 isr: replicas.to_vec(),
+                ..Default::default()
             })
             .collect();
         self.topics.insert(
@@ -117,6 +127,17 @@ impl Model {
 
     pub fn delete_topic(&mut self, name: &str) {
         self.topics.remove(name);
+        self.bump();
+    }
+
+    /// Makes `to` (an ISR member) the leader of `topic`-`partition`, as a controlled move
+    /// would: new leader epoch, the old leader stays in the ISR.
+    pub fn move_leader(&mut self, topic: &str, partition: u32, to: u64) {
+        let p = &mut self.topics.get_mut(topic).unwrap().partitions[partition as usize];
+        assert!(p.isr.contains(&to), "{to} is not in the ISR {:?}", p.isr);
+        p.leader = to;
+        p.leader_epoch += 1;
+        p.partition_epoch += 1;
         self.bump();
     }
 
@@ -165,6 +186,15 @@ impl MiniController {
 
 type Answer<T> = Result<Response<T>, Status>;
 
+/// A FAILED_PRECONDITION refusal with the real controller's ErrorInfo reason.
+fn refused(reason: &str) -> Status {
+    Status::with_error_details(
+        tonic::Code::FailedPrecondition,
+        reason.to_lowercase().replace('_', " "),
+        ErrorDetails::with_error_info(reason, "dmq.v1", HashMap::new()),
+    )
+}
+
 #[tonic::async_trait]
 impl ControllerService for MiniController {
     async fn get_controller_info(
@@ -201,6 +231,8 @@ impl ControllerService for MiniController {
                 rack: r.rack,
                 broker_epoch: epoch,
                 status: pb::BrokerStatus::Online as i32,
+                incarnation_id: r.incarnation_id,
+                storage_id: r.storage_id,
             },
         );
         m.elect_leaderless(r.broker_id);
@@ -280,9 +312,10 @@ impl ControllerService for MiniController {
         let mut m = self.model();
         m.alter_requests.push(r.clone());
         if m.brokers.get(&r.broker_id).map(|b| b.broker_epoch) != Some(r.broker_epoch) {
-            return Err(Status::failed_precondition("stale broker epoch"));
+            return Err(refused("STALE_BROKER_EPOCH"));
         }
         let all_online = r.new_isr.iter().all(|&b| m.online(b));
+        let lose_answer = m.lose_alter_answers;
         let Some(p) = m
             .topics
             .get_mut(&r.topic)
@@ -290,17 +323,27 @@ impl ControllerService for MiniController {
         else {
             return Err(Status::not_found("no such partition"));
         };
-        if p.leader != r.broker_id || p.leader_epoch != r.leader_epoch {
-            return Err(Status::failed_precondition("not the leader at that epoch"));
+        if p.leader != r.broker_id {
+            return Err(refused("NOT_PARTITION_LEADER"));
+        }
+        if p.leader_epoch != r.leader_epoch {
+            return Err(refused("STALE_LEADER_EPOCH"));
+        }
+        if p.partition_epoch != r.partition_epoch {
+            return Err(refused("STALE_PARTITION_EPOCH"));
         }
         if r.new_isr.is_empty()
             || !r.new_isr.contains(&r.broker_id)
             || !r.new_isr.iter().all(|b| p.replicas.contains(b))
         {
-            return Err(Status::invalid_argument("invalid ISR"));
+            return Err(Status::with_error_details(
+                tonic::Code::InvalidArgument,
+                "invalid ISR",
+                ErrorDetails::with_error_info("INVALID_ISR", "dmq.v1", HashMap::new()),
+            ));
         }
         if !all_online {
-            return Err(Status::failed_precondition("ineligible replica"));
+            return Err(refused("INELIGIBLE_REPLICA"));
         }
         let isr: Vec<u64> = p
             .replicas
@@ -308,9 +351,15 @@ impl ControllerService for MiniController {
             .copied()
             .filter(|b| r.new_isr.contains(b))
             .collect();
-        p.isr = isr;
+        if isr != p.isr {
+            p.isr = isr;
+            p.partition_epoch += 1;
+        }
         let partition = p.clone();
         m.bump();
+        if lose_answer {
+            return Err(Status::unavailable("the answer was lost (test)"));
+        }
         Ok(Response::new(pb::AlterPartitionResponse {
             partition: Some(partition),
             metadata_version: m.version,

@@ -3,6 +3,7 @@
 
 mod data_plane;
 mod fake_controller;
+mod handover;
 mod mini_controller;
 
 use std::future::Future;

@@ -1,0 +1,346 @@
+//! Issue 10, "acknowledged means kept": leadership moving at the wrong moment, reproduced
+//! deterministically with the brokers' fault points (`crate::faults`). Each test names the
+//! path it closes; each failed on the code before its fix (see the commit messages).
+
+use std::time::Duration;
+
+use dmq_proto::v1 as pb;
+use tonic::Code;
+
+use super::data_plane::{
+    Cluster, fetch, produce, produce_eventually, read_all, records, replica_state,
+};
+use super::eventually;
+use crate::BrokerError;
+use crate::errors::error_info;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Parks broker `id`'s follower at its next fetch and waits until it is parked there (so it
+/// has no fetch in flight that could still bring it records).
+async fn park_fetcher(c: &Cluster, id: u64) {
+    let faults = &c.nodes[id as usize - 1].faults;
+    let seen = faults.hits("follower.before_fetch");
+    faults.hold("follower.before_fetch");
+    faults
+        .wait_hits("follower.before_fetch", seen + 1, WAIT)
+        .await;
+}
+
+/// Path 1: a waiter accepted a high watermark raised after leadership was lost. Leader 1
+/// appends x0..x9 at 1..=10, its sync waits; leadership moves to 2 (epoch 1), which takes
+/// y0..y19 at 1..=20; broker 1, now a follower, truncates to 1, copies the y's and raises the
+/// partition's watermark to 21. The old waiter then saw "21 >= 11" and acknowledged offsets
+/// that hold y's. Now the answer is LEADER_CHANGED_AFTER_APPEND (outcome unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_never_acknowledges_with_the_next_leaders_watermark() {
+    let c = Cluster::start(2, Duration::from_secs(30)).await;
+    c.controller.model().ignore_leaving = true;
+    c.controller.model().create_topic("w", &[&[1, 2]], 1);
+    let (b1, b2) = (c.client(1), c.client(2));
+    produce_eventually(&b1, "w", pb::Acks::All, &["a"]).await;
+    // Broker 2 must not see the x's: park its fetcher first.
+    park_fetcher(&c, 2).await;
+
+    let f1 = &c.nodes[0].faults;
+    let parked = f1.hits("produce.after_append") + 1;
+    f1.hold("produce.after_append");
+    let xs = values("x", 10);
+    let waiter = tokio::spawn({
+        let b1 = b1.clone();
+        let xs = xs.clone();
+        async move { produce(&b1, "w", pb::Acks::All, &refs(&xs)).await }
+    });
+    f1.wait_hits("produce.after_append", parked, WAIT).await;
+
+    // Broker 2's fetcher stays parked until its role changes (it never fetches the x's).
+    c.controller.model().move_leader("w", 0, 2);
+    let ys = values("y", 20);
+    let y = produce_eventually(&b2, "w", pb::Acks::Leader, &refs(&ys)).await;
+    assert_eq!(
+        y.base_offset, 1,
+        "the new leader continues after the committed record"
+    );
+    eventually(
+        "broker 1 follows, holds the y's and learns watermark 21",
+        || async {
+            let r = replica_state(&b1, "w").await;
+            r.role() == pb::ReplicaRole::Follower
+                && r.log_end_offset == 21
+                && r.high_watermark == 21
+        },
+    )
+    .await;
+
+    f1.release("produce.after_append");
+    let answer = waiter.await.unwrap();
+    let status = answer.expect_err("records of a closed leadership must not be acknowledged");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        error_info(&status).unwrap().0,
+        "LEADER_CHANGED_AFTER_APPEND",
+        "{status:?}"
+    );
+    let hint = dmq_client::partition_leader_hint(&status).expect("it names the new leader");
+    assert_eq!(hint.leader_id, 2);
+    // What an acknowledgement would have claimed: offsets 1..=10 hold y's, not x's.
+    let committed = read_all(&b2, "w").await;
+    assert_eq!(&committed[1..11], &ys[..10]);
+}
+
+/// Path 3: a deposed leader answered a parked ReplicaFetch with data its follower role wrote.
+/// Broker 2 holds x0..x9 (epoch 0, uncommitted) from leader 1; its next fetch is parked at
+/// broker 1 right after the leadership check. Leadership moves to 3 (epoch 1), which never
+/// had the x's and takes y's; broker 1 turns follower and copies them. The parked fetch then
+/// read y's and answered them as epoch 0: broker 2 appended them after its x's, and its next
+/// fetch from 3 (last epoch 1) saw no divergence: the x's stayed forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_replica_fetch_never_carries_what_the_next_role_wrote() {
+    let c = Cluster::start(3, Duration::from_secs(30)).await;
+    c.controller.model().ignore_leaving = true;
+    c.controller.model().create_topic("d", &[&[1, 2, 3]], 1);
+    let (b1, b2, b3) = (c.client(1), c.client(2), c.client(3));
+    produce_eventually(&b1, "d", pb::Acks::All, &["a"]).await;
+    park_fetcher(&c, 3).await;
+    let xs = values("x", 10);
+    produce(&b1, "d", pb::Acks::Leader, &refs(&xs))
+        .await
+        .unwrap();
+    eventually("broker 2 holds the x's", || async {
+        replica_state(&b2, "d").await.log_end_offset == 11
+    })
+    .await;
+
+    let (f1, f2) = (&c.nodes[0].faults, &c.nodes[1].faults);
+    let parked = f1.hits("replica_fetch.before_read") + 1;
+    f1.hold("replica_fetch.before_read");
+    f1.wait_hits("replica_fetch.before_read", parked, WAIT)
+        .await;
+    // Broker 2 must not learn the new epoch before its parked fetch is answered.
+    f2.hold("manager.before_reconcile");
+    c.controller.model().move_leader("d", 0, 3);
+    let ys = values("y", 20);
+    let y = produce_eventually(&b3, "d", pb::Acks::Leader, &refs(&ys)).await;
+    assert_eq!(y.base_offset, 1);
+    eventually("broker 1 follows 3 and holds the y's", || async {
+        let r = replica_state(&b1, "d").await;
+        r.role() == pb::ReplicaRole::Follower && r.log_end_offset == 21
+    })
+    .await;
+
+    // Broker 2's follower starts its next round once the parked fetch is answered.
+    let rounds = f2.hits("follower.before_fetch");
+    f1.release("replica_fetch.before_read");
+    f2.wait_hits("follower.before_fetch", rounds + 1, WAIT)
+        .await;
+    f2.release("manager.before_reconcile");
+    // Broker 2 follows 3 now; every replica must end up with 3's log. Read it from 2 as leader.
+    eventually("broker 2 caught up with broker 3", || async {
+        let r = replica_state(&b2, "d").await;
+        r.leader_id == 3 && r.log_end_offset == 21 && r.high_watermark == 21
+    })
+    .await;
+    c.controller.model().move_leader("d", 0, 2);
+    let mut expected = vec!["a".to_string()];
+    expected.extend(ys);
+    eventually("broker 2's log is the new leader's", || async {
+        let read = read_all(&b2, "d").await;
+        assert!(
+            !read.iter().any(|v| v.starts_with('x')),
+            "diverged: {read:?}"
+        );
+        read == expected
+    })
+    .await;
+}
+
+/// Path 2: an ISR expansion whose answer was lost was forgotten. The controllers committed
+/// {1,2}, the leader dropped the pending change, stopped counting 2, and acknowledged records
+/// 2 did not have while the controllers listed 2 in the ISR (and could elect it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expansion_with_a_lost_answer_keeps_the_joiner_counted() {
+    let mut c = Cluster::start(2, Duration::from_millis(300)).await;
+    c.controller.model().ignore_leaving = true;
+    c.controller.model().create_topic("e", &[&[1, 2]], 1);
+    let b1 = c.client(1);
+    produce_eventually(&b1, "e", pb::Acks::All, &["a"]).await;
+    c.node(2).stop().await;
+    eventually("ISR [1]", || async {
+        c.controller.model().partition("e", 0).isr == vec![1]
+    })
+    .await;
+
+    // The leader must not learn the outcome from metadata either (the window this path is
+    // about): its partition manager is held from now on.
+    let f1 = c.nodes[0].faults.clone();
+    f1.hold("manager.before_reconcile");
+    c.controller.model().lose_alter_answers = true;
+    c.node(2).restart().await;
+    eventually("the controllers committed the expansion", || async {
+        c.controller.model().partition("e", 0).isr == vec![1, 2]
+    })
+    .await;
+    park_fetcher(&c, 2).await;
+
+    let status = c
+        .client(1)
+        .produce(pb::ProduceRequest {
+            topic: "e".into(),
+            partition: 0,
+            acks: pb::Acks::All as i32,
+            records: records(&["b"]),
+            timeout_ms: 1000,
+        })
+        .await
+        .expect_err("broker 2 is in the ISR and does not have the record");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(error_info(&status).unwrap().0, "REPLICATION_TIMEOUT");
+
+    c.controller.model().lose_alter_answers = false;
+    f1.release("manager.before_reconcile");
+    c.nodes[1].faults.release("follower.before_fetch");
+    produce_eventually(&b1, "e", pb::Acks::All, &["c"]).await;
+    assert_eq!(read_all(&b1, "e").await, ["a", "b", "c"]);
+}
+
+/// Path 10: replica progress was accepted from anyone naming a follower id. A fetch that names
+/// broker 2 with another incarnation's epoch must not move the watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_progress_counts_only_from_the_listed_incarnation() {
+    let c = Cluster::start(2, Duration::from_secs(30)).await;
+    c.controller.model().create_topic("p", &[&[1, 2]], 1);
+    let b1 = c.client(1);
+    produce_eventually(&b1, "p", pb::Acks::All, &["a"]).await;
+    park_fetcher(&c, 2).await;
+    let waiter = tokio::spawn({
+        let b1 = b1.clone();
+        async move {
+            b1.clone()
+                .produce(pb::ProduceRequest {
+                    topic: "p".into(),
+                    partition: 0,
+                    acks: pb::Acks::All as i32,
+                    records: records(&["b"]),
+                    timeout_ms: 1500,
+                })
+                .await
+        }
+    });
+    eventually("b appended on the leader", || async {
+        replica_state(&b1, "p").await.log_end_offset == 2
+    })
+    .await;
+    let (topic_id, epoch) = {
+        let m = c.controller.model();
+        (m.topics["p"].topic_id, m.brokers[&2].broker_epoch)
+    };
+    let forged = b1
+        .clone()
+        .replica_fetch(pb::ReplicaFetchRequest {
+            topic: "p".into(),
+            partition: 0,
+            replica_id: 2,
+            broker_epoch: epoch + 100,
+            fetch_offset: 2,
+            leader_epoch: 0,
+            last_fetched_epoch: 0,
+            max_bytes: 0,
+            max_wait_ms: 0,
+            topic_id,
+        })
+        .await
+        .expect_err("an incarnation the metadata does not list is refused");
+    assert_eq!(forged.code(), Code::FailedPrecondition, "{forged:?}");
+    assert_eq!(error_info(&forged).unwrap().0, "STALE_BROKER_EPOCH");
+    let status = waiter.await.unwrap().expect_err("broker 2 never fetched b");
+    assert_eq!(error_info(&status).unwrap().0, "REPLICATION_TIMEOUT");
+    c.nodes[1].faults.release("follower.before_fetch");
+}
+
+/// Path 7: a failed fsync left the broker leading partitions it could no longer write. Now it
+/// gives up every leadership (leaving heartbeat) and stops with a storage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_makes_the_broker_give_up_its_leaderships() {
+    let mut c = Cluster::start(2, Duration::from_secs(30)).await;
+    c.controller.model().create_topic("s", &[&[1, 2]], 1);
+    let b1 = c.client(1);
+    produce_eventually(&b1, "s", pb::Acks::All, &["a"]).await;
+    c.nodes[0].faults.fail("log.sync", true);
+    let status = produce(&b1, "s", pb::Acks::All, &["b"])
+        .await
+        .expect_err("the sync failed");
+    assert_eq!(
+        error_info(&status).unwrap().0,
+        "STORAGE_FAILED_AFTER_APPEND",
+        "{status:?}"
+    );
+    let exit = c.node(1).exited().await;
+    assert!(matches!(exit, Err(BrokerError::Storage(_))), "{exit:?}");
+    let p = c.controller.model().partition("s", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone()),
+        (2, vec![2]),
+        "leadership moved on"
+    );
+    produce_eventually(&c.client(2), "s", pb::Acks::All, &["c"]).await;
+}
+
+/// Path 11: no broker-wide bound on the memory requests in flight hold. Now one acks=ALL
+/// waiter holding most of the budget makes the next large request RESOURCE_EXHAUSTED /
+/// BROKER_OVERLOADED (nothing appended), and it succeeds once the budget is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_memory_budget_are_refused_not_queued() {
+    let c = Cluster::start_with(
+        1,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |cfg| {
+            cfg.memory_budget_bytes = cfg.max_request_bytes + 64 * 1024;
+        },
+    )
+    .await;
+    c.controller.model().create_topic("m", &[&[1]], 1);
+    let b1 = c.client(1);
+    produce_eventually(&b1, "m", pb::Acks::All, &["a"]).await;
+    let big: Vec<String> = (0..20).map(|i| format!("{i:0>10000}")).collect();
+    let f1 = &c.nodes[0].faults;
+    let parked = f1.hits("produce.after_append") + 1;
+    f1.hold("produce.after_append");
+    let first = tokio::spawn({
+        let b1 = b1.clone();
+        let big = big.clone();
+        async move { produce(&b1, "m", pb::Acks::All, &refs(&big)).await }
+    });
+    f1.wait_hits("produce.after_append", parked, WAIT).await;
+    let refused = tokio::time::timeout(WAIT, produce(&b1, "m", pb::Acks::All, &refs(&big)))
+        .await
+        .expect("refused at once, not queued behind the first")
+        .expect_err("the budget is held by the first request");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(error_info(&refused).unwrap().0, "BROKER_OVERLOADED");
+    assert!(matches!(
+        dmq_client::ClientError::from_broker_status(refused, "b1", "m", 0, 0),
+        dmq_client::ClientError::Unavailable { .. }
+    ));
+    // A fetch's answer needs budget too.
+    let busy = fetch(&b1, "m", 0, 0)
+        .await
+        .expect_err("no budget for the answer");
+    assert_eq!(busy.code(), Code::ResourceExhausted);
+    f1.release("produce.after_append");
+    first.await.unwrap().unwrap();
+    produce(&b1, "m", pb::Acks::All, &refs(&big)).await.unwrap();
+    assert_eq!(
+        read_all(&b1, "m").await.len(),
+        41,
+        "the refused one appended nothing"
+    );
+}
