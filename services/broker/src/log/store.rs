@@ -13,7 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::config::{LogConfig, LogStoreConfig};
 use super::durable::{DurableSync, io_error, open_sled, sled_error};
@@ -146,12 +146,18 @@ impl StoreShared {
         }
         // Every write counted here completed before the flush starts, so the flush covers it.
         let covered = self.written.load(Ordering::SeqCst);
+        self.sync_now(&mut durable)?;
+        self.synced.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One durable sync of everything written so far, whatever the counters say.
+    fn sync_now(&self, durable: &mut DurableSync) -> Result<(), LogError> {
         if let Err(e) = durable.sync(&self.db) {
             self.mark_failed(format!("a sync failed: {e}"));
             return Err(e.into());
         }
         self.durable_syncs.fetch_add(1, Ordering::Relaxed);
-        self.synced.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -198,7 +204,7 @@ impl LogStore {
         std::fs::create_dir_all(&dir).map_err(io_error("create the log directory", &dir))?;
         let db = open_sled(&dir, cfg.cache_capacity_bytes)?;
         let meta = db.open_tree(META_TREE).map_err(sled_error(&dir))?;
-        let mut durable = DurableSync::open(&dir)?;
+        let durable = DurableSync::open(&dir)?;
         if created {
             durable.sync_directories()?;
         }
@@ -223,7 +229,6 @@ impl LogStore {
                 id
             }
         };
-        durable.sync(&db)?;
         let shared = Arc::new(StoreShared {
             dir,
             db,
@@ -234,9 +239,15 @@ impl LogStore {
             synced: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             failure: tokio::sync::watch::Sender::new(None),
-            durable_syncs: AtomicU64::new(1),
+            durable_syncs: AtomicU64::new(0),
             storage_id,
         });
+        shared.sync_now(
+            &mut shared
+                .durable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )?;
         tracing::info!(dir = %shared.dir.display(), storage_id, "opened log store");
         Ok(LogStore {
             shared,
@@ -364,6 +375,34 @@ impl LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 10, path 5: after a crash sled reads back writes that reached the file but were
+    /// never fdatasynced; a follower then reports that log end as durable without syncing
+    /// again. Opening a store must make what it found durable first.
+    #[test]
+    fn opening_a_store_syncs_what_it_finds_and_keeps_its_storage_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = LogStore::open(dir.path()).unwrap();
+            assert_eq!(store.durable_sync_count(), 1);
+            let log = store.partition("t", 1, 0).unwrap();
+            log.append_as_leader(vec![crate::log::Record::new("unsynced")], 0, 1)
+                .unwrap();
+            // A crash: dropped without a sync (sled wrote the page, nobody fdatasynced it).
+            store.storage_id()
+        };
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.durable_sync_count(),
+            1,
+            "one durable sync before anything is served"
+        );
+        assert_eq!(store.partition("t", 1, 0).unwrap().log_end_offset(), 1);
+        assert_eq!(store.storage_id(), id, "the disk keeps its identity");
+        assert_ne!(id, 0);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(LogStore::open(other.path()).unwrap().storage_id(), id);
+    }
 
     #[test]
     fn tree_names_roundtrip() {
