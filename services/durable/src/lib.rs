@@ -1,20 +1,15 @@
 //! Making sled 0.34 writes durable (DESIGN.md, "Storage facts"), for every sled store we have.
 //!
 //! `Db::flush` ends in `sync_file_range`, which survives a process crash but not power loss. So
-//! a durable sync is: flush, then fsync every blob file sled wrote since the last sync (sled
-//! writes a page over a quarter of a segment to `<dir>/blobs/<lsn>` and never syncs it; the
-//! data file points at it, so it goes first), then `sync_data` on our own handle of sled's data
-//! file `<dir>/db` (fsync acts on the file, whichever descriptor asks).
+//! a durable sync is: flush, then `sync_data` on our own handle of sled's data file `<dir>/db`
+//! (fsync acts on the file, whichever descriptor asks). Blob files (a page over a quarter of a
+//! segment goes to `<dir>/blobs/<lsn>`) are synced by our patched sled itself before the entry
+//! pointing at them can be written (`services/sled/PATCHES.md`), so they need nothing here.
 
-use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use rustix::fs::Dir;
 
 /// How long [`open_sled`] waits for sled's lock on `<dir>/db` before giving up.
 pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -44,17 +39,12 @@ fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> D
     }
 }
 
-/// Our handle of sled's data file and the blob files already synced.
+/// Our handle of sled's data file.
 pub struct DurableSync {
     dir: PathBuf,
     data_path: PathBuf,
     data_file: File,
     blobs_dir: PathBuf,
-    /// `<dir>/blobs`, opened once and rewound for each listing: `std::fs::read_dir` would
-    /// open it and allocate a 32 KiB buffer on every sync, a tenth of the Raft thread's time.
-    blobs: Option<Dir>,
-    /// sled never rewrites a blob file (it writes a new one), so each is synced once.
-    synced_blobs: HashSet<OsString>,
 }
 
 impl DurableSync {
@@ -68,8 +58,6 @@ impl DurableSync {
             data_path,
             data_file,
             blobs_dir: dir.join("blobs"),
-            blobs: None,
-            synced_blobs: HashSet::new(),
         })
     }
 
@@ -79,59 +67,14 @@ impl DurableSync {
             path: self.dir.clone(),
             source,
         })?;
-        self.sync_new_blobs()?;
         self.data_file
             .sync_data()
             .map_err(io_error("sync sled's data file", &self.data_path))
     }
 
-    /// Blob files sled has written that are still present (a diagnostic).
+    /// How many blob files sled holds now (a diagnostic; lists the directory).
     pub fn blob_count(&self) -> usize {
-        self.synced_blobs.len()
-    }
-
-    fn sync_new_blobs(&mut self) -> Result<(), DurableError> {
-        let blobs_dir = &self.blobs_dir;
-        let listing = match &mut self.blobs {
-            Some(listing) => listing,
-            None => match open_dir(blobs_dir) {
-                Ok(listing) => self.blobs.insert(listing),
-                // sled creates it when it first needs it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_error("open sled's blob directory", blobs_dir)(e)),
-            },
-        };
-        listing.rewind();
-        let mut present = HashSet::new();
-        let mut synced_any = false;
-        while let Some(item) = listing.read() {
-            let item = item
-                .map_err(io::Error::from)
-                .map_err(io_error("list sled's blob files", blobs_dir))?;
-            let bytes = item.file_name().to_bytes();
-            if bytes == b"." || bytes == b".." {
-                continue;
-            }
-            let name = OsStr::from_bytes(bytes);
-            if !self.synced_blobs.contains(name) {
-                let path = blobs_dir.join(name);
-                match File::open(&path) {
-                    // sled removes blobs it no longer needs, maybe right now.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_error("open a sled blob file", &path)(e)),
-                    Ok(file) => file
-                        .sync_data()
-                        .map_err(io_error("sync a sled blob file", &path))?,
-                }
-                synced_any = true;
-            }
-            present.insert(name.to_os_string());
-        }
-        if synced_any {
-            sync_directory(blobs_dir)?;
-        }
-        self.synced_blobs = present;
-        Ok(())
+        std::fs::read_dir(&self.blobs_dir).map_or(0, |entries| entries.count())
     }
 
     /// Syncs the directory entries of a newly created database: sled's files in the directory,
@@ -181,16 +124,6 @@ fn is_lock_contention(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::WouldBlock
         || (error.kind() == io::ErrorKind::Other
             && error.to_string().contains("could not acquire lock"))
-}
-
-/// A directory listing that can be rewound and read again without reopening.
-fn open_dir(dir: &Path) -> io::Result<Dir> {
-    let fd = rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
-    Ok(Dir::new(fd)?)
 }
 
 fn sync_directory(dir: &Path) -> Result<(), DurableError> {
