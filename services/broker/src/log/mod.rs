@@ -10,6 +10,7 @@
 //!
 //! Every call blocks (sled, fsync): use `spawn_blocking` from async code.
 
+mod accounting;
 pub mod batch;
 pub mod config;
 mod durable;
@@ -18,6 +19,7 @@ pub mod error;
 mod meta;
 pub mod offsets;
 pub mod partition;
+mod recovery;
 pub mod retention;
 pub mod store;
 mod varint;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
+use super::accounting::Accounting;
 use super::batch::{
     BatchError, BatchHeader, NO_TIMESTAMP, Record, RecordBatch, split_into_batches,
 };
@@ -69,7 +70,8 @@ pub(super) struct State {
     pub log_start: u64,
     pub log_end: u64,
     pub high_watermark: u64,
-    pub size_bytes: u64,
+    /// Sizes and the recovery point (what opening the log trusts without reading it).
+    pub acct: Accounting,
     pub epochs: EpochHistory,
     pub deleted: bool,
 }
@@ -79,6 +81,8 @@ impl State {
         PartitionMeta {
             log_start_offset: self.log_start,
             high_watermark: self.high_watermark,
+            recovery_point: self.acct.recovery_point(),
+            bytes_below_recovery_point: self.acct.bytes_below_recovery_point(),
             epochs: self.epochs.clone(),
         }
     }
@@ -113,6 +117,12 @@ pub struct PartitionLog {
     pub(super) store: Arc<StoreShared>,
     pub(super) data: sled::Tree,
     pub(super) state: Mutex<State>,
+    /// How many batches the last open read (tests: start-up must not grow with the log).
+    #[cfg(test)]
+    pub(super) batches_read_at_open: std::sync::atomic::AtomicUsize,
+    /// Called by retention between two chunks (tests: the lock is free there).
+    #[cfg(test)]
+    pub(super) between_retention_chunks: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -143,161 +153,17 @@ impl PartitionLog {
                 log_start: 0,
                 log_end: 0,
                 high_watermark: 0,
-                size_bytes: 0,
+                acct: Accounting::default(),
                 epochs: EpochHistory::default(),
                 deleted: false,
             }),
+            #[cfg(test)]
+            batches_read_at_open: Default::default(),
+            #[cfg(test)]
+            between_retention_chunks: Mutex::new(None),
         };
         log.recover()?;
         Ok(log)
-    }
-
-    fn recover(&self) -> Result<(), LogError> {
-        let stored = self
-            .store
-            .meta
-            .get(self.name.as_bytes())
-            .map_err(self.sled_error())?;
-        let mut meta = match &stored {
-            None => PartitionMeta::default(),
-            Some(value) => PartitionMeta::decode(self.name.as_bytes(), value)
-                .map_err(|detail| self.corrupt(None, format!("partition metadata: {detail}")))?,
-        };
-        let mut rewrite_meta = stored.is_none();
-
-        let mut below_start = Vec::new();
-        // The offset the next batch must start at; `None` after a batch whose header cannot
-        // be trusted (then the next key is taken as its end).
-        let mut expected = Some(meta.log_start_offset);
-        let mut last_end = meta.log_start_offset;
-        let mut size_bytes = 0u64;
-        let mut last_bad: Option<(u64, BatchError)> = None;
-        // Where the batches' epoch changes: (epoch, first offset).
-        let mut epoch_changes: Vec<(u64, u64)> = Vec::new();
-        for item in self.data.iter() {
-            let (key, value) = item.map_err(self.sled_error())?;
-            let Ok(key) = <[u8; 8]>::try_from(key.as_ref()) else {
-                return Err(self.corrupt(None, format!("a batch key is not 8 bytes: {key:02x?}")));
-            };
-            let base = u64::from_be_bytes(key);
-            let header = BatchHeader::read_verified(&value).and_then(|h| {
-                if h.base_offset == base {
-                    Ok(h)
-                } else {
-                    Err(BatchError::Malformed(format!(
-                        "stored under offset {base} but says base offset {}",
-                        h.base_offset
-                    )))
-                }
-            });
-            if base < meta.log_start_offset {
-                match &header {
-                    Ok(h) if h.next_offset() > meta.log_start_offset => {
-                        return Err(self.corrupt(
-                            Some(base),
-                            format!(
-                                "the batch {base}..{} straddles the log start offset {}",
-                                h.next_offset(),
-                                meta.log_start_offset
-                            ),
-                        ));
-                    }
-                    // Removal interrupted by a crash (or garbage below the start): finish it.
-                    _ => below_start.push(key),
-                }
-                continue;
-            }
-            match expected {
-                Some(at) if at != base => {
-                    return Err(self.corrupt(
-                        Some(base.min(at)),
-                        format!("the log has a gap or overlap: expected a batch at {at}, found one at {base}"),
-                    ));
-                }
-                None if base <= last_end => {
-                    return Err(
-                        self.corrupt(Some(base), format!("batch keys out of order at {base}"))
-                    );
-                }
-                _ => {}
-            }
-            size_bytes += value.len() as u64;
-            last_end = base;
-            match header {
-                Ok(h) => {
-                    expected = Some(h.next_offset());
-                    last_end = h.next_offset();
-                    last_bad = None;
-                    if epoch_changes
-                        .last()
-                        .is_none_or(|&(e, _)| e != h.leader_epoch)
-                    {
-                        epoch_changes.push((h.leader_epoch, h.base_offset));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(
-                        topic = %self.id.topic, partition = self.id.partition, offset = base,
-                        error = %e, "corrupt batch in partition log; reads of it will fail"
-                    );
-                    expected = None;
-                    last_bad = Some((base, e));
-                }
-            }
-        }
-        if let Some((offset, e)) = last_bad {
-            return Err(self.corrupt(
-                Some(offset),
-                format!("the last batch is corrupt, so the log end offset is unknown: {e}"),
-            ));
-        }
-        let log_end = last_end.max(meta.log_start_offset);
-
-        let mut epochs = meta.epochs.clone();
-        // Epochs recorded before batches that a crash lost.
-        epochs.truncate_from_end(log_end.saturating_add(1));
-        epochs.truncate_from_start(meta.log_start_offset);
-        for (epoch, start) in epoch_changes {
-            if epochs.latest_epoch().is_none_or(|latest| epoch > latest) {
-                // Written after an epoch change whose metadata a crash lost.
-                tracing::warn!(topic = %self.id.topic, partition = self.id.partition, epoch,
-                    start, "re-deriving a leader epoch missing from the stored history");
-                epochs.assign(epoch, start);
-            }
-        }
-        if epochs != meta.epochs {
-            meta.epochs = epochs;
-            rewrite_meta = true;
-        }
-        if meta.high_watermark > log_end {
-            tracing::warn!(topic = %self.id.topic, partition = self.id.partition,
-                high_watermark = meta.high_watermark, log_end_offset = log_end,
-                "stored high watermark is past the log end (unsynced data lost); lowering it");
-            meta.high_watermark = log_end;
-            rewrite_meta = true;
-        }
-        if meta.high_watermark < meta.log_start_offset {
-            meta.high_watermark = meta.log_start_offset;
-            rewrite_meta = true;
-        }
-        if rewrite_meta {
-            self.write_meta(&meta)?;
-        }
-        if !below_start.is_empty() {
-            tracing::info!(topic = %self.id.topic, partition = self.id.partition,
-                batches = below_start.len(), "finishing an interrupted removal of old batches");
-            self.remove_keys(&below_start)?;
-        }
-        let mut state = self.lock();
-        state.log_start = meta.log_start_offset;
-        state.log_end = log_end;
-        state.high_watermark = meta.high_watermark;
-        state.size_bytes = size_bytes;
-        state.epochs = meta.epochs;
-        tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
-            log_start = state.log_start, log_end, high_watermark = state.high_watermark,
-            "opened partition log");
-        Ok(())
     }
 
     pub fn id(&self) -> &PartitionId {
@@ -345,8 +211,8 @@ impl PartitionLog {
         }
         let mut sled_batch = sled::Batch::default();
         let mut offset = base_offset;
-        let mut bytes = 0u64;
         let batches = groups.len();
+        let mut sizes = Vec::with_capacity(batches);
         for records in groups {
             let batch = RecordBatch {
                 base_offset: offset,
@@ -354,7 +220,7 @@ impl PartitionLog {
                 records,
             };
             let encoded = batch.encode()?;
-            bytes += encoded.len() as u64;
+            sizes.push((batch.base_offset, batch.next_offset(), encoded.len() as u64));
             offset = batch.next_offset();
             sled_batch.insert(&batch_key(batch.base_offset), encoded);
         }
@@ -364,7 +230,9 @@ impl PartitionLog {
             .map_err(self.store.write_failed())?;
         self.store.note_write();
         state.log_end = offset;
-        state.size_bytes += bytes;
+        for (base, end, bytes) in sizes {
+            state.acct.push(base, end, bytes);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset: offset - 1,
@@ -408,7 +276,9 @@ impl PartitionLog {
             .map_err(self.store.write_failed())?;
         self.store.note_write();
         state.log_end = header.next_offset();
-        state.size_bytes += len;
+        state
+            .acct
+            .push(header.base_offset, header.next_offset(), len);
         Ok(())
     }
 
@@ -555,8 +425,10 @@ impl PartitionLog {
         Ok(header)
     }
 
-    /// Moves the high watermark up to `high_watermark`; a lower value is ignored (the high
-    /// watermark never moves back). Returns the high watermark now.
+    /// Moves the high watermark up to `high_watermark` (a lower value is ignored: it never
+    /// moves back) and the recovery point with it: everything below the high watermark is
+    /// durable here, so a later open trusts it without reading it. Returns the high watermark
+    /// now. Cheap: no batch is read.
     /// Errors: [`LogError::HighWatermarkAboveLogEnd`] past the log end offset.
     pub fn set_high_watermark(&self, high_watermark: u64) -> Result<u64, LogError> {
         let mut state = self.lock_writable()?;
@@ -567,12 +439,17 @@ impl PartitionLog {
             });
         }
         if high_watermark > state.high_watermark {
+            let mut acct = state.acct.clone();
+            acct.checkpoint(high_watermark);
             let meta = PartitionMeta {
                 high_watermark,
+                recovery_point: acct.recovery_point(),
+                bytes_below_recovery_point: acct.bytes_below_recovery_point(),
                 ..state.meta()
             };
             self.write_meta(&meta)?;
             state.high_watermark = high_watermark;
+            state.acct = acct;
         }
         Ok(state.high_watermark)
     }
@@ -597,11 +474,9 @@ impl PartitionLog {
             });
         }
         let mut sled_batch = sled::Batch::default();
-        let mut removed_bytes = 0u64;
-        let mut added_bytes = 0u64;
+        let mut rewritten = None;
         for item in self.data.range(batch_key(offset)..) {
-            let (key, value) = item.map_err(self.sled_error())?;
-            removed_bytes += value.len() as u64;
+            let (key, _) = item.map_err(self.sled_error())?;
             sled_batch.remove(key);
         }
         let straddling = self
@@ -619,8 +494,7 @@ impl PartitionLog {
                     .records
                     .truncate((offset - batch.base_offset) as usize);
                 let encoded = batch.encode()?;
-                removed_bytes += value.len() as u64;
-                added_bytes += encoded.len() as u64;
+                rewritten = Some(encoded.len() as u64);
                 sled_batch.insert(&key, encoded);
             }
         }
@@ -629,7 +503,7 @@ impl PartitionLog {
             .map_err(self.store.write_failed())?;
         self.store.note_write();
         state.log_end = offset;
-        state.size_bytes = state.size_bytes.saturating_sub(removed_bytes) + added_bytes;
+        state.acct.truncate(offset, rewritten);
         let mut epochs = state.epochs.clone();
         if epochs.truncate_from_end(offset) {
             let meta = PartitionMeta {
@@ -648,38 +522,59 @@ impl PartitionLog {
     /// leader's log start): log start = log end = high watermark = `offset`, no epoch history.
     /// Errors: [`LogError::TruncateBelowHighWatermark`] if `offset` is below the high watermark.
     pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), LogError> {
-        let mut state = self.lock_writable()?;
-        if offset < state.high_watermark {
-            return Err(LogError::TruncateBelowHighWatermark {
-                offset,
-                high_watermark: state.high_watermark,
-            });
+        {
+            let mut state = self.lock_writable()?;
+            if offset < state.high_watermark {
+                return Err(LogError::TruncateBelowHighWatermark {
+                    offset,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            // Past this point every stored batch ends at or before `offset`, so writing the
+            // new log start first lets a crash be finished by `open` (it removes batches
+            // below it).
+            self.truncate_locked(&mut state, offset)?;
+            let meta = PartitionMeta {
+                log_start_offset: offset,
+                high_watermark: offset,
+                recovery_point: offset,
+                bytes_below_recovery_point: 0,
+                epochs: EpochHistory::default(),
+            };
+            self.write_meta(&meta)?;
+            state.log_start = offset;
+            state.log_end = offset;
+            state.high_watermark = offset;
+            state.epochs = meta.epochs;
+            state.acct.reset(offset);
         }
-        // Past this point every stored batch ends at or before `offset`, so writing the new
-        // log start first lets a crash be finished by `open` (it removes batches below it).
-        self.truncate_locked(&mut state, offset)?;
-        let meta = PartitionMeta {
-            log_start_offset: offset,
-            high_watermark: offset,
-            epochs: EpochHistory::default(),
-        };
-        self.write_meta(&meta)?;
-        state.log_start = offset;
-        state.log_end = offset;
-        state.high_watermark = offset;
-        state.epochs = meta.epochs;
-        let keys: Vec<[u8; 8]> = self
-            .data
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| batch_key(key_offset(&k))))
-            .collect::<Result<_, _>>()
-            .map_err(self.sled_error())?;
-        self.remove_keys(&keys)?;
-        state.size_bytes = 0;
+        // Below the new log start nothing is read any more: removed without the lock.
+        self.remove_below(offset)?;
         tracing::info!(topic = %self.id.topic, partition = self.id.partition, offset,
             "emptied partition log and restarted it");
         Ok(())
+    }
+
+    /// Removes the stored batches below `offset` (already below the log start, so no reader
+    /// looks at them), a chunk at a time, without holding the partition's lock.
+    pub(super) fn remove_below(&self, offset: u64) -> Result<usize, LogError> {
+        let mut removed = 0;
+        loop {
+            let keys: Vec<[u8; 8]> = self
+                .data
+                .range(..batch_key(offset))
+                .keys()
+                .take(REMOVE_CHUNK)
+                .map(|k| k.map(|k| batch_key(key_offset(&k))))
+                .collect::<Result<_, _>>()
+                .map_err(self.sled_error())?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            self.store.check_usable()?;
+            removed += keys.len();
+            self.remove_keys(&keys)?;
+        }
     }
 
     /// The first offset written in `epoch`, if the history has it.
@@ -723,7 +618,7 @@ impl PartitionLog {
 
     /// Encoded bytes of the stored batches.
     pub fn size_bytes(&self) -> u64 {
-        self.lock().size_bytes
+        self.lock().acct.size_bytes()
     }
 
     /// All offsets at one instant.
@@ -733,7 +628,7 @@ impl PartitionLog {
             log_start_offset: state.log_start,
             log_end_offset: state.log_end,
             high_watermark: state.high_watermark,
-            size_bytes: state.size_bytes,
+            size_bytes: state.acct.size_bytes(),
         }
     }
 
@@ -751,7 +646,7 @@ impl PartitionLog {
         self.store.check_usable()?;
         state.deleted = true;
         Self::delete_stored(&self.store, &self.id)?;
-        state.size_bytes = 0;
+        state.acct.reset(0);
         Ok(())
     }
 

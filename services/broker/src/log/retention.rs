@@ -13,9 +13,17 @@
 //! The log start offset moves to the end of the last deleted batch. The new log start is
 //! written before the batches are removed, so a crash in between is finished when the log is
 //! opened again.
+//!
+//! Retention works a chunk of [`RETENTION_CHUNK_BATCHES`] batches at a time: it reads their
+//! headers without the partition's lock (nothing below the high watermark changes), takes the
+//! lock only to move the log start, and removes the batches after releasing it (no reader
+//! looks below the log start). Appends and reads never wait for a long deletion.
 
 use super::error::LogError;
 use super::partition::{PartitionLog, batch_key};
+
+/// Batches examined, and at most deleted, per step of retention.
+pub const RETENTION_CHUNK_BATCHES: usize = 1024;
 
 /// What [`PartitionLog::apply_retention`] deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,52 +43,92 @@ impl PartitionLog {
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<RetentionOutcome, LogError> {
-        let mut state = self.lock_writable()?;
         let mut outcome = RetentionOutcome {
-            log_start_offset: state.log_start,
+            log_start_offset: self.lock_writable()?.log_start,
             ..RetentionOutcome::default()
         };
         if retention_ms < 0 && retention_bytes < 0 {
             return Ok(outcome);
         }
-        let mut keys = Vec::new();
-        let mut size = state.size_bytes;
-        let mut new_start = state.log_start;
-        for item in self
-            .data
-            .range(batch_key(state.log_start)..batch_key(state.high_watermark))
-        {
-            let (key, value) = item.map_err(self.sled_error())?;
-            let header = self.verified_header(&key, &value)?;
-            if header.next_offset() > state.high_watermark {
+        loop {
+            let (log_start, high_watermark, size) = {
+                let state = self.lock_writable()?;
+                (
+                    state.log_start,
+                    state.high_watermark,
+                    state.acct.size_bytes(),
+                )
+            };
+            // Plan one chunk, without the lock.
+            let mut size_left = size;
+            let mut new_start = log_start;
+            let mut chunk_bytes = 0u64;
+            let mut chunk_batches = 0usize;
+            for item in self
+                .data
+                .range(batch_key(log_start)..batch_key(high_watermark))
+                .take(RETENTION_CHUNK_BATCHES)
+            {
+                let (key, value) = item.map_err(self.sled_error())?;
+                let header = self.verified_header(&key, &value)?;
+                if header.next_offset() > high_watermark {
+                    break;
+                }
+                let expired = retention_ms >= 0
+                    && now_ms.saturating_sub(header.max_timestamp_ms) > retention_ms;
+                let oversized = retention_bytes >= 0 && size_left > retention_bytes as u64;
+                if !expired && !oversized {
+                    break;
+                }
+                size_left = size_left.saturating_sub(value.len() as u64);
+                chunk_bytes += value.len() as u64;
+                chunk_batches += 1;
+                new_start = header.next_offset();
+            }
+            if chunk_batches == 0 {
                 break;
             }
-            let expired =
-                retention_ms >= 0 && now_ms.saturating_sub(header.max_timestamp_ms) > retention_ms;
-            let oversized = retention_bytes >= 0 && size > retention_bytes as u64;
-            if !expired && !oversized {
+            // Move the log start, under the lock, unless the log changed meanwhile.
+            {
+                let mut state = self.lock_writable()?;
+                if state.log_start != log_start {
+                    break;
+                }
+                let mut meta = state.meta();
+                meta.log_start_offset = new_start;
+                meta.epochs.truncate_from_start(new_start);
+                let mut acct = state.acct.clone();
+                acct.remove_front(new_start, chunk_bytes);
+                meta.recovery_point = acct.recovery_point();
+                meta.bytes_below_recovery_point = acct.bytes_below_recovery_point();
+                self.write_meta(&meta)?;
+                state.log_start = new_start;
+                state.epochs = meta.epochs;
+                state.acct = acct;
+            }
+            // Remove the batches, without the lock.
+            self.remove_below(new_start)?;
+            outcome.deleted_batches += chunk_batches;
+            outcome.deleted_bytes += chunk_bytes;
+            outcome.log_start_offset = new_start;
+            if chunk_batches < RETENTION_CHUNK_BATCHES {
                 break;
             }
-            size = size.saturating_sub(value.len() as u64);
-            outcome.deleted_bytes += value.len() as u64;
-            new_start = header.next_offset();
-            keys.push(batch_key(header.base_offset));
+            #[cfg(test)]
+            if let Some(hook) = self
+                .between_retention_chunks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                hook();
+            }
         }
-        if keys.is_empty() {
-            return Ok(outcome);
+        if outcome.deleted_batches > 0 {
+            tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
+                deleted_batches = outcome.deleted_batches,
+                log_start = outcome.log_start_offset, "applied retention");
         }
-        let mut meta = state.meta();
-        meta.log_start_offset = new_start;
-        meta.epochs.truncate_from_start(new_start);
-        self.write_meta(&meta)?;
-        state.log_start = new_start;
-        state.epochs = meta.epochs;
-        self.remove_keys(&keys)?;
-        state.size_bytes = size;
-        outcome.deleted_batches = keys.len();
-        outcome.log_start_offset = new_start;
-        tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
-            deleted_batches = outcome.deleted_batches, log_start = new_start, "applied retention");
         Ok(outcome)
     }
 }

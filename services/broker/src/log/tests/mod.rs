@@ -1,6 +1,7 @@
 //! Unit and property tests of the partition log (temporary directories, no networking).
 
 mod batch_tests;
+mod bounded_tests;
 mod log_tests;
 mod prop_tests;
 
