@@ -379,3 +379,88 @@ async fn acks_all_below_min_isr_is_refused_and_never_visible() {
         .collect();
     assert_eq!(values, expected);
 }
+
+/// Copies directory `from` to `to` (a disk image, for the test).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cp -a {from:?} {to:?}");
+}
+
+/// Issue 10, path 13: the last ISR member of a partition lost its disk and came back empty.
+/// Before, the controllers elected it at its registration and it answered acks=ALL with
+/// offsets of acknowledged records it no longer had. Now the partition stays leaderless (its
+/// storage id differs from the one that held the records) until the old disk is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_last_replica_is_not_elected_until_its_disk_returns() {
+    let mut s = Setup::start().await;
+    s.admin
+        .create_topic("solo", 1, 1, TopicConfig::default())
+        .await
+        .unwrap();
+    wait_fully_replicated(&s.admin, "solo", SLOW).await;
+    let holder = s.admin.describe_topic("solo").await.unwrap().partitions[0].leader;
+    let acked: Vec<String> = (0..3).map(|i| format!("kept-{i}")).collect();
+    let first = produce_raw(&s.brokers, holder, "solo", 0, &acked)
+        .await
+        .unwrap();
+    assert_eq!((first.base_offset, first.last_offset), (0, 2));
+    let epoch_before = s.brokers.info(holder).await.unwrap().broker_epoch;
+
+    // The disk is lost: kill -9, keep a copy of the data dir (the "old disk"), wipe it.
+    s.brokers.kill(holder);
+    let data_dir = s.brokers.data_dir(holder).to_path_buf();
+    let spare = tempfile::tempdir().unwrap();
+    let old_disk = spare.path().join("old-disk");
+    copy_dir(&data_dir, &old_disk);
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    s.brokers.restart(holder).await;
+    let info = s
+        .brokers
+        .wait_info(holder, SLOW, |i| {
+            if i.broker_epoch > epoch_before && i.status() == BrokerStatus::Online {
+                Ok(())
+            } else {
+                Err("not registered again yet".into())
+            }
+        })
+        .await;
+    // Electing happens in the registration itself: the state after it is final.
+    let p = s.admin.describe_topic("solo").await.unwrap().partitions[0].clone();
+    assert_eq!(
+        (p.leader, p.isr.clone()),
+        (0, vec![holder]),
+        "an empty disk must not lead what the old one held (broker epoch {})",
+        info.broker_epoch
+    );
+    assert_ne!(p.last_isr_storage_id, 0);
+    let refused = produce_raw(&s.brokers, holder, "solo", 0, &["reused?".to_string()])
+        .await
+        .expect_err("no leader: offsets 0..2 must not be handed out again");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // The operator puts the old disk back: the broker leads again, with every record.
+    s.brokers.kill(holder);
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    copy_dir(&old_disk, &data_dir);
+    s.brokers.restart(holder).await;
+    wait_partition(&s.admin, "solo", 0, SLOW, |p| {
+        if p.leader == holder {
+            Ok(())
+        } else {
+            Err("not elected yet".into())
+        }
+    })
+    .await;
+    let metadata = MetadataView::from(s.admin.clone());
+    let read = read_partition(&metadata, "solo", 0, 3, SLOW).await;
+    let values: Vec<String> = read
+        .values()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(values, acked);
+}
