@@ -47,6 +47,7 @@ mod tests;
 
 pub use config::{
     BrokerConfig, DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MEMORY_BUDGET_BYTES,
 };
 pub use error::BrokerError;
 #[cfg(any(test, feature = "fault-injection"))]

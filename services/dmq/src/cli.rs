@@ -286,6 +286,17 @@ pub struct BrokerArgs {
     /// Keep at most this many bytes per partition when a topic sets no limit (-1: no limit).
     #[arg(long, env = "DMQ_RETENTION_BYTES", default_value_t = -1, allow_hyphen_values = true)]
     pub retention_bytes: i64,
+
+    /// The most bytes that requests in flight may hold together (produce waiting for acks,
+    /// acks=0 appends, fetch answers, queued consume responses); beyond it requests are
+    /// refused RESOURCE_EXHAUSTED / BROKER_OVERLOADED with nothing done.
+    #[arg(
+        long,
+        env = "DMQ_MEMORY_BUDGET_BYTES",
+        default_value_t = dmq_broker::DEFAULT_MEMORY_BUDGET_BYTES as u64,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub memory_budget_bytes: u64,
 }
 
 #[cfg(test)]
