@@ -235,6 +235,7 @@ mod tests {
             kind,
             planned: String::new(),
             nodes: vec![],
+            steps: vec![],
             injected_at: Some(injected),
             healed_at: Some(healed),
             skipped: None,

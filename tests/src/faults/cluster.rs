@@ -199,6 +199,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// The sabotage's first half: kill `nodes`, copy their disk images aside (unmounted, so
+    /// the copy is consistent), mount and start them again.
+    pub fn snapshot_disks(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for &n in nodes {
+            let m = self.member(n)?;
+            m.process.kill();
+            m.disk.umount(false)?;
+            copy_sparse(&m.disk.image, &snapshot_path(&m.disk.image))?;
+            m.disk.mount()?;
+        }
+        for &n in nodes {
+            self.start(n)?;
+        }
+        Ok(())
+    }
+
+    /// The sabotage's second half: kill `nodes` and put the copies back (they are started by
+    /// the heal that follows).
+    pub fn rewind_disks(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for &n in nodes {
+            let m = self.member(n)?;
+            m.process.kill();
+            m.disk.umount(false)?;
+            copy_sparse(&snapshot_path(&m.disk.image), &m.disk.image)?;
+            m.disk.mount()?;
+        }
+        Ok(())
+    }
+
     pub fn pause(&mut self, node: Node) -> Result<(), String> {
         self.member(node)?
             .process
@@ -286,6 +315,29 @@ impl Cluster {
             }
             m.process.kill();
         }
+    }
+}
+
+fn snapshot_path(image: &std::path::Path) -> PathBuf {
+    image.with_extension("img.snapshot")
+}
+
+fn copy_sparse(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| format!("cp: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cp {} {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

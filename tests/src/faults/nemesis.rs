@@ -2,9 +2,11 @@
 //! gap, resolve its target from the live metadata, inject it, hold it, heal everything. A
 //! separate watcher restarts (and reports) nodes that exit although no fault stopped them.
 //!
-//! Healing is the same for every fault ([`Cluster::heal_all`]): remove every cut, resume every
-//! paused node, start every node that is down. So a fault never outlives its hold, whatever
-//! went wrong while injecting it.
+//! A fault's steps are injected at their offsets, each resolving its target when its time
+//! comes (a later step aimed at "the leader of partition 1" hits whoever took over). Healing
+//! is the same for every fault ([`Cluster::heal_all`]) and comes once, at the end of the hold:
+//! remove every cut, resume every paused node, start every node that is down. So a fault never
+//! outlives its hold, whatever went wrong while injecting it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use super::cluster::{Cluster, Crash};
 use super::history::{Clock, Micros, secs};
 use super::layout::Node;
 use super::meta::Meta;
-use super::schedule::{Fault, FaultKind, OneWay, Target};
+use super::schedule::{Fault, FaultKind, OneWay, Step, Target};
 use super::{interrupted, say};
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -35,6 +37,8 @@ pub struct FaultRecord {
     pub planned: String,
     /// The nodes it hit, once resolved.
     pub nodes: Vec<String>,
+    /// What each step did.
+    pub steps: Vec<String>,
     pub injected_at: Option<Micros>,
     pub healed_at: Option<Micros>,
     /// Why it was not injected (no target).
@@ -112,38 +116,66 @@ impl Nemesis {
             kind: fault.kind,
             planned: fault.to_string(),
             nodes: Vec::new(),
+            steps: Vec::new(),
             injected_at: None,
             healed_at: None,
             skipped: None,
             error: None,
         };
-        let nodes = match self.resolve(fault.target).await {
-            Ok(nodes) => nodes,
-            Err(why) => {
-                record.skipped = Some(format!("no target: {why}"));
-                return record;
+        let start = tokio::time::Instant::now();
+        let mut rewind = Vec::new();
+        for step in &fault.steps {
+            let at = start + Duration::from_millis(step.at_ms);
+            if sleep_interruptible(at.saturating_duration_since(tokio::time::Instant::now())).await
+            {
+                break;
             }
-        };
-        record.nodes = nodes.iter().map(|n| n.name()).collect();
-        say(
-            &self.clock,
-            &format!(
-                "fault {fault} -> {}",
-                nodes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        let injected = self.inject(fault, &nodes).await;
-        record.injected_at = Some(self.clock.now());
-        if let Err(e) = injected {
-            record.error = Some(format!("injecting: {e}"));
-        } else {
-            sleep_interruptible(Duration::from_millis(fault.hold_ms)).await;
+            // A later step of a compound fault waits less: its moment matters.
+            let patience = if step.at_ms == 0 {
+                RESOLVE_TIMEOUT
+            } else {
+                Duration::from_secs(2)
+            };
+            let nodes = match self.resolve(step.target, patience).await {
+                Ok(nodes) => nodes,
+                Err(why) => {
+                    record
+                        .steps
+                        .push(format!("{step}: skipped, no target: {why}"));
+                    continue;
+                }
+            };
+            let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+            say(
+                &self.clock,
+                &format!("fault #{} step {step} -> {}", fault.index, names.join(", ")),
+            );
+            record.steps.push(format!("{step} -> {}", names.join(", ")));
+            record.nodes.extend(nodes.iter().map(|n| n.name()));
+            record.injected_at.get_or_insert(self.clock.now());
+            if let Err(e) = self.inject(step, &nodes).await {
+                record.error = Some(format!("injecting {step}: {e}"));
+                break;
+            }
+            if step.kind == FaultKind::SabotageRewindBrokerDisks {
+                rewind = nodes;
+            }
         }
-        let healed = self.cluster.lock().await.heal_all().await;
+        if record.injected_at.is_none() {
+            record.skipped = Some(record.steps.join("; "));
+        } else if record.error.is_none() {
+            let end = start + Duration::from_millis(fault.hold_ms);
+            sleep_interruptible(end.saturating_duration_since(tokio::time::Instant::now())).await;
+        }
+        let mut c = self.cluster.lock().await;
+        if !rewind.is_empty()
+            && let Err(e) = c.rewind_disks(&rewind)
+        {
+            record
+                .error
+                .get_or_insert(format!("rewinding the disks: {e}"));
+        }
+        let healed = c.heal_all().await;
         record.healed_at = Some(self.clock.now());
         if let Err(e) = healed {
             record.error.get_or_insert(format!("healing: {e}"));
@@ -152,8 +184,8 @@ impl Nemesis {
     }
 
     /// The nodes `target` names now, waiting (bounded) for a leader to exist.
-    async fn resolve(&self, target: Target) -> Result<Vec<Node>, String> {
-        let until = tokio::time::Instant::now() + RESOLVE_TIMEOUT;
+    async fn resolve(&self, target: Target, patience: Duration) -> Result<Vec<Node>, String> {
+        let until = tokio::time::Instant::now() + patience;
         loop {
             let r = match target {
                 Target::PartitionLeader(p) => self
@@ -180,7 +212,7 @@ impl Nemesis {
         }
     }
 
-    async fn inject(&self, fault: &Fault, nodes: &[Node]) -> Result<(), String> {
+    async fn inject(&self, step: &Step, nodes: &[Node]) -> Result<(), String> {
         let mut guard = self.cluster.lock().await;
         let c = &mut *guard;
         let all = c.nodes();
@@ -189,7 +221,9 @@ impl Nemesis {
         let others = |n: Node, among: &[Node]| -> Vec<Node> {
             among.iter().copied().filter(|&m| m != n).collect()
         };
-        match fault.kind {
+        match step.kind {
+            FaultKind::Compound => return Err("a compound fault is not a step".into()),
+            FaultKind::SabotageRewindBrokerDisks => c.snapshot_disks(nodes)?,
             FaultKind::KillPartitionLeader
             | FaultKind::KillControllerLeader
             | FaultKind::KillAllBrokers => {
@@ -226,7 +260,7 @@ impl Nemesis {
             }
             FaultKind::OneWayCut => {
                 let n = *nodes.first().ok_or("no node")?;
-                let pairs: Vec<(Node, Node)> = match fault
+                let pairs: Vec<(Node, Node)> = match step
                     .one_way
                     .ok_or("a one-way cut without its direction")?
                 {

@@ -160,6 +160,11 @@ impl Report {
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default()
             );
+            if f.steps.len() > 1 {
+                for step in &f.steps {
+                    let _ = writeln!(s, "      {step}");
+                }
+            }
         }
         let _ = writeln!(
             s,

@@ -6,8 +6,13 @@
 //! exercises each kind; then it draws kinds at random until the nominal time (quiet gap + hold
 //! + [`RECOVERY_ALLOWANCE_MS`] per fault) would pass the duration.
 //!
+//! A fault is one or more [`Step`]s injected at offsets within its hold, then healed together
+//! at its end. Single kinds have one step at 0; [`FaultKind::Compound`] has two or three
+//! primitive steps that overlap (say, kill the leader of a partition, then power-cut the
+//! broker that took over while the first is still down): handovers that go wrong mid-way.
+//!
 //! Targets are roles ("the leader of partition 2", "the controller leader") resolved when the
-//! fault is injected, or fixed nodes ("broker 3").
+//! step is injected, or fixed nodes ("broker 3").
 
 use std::fmt;
 
@@ -50,10 +55,39 @@ pub enum FaultKind {
     /// A partition leader cut from the other brokers and the controllers, still reachable by
     /// the clients.
     ZombieLeaderClientsOnly,
+    /// Two or three of the kinds above, overlapping, healed together.
+    Compound,
+    /// Not a fault but a planted loss, never planned unless asked for: every broker's disk is
+    /// copied at the start of the hold and copied back at its end, so writes acked in between
+    /// vanish from every replica. A run with it must fail (LOST); it shows the checks catch a
+    /// real loss through the whole pipeline.
+    SabotageRewindBrokerDisks,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    /// The kinds a plan draws from by default.
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::KillPartitionLeader,
+        FaultKind::KillControllerLeader,
+        FaultKind::KillAllBrokers,
+        FaultKind::PowerLossBroker,
+        FaultKind::PowerLossController,
+        FaultKind::PowerLossAllBrokers,
+        FaultKind::PauseShort,
+        FaultKind::PauseLong,
+        FaultKind::IsolateBroker,
+        FaultKind::IsolateControllerLeader,
+        FaultKind::OneWayCut,
+        FaultKind::ZombieLeaderReachingControllers,
+        FaultKind::ZombieLeaderClientsOnly,
+        FaultKind::Compound,
+    ];
+
+    /// Kinds only planned when asked for by name.
+    pub const EXTRA: [FaultKind; 1] = [FaultKind::SabotageRewindBrokerDisks];
+
+    /// Kinds a compound fault's steps are drawn from.
+    const PRIMITIVE: [FaultKind; 13] = [
         FaultKind::KillPartitionLeader,
         FaultKind::KillControllerLeader,
         FaultKind::KillAllBrokers,
@@ -84,11 +118,16 @@ impl FaultKind {
             FaultKind::OneWayCut => "one-way-cut",
             FaultKind::ZombieLeaderReachingControllers => "zombie-leader-reaching-controllers",
             FaultKind::ZombieLeaderClientsOnly => "zombie-leader-clients-only",
+            FaultKind::Compound => "compound",
+            FaultKind::SabotageRewindBrokerDisks => "sabotage-rewind-broker-disks",
         }
     }
 
     pub fn parse(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::EXTRA)
+            .find(|k| k.name() == name)
     }
 }
 
@@ -161,15 +200,35 @@ impl fmt::Display for OneWay {
     }
 }
 
+/// One action of a fault, `at_ms` after the fault started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub at_ms: u64,
+    /// A primitive kind (never [`FaultKind::Compound`]).
+    pub kind: FaultKind,
+    pub target: Target,
+    /// Only for [`FaultKind::OneWayCut`].
+    pub one_way: Option<OneWay>,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.kind)?;
+        match self.one_way {
+            Some(cut) => write!(f, "{cut}"),
+            None => write!(f, "{}", self.target),
+        }
+    }
+}
+
 /// One planned fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Fault {
     /// 1-based position in the plan.
     pub index: usize,
     pub kind: FaultKind,
-    pub target: Target,
-    /// Only for [`FaultKind::OneWayCut`].
-    pub one_way: Option<OneWay>,
+    /// At least one; the first at 0, in time order, all before `hold_ms`.
+    pub steps: Vec<Step>,
     /// Quiet time before it is injected.
     pub gap_before_ms: u64,
     /// How long it lasts: downtime of a killed node, pause length, time cut off.
@@ -179,9 +238,19 @@ pub struct Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} {}: ", self.index, self.kind)?;
-        match self.one_way {
-            Some(cut) => write!(f, "{cut}")?,
-            None => write!(f, "{}", self.target)?,
+        if self.kind == FaultKind::Compound {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|s| format!("{s} at {:.1}s", s.at_ms as f64 / 1000.0))
+                .collect();
+            write!(f, "[{}]", steps.join("; "))?;
+        } else {
+            let s = &self.steps[0];
+            match s.one_way {
+                Some(cut) => write!(f, "{cut}")?,
+                None => write!(f, "{}", s.target)?,
+            }
         }
         write!(
             f,
@@ -244,11 +313,49 @@ pub fn plan(spec: &PlanSpec) -> Vec<Fault> {
 }
 
 fn draw(rng: &mut StdRng, spec: &PlanSpec, kind: FaultKind, index: usize) -> Fault {
+    let gap_before_ms = rng.random_range(1_000..=4_000);
     let partition = rng.random_range(0..spec.partitions);
+    if kind != FaultKind::Compound {
+        let (step, hold_ms) = draw_step(rng, spec, kind, partition);
+        return Fault {
+            index,
+            kind,
+            steps: vec![step],
+            gap_before_ms,
+            hold_ms,
+        };
+    }
+    // Steps on one partition, so later ones hit whoever took over from earlier ones.
+    let hold_ms = rng.random_range(3_000..=9_000);
+    let n = rng.random_range(2..=3);
+    let mut at: Vec<u64> = (1..n)
+        .map(|_| rng.random_range(200..=hold_ms * 2 / 3))
+        .collect();
+    at.insert(0, 0);
+    at.sort_unstable();
+    let steps = at
+        .into_iter()
+        .map(|at_ms| {
+            let k = FaultKind::PRIMITIVE[rng.random_range(0..FaultKind::PRIMITIVE.len())];
+            let (mut step, _) = draw_step(rng, spec, k, partition);
+            step.at_ms = at_ms;
+            step
+        })
+        .collect();
+    Fault {
+        index,
+        kind,
+        steps,
+        gap_before_ms,
+        hold_ms,
+    }
+}
+
+/// One step of a primitive `kind` at offset 0, and the hold it would have alone.
+fn draw_step(rng: &mut StdRng, spec: &PlanSpec, kind: FaultKind, partition: u32) -> (Step, u64) {
     let broker = rng.random_range(1..=spec.brokers);
     let controller = rng.random_range(1..=spec.controllers);
     let coin = rng.random_range(0..6u32);
-    let gap_before_ms = rng.random_range(1_000..=4_000);
     let session = spec.session_timeout_ms;
     let mut one_way = None;
     let (target, hold_ms) = match kind {
@@ -329,15 +436,20 @@ fn draw(rng: &mut StdRng, spec: &PlanSpec, kind: FaultKind, index: usize) -> Fau
             Target::PartitionLeader(partition),
             rng.random_range(4_000..=10_000),
         ),
+        FaultKind::SabotageRewindBrokerDisks => {
+            (Target::AllBrokers, rng.random_range(3_000..=6_000))
+        }
+        FaultKind::Compound => unreachable!("a compound fault is drawn by `draw`"),
     };
-    Fault {
-        index,
-        kind,
-        target,
-        one_way,
-        gap_before_ms,
+    (
+        Step {
+            at_ms: 0,
+            kind,
+            target,
+            one_way,
+        },
         hold_ms,
-    }
+    )
 }
 
 #[cfg(test)]
@@ -386,7 +498,14 @@ mod tests {
             assert_eq!(first, FaultKind::ALL.to_vec(), "seed {seed}");
             for (i, f) in faults.iter().enumerate() {
                 assert_eq!(f.index, i + 1);
-                assert_eq!(f.one_way.is_some(), f.kind == FaultKind::OneWayCut);
+                assert!(!f.steps.is_empty() && f.steps[0].at_ms == 0, "{f}");
+                for st in &f.steps {
+                    assert_eq!(st.one_way.is_some(), st.kind == FaultKind::OneWayCut, "{f}");
+                    assert!(st.at_ms < f.hold_ms, "{f}");
+                    assert!(st.kind != FaultKind::Compound, "{f}");
+                }
+                assert!(f.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{f}");
+                assert_eq!(f.steps.len() > 1, f.kind == FaultKind::Compound, "{f}");
                 match f.kind {
                     FaultKind::PauseShort => assert!(f.hold_ms < s.session_timeout_ms, "{f}"),
                     FaultKind::PauseLong => assert!(f.hold_ms > s.session_timeout_ms, "{f}"),
@@ -424,6 +543,16 @@ mod tests {
         assert!(faults.len() >= 4);
         assert!(faults.iter().all(|f| s.kinds.contains(&f.kind)));
         assert_eq!(FaultKind::parse("pause-long"), Some(FaultKind::PauseLong));
+        assert_eq!(
+            FaultKind::parse("sabotage-rewind-broker-disks"),
+            Some(FaultKind::SabotageRewindBrokerDisks)
+        );
+        assert!(
+            (0..20)
+                .flat_map(|seed| plan(&spec(seed, 600_000)))
+                .all(|f| f.kind != FaultKind::SabotageRewindBrokerDisks),
+            "the sabotage is never planned unless asked for"
+        );
         assert_eq!(FaultKind::parse("nope"), None);
     }
 }
