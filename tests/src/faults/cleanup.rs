@@ -193,6 +193,7 @@ pub fn remove_all(layout: &Layout, keep_logs: bool) -> Removed {
     }
     if !keep_logs {
         let _ = std::fs::remove_dir_all(layout.log_dir());
+        // Gone unless an earlier failed run's logs.previous is still there.
         let _ = std::fs::remove_dir(&layout.work_dir);
     }
     removed

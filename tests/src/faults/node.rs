@@ -7,7 +7,8 @@
 //!
 //! Like [`ChildProcess`](crate::ChildProcess): stdout and stderr append to one log file with a
 //! marker line per start, signals go to exactly our PID, the child gets SIGKILL if the thread
-//! that started it exits (`PR_SET_PDEATHSIG`), and dropping the value kills it.
+//! that started it exits (`PR_SET_PDEATHSIG`), and dropping the value kills it. It runs in
+//! its own process group, so terminal signals (Ctrl-C) go to the harness only.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -121,6 +122,11 @@ impl NodeProcess {
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Its own process group: a Ctrl-C in the terminal reaches the harness, which
+                // cleans up, not the servers (which would stop and look like crashes).
+                if libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -163,7 +163,8 @@ pub fn main_with(opts: Options) -> u8 {
             return EXIT_UNSUPPORTED;
         }
     };
-    let leftovers = remove_all(&layout, false);
+    let leftovers = remove_all(&layout, true);
+    keep_previous_logs(&layout);
     if leftovers.anything() {
         println!(
             "dmq-faults: removed leftovers of an earlier run with prefix {:?}: {} processes, {} \
@@ -245,6 +246,23 @@ pub fn main_with(opts: Options) -> u8 {
     teardown.keep_logs = code != EXIT_PASS || opts.keep_logs;
     drop(teardown);
     code
+}
+
+/// A failed run's logs are kept in the work dir; the next run with the prefix moves them to
+/// `logs.previous` (replacing older ones) before it starts its own.
+fn keep_previous_logs(layout: &Layout) {
+    let logs = layout.log_dir();
+    if logs.exists() {
+        let previous = layout.work_dir.join("logs.previous");
+        let _ = std::fs::remove_dir_all(&previous);
+        match std::fs::rename(&logs, &previous) {
+            Ok(()) => println!(
+                "dmq-faults: the previous run's node logs are now in {}",
+                previous.display()
+            ),
+            Err(e) => eprintln!("dmq-faults: moving {}: {e}", logs.display()),
+        }
+    }
 }
 
 /// Moves this thread into the network namespace at `path`, and checks that it did.
