@@ -2,7 +2,7 @@
 # The fault-injection suite (README.md, "Fault injection"): builds dmq-faults and the dmq program
 # under test (debug), then runs dmq-faults with the arguments given. Needs root.
 #
-#   tests/faults/run.sh --short                 # the CI run: ~110 s of faults, random seed
+#   tests/faults/run.sh --short                 # the CI run: ~120 s of faults, random seed
 #   tests/faults/run.sh --duration-s 1800       # a long run
 #   tests/faults/run.sh --seed 1234 --short     # replay a seed (the output prints this line)
 #   tests/faults/run.sh --self-check            # a planted loss: passes only if the suite FAILS

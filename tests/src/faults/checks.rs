@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `LOST` | an acked value is absent from a full read, or at another offset than acked |
 //! | `DIVERGED` | an acked or once-read offset holds something else in a full read; or two full reads of one partition differ at an offset both have below their high watermarks |
-//! | `PHANTOM` | a value in a full read, or read by a consumer, was never attempted on that partition, or every attempt of it was refused |
+//! | `PHANTOM` | a value in a full read, or read by a consumer, was never attempted on that partition, or every attempt of it was refused, or it sits at more offsets than it had attempts that were not refused (a refused one landed) |
 //! | `NONDENSE` | a full read has a gap (or a repeat) between its log start and its high watermark |
 //! | `ORDER` | A was acked before B was first sent (same partition), yet B sits at a lower offset than A |
 //! | `UNCOMMITTED_READ` | a consumer read a record at or above the high watermark of its own answer, or one that a full read does not hold at that offset |
@@ -174,13 +174,30 @@ fn by_value(attempts: &[Attempt]) -> HashMap<&str, Vec<&Attempt>> {
 fn outcomes(attempts: &[&Attempt]) -> String {
     attempts
         .iter()
-        .map(|a| match &a.outcome {
-            Outcome::Acked { offset, .. } => format!("#{} acked at {offset}", a.attempt),
-            Outcome::Refused { reason } => format!("#{} refused {reason}", a.attempt),
-            Outcome::Unknown { what } => format!("#{} unknown ({what})", a.attempt),
+        .map(|a| {
+            let what = match &a.outcome {
+                Outcome::Acked { offset, .. } => format!("acked at {offset}"),
+                Outcome::Refused { reason } => format!("refused {reason}"),
+                Outcome::Unknown { what } => format!("unknown ({what})"),
+            };
+            format!(
+                "#{} to broker {} sent {:.3}s answered {:.3}s: {what}",
+                a.attempt,
+                a.broker,
+                secs(a.sent_at),
+                secs(a.done_at)
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Attempts that may have landed: all but the refused ones.
+fn may_have_landed(attempts: &[&Attempt]) -> usize {
+    attempts
+        .iter()
+        .filter(|a| !matches!(a.outcome, Outcome::Refused { .. }))
+        .count()
 }
 
 /// Why `value`, found on `partition`, should not be there; `None` if an attempt explains it.
@@ -221,11 +238,7 @@ fn retry_explains(attempts: &[&Attempt], occurrences: usize) -> bool {
         .iter()
         .take(attempts.len().saturating_sub(1))
         .any(|a| matches!(a.outcome, Outcome::Unknown { .. }));
-    let may_have_landed = attempts
-        .iter()
-        .filter(|a| !matches!(a.outcome, Outcome::Refused { .. }))
-        .count();
-    retried_unknown && occurrences <= may_have_landed
+    retried_unknown && occurrences <= may_have_landed(attempts)
 }
 
 /// Runs every check on `history`.
@@ -409,6 +422,21 @@ fn check_values<'a>(
             .copied()
             .filter(|a| a.partition == p)
             .collect();
+        let landed_max = may_have_landed(&attempts);
+        if offsets.len() > landed_max && landed_max < attempts.len() {
+            // More copies than attempts that were not refused: a refusal was wrong.
+            report.add(
+                Check::Phantom,
+                p,
+                format!(
+                    "{} holds {value:?} at offsets {offsets:?}, more copies than its {landed_max} \
+                     attempts that were not refused: a refused attempt was appended; its \
+                     attempts: {}",
+                    log.who(),
+                    outcomes(&attempts)
+                ),
+            );
+        }
         if retry_explains(&attempts, offsets.len()) {
             explained.insert((p, value));
         } else {
@@ -779,6 +807,37 @@ mod tests {
         only(&r, Check::Duplicate);
         assert_eq!(r.duplicates_unexplained, 1);
         assert_eq!(r.duplicates_explained, 1);
+    }
+
+    #[test]
+    fn phantom_a_refused_retry_landed() {
+        // What seed 11 found: the first attempt timed out after the append, the retry was
+        // refused NOT_LEADER_FOR_PARTITION, and both copies are in the log.
+        let mut h = clean();
+        h.attempts.push(attempt("f", 0, 1, 120, unknown()));
+        h.attempts.push(attempt("f", 0, 2, 130, refused()));
+        for f in &mut h.full_reads {
+            f.records.push((5, "f".into()));
+            f.records.push((6, "f".into()));
+            f.high_watermark += 2;
+        }
+        let r = check(&h);
+        assert_eq!(r.count(Check::Phantom), 2, "{r:#?}");
+        assert_eq!(r.count(Check::Duplicate), 1, "{r:#?}");
+        assert!(
+            r.examples.iter().any(|v| v.check == Check::Phantom
+                && v.detail.contains("a refused attempt was appended")),
+            "{r:#?}"
+        );
+        for c in [
+            Check::Lost,
+            Check::Diverged,
+            Check::Nondense,
+            Check::Order,
+            Check::UncommittedRead,
+        ] {
+            assert_eq!(r.count(c), 0, "{c:?}: {r:#?}");
+        }
     }
 
     #[test]

@@ -231,6 +231,11 @@ impl Nemesis {
                     c.kill(n)?;
                 }
             }
+            FaultKind::RestartPartitionLeader | FaultKind::RestartControllerLeader => {
+                for &n in nodes {
+                    c.terminate(n, Duration::from_secs(15)).await?;
+                }
+            }
             FaultKind::PowerLossBroker
             | FaultKind::PowerLossController
             | FaultKind::PowerLossAllBrokers => c.power_loss(nodes)?,

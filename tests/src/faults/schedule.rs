@@ -33,6 +33,12 @@ pub enum FaultKind {
     KillControllerLeader,
     /// kill -9 every broker at once, restart them after the hold.
     KillAllBrokers,
+    /// SIGTERM the leader of a partition (a leaving broker hands its leaderships over while
+    /// writes are in flight), wait for its exit, restart it after the hold.
+    RestartPartitionLeader,
+    /// SIGTERM the controller leader (it transfers leadership first), restart it after the
+    /// hold.
+    RestartControllerLeader,
     /// Power loss (FS_IOC_SHUTDOWN without log flush, kill -9, remount) of a broker.
     PowerLossBroker,
     /// Power loss of a controller.
@@ -66,10 +72,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// The kinds a plan draws from by default.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillPartitionLeader,
         FaultKind::KillControllerLeader,
         FaultKind::KillAllBrokers,
+        FaultKind::RestartPartitionLeader,
+        FaultKind::RestartControllerLeader,
         FaultKind::PowerLossBroker,
         FaultKind::PowerLossController,
         FaultKind::PowerLossAllBrokers,
@@ -87,10 +95,12 @@ impl FaultKind {
     pub const EXTRA: [FaultKind; 1] = [FaultKind::SabotageRewindBrokerDisks];
 
     /// Kinds a compound fault's steps are drawn from.
-    const PRIMITIVE: [FaultKind; 13] = [
+    const PRIMITIVE: [FaultKind; 15] = [
         FaultKind::KillPartitionLeader,
         FaultKind::KillControllerLeader,
         FaultKind::KillAllBrokers,
+        FaultKind::RestartPartitionLeader,
+        FaultKind::RestartControllerLeader,
         FaultKind::PowerLossBroker,
         FaultKind::PowerLossController,
         FaultKind::PowerLossAllBrokers,
@@ -108,6 +118,8 @@ impl FaultKind {
             FaultKind::KillPartitionLeader => "kill-partition-leader",
             FaultKind::KillControllerLeader => "kill-controller-leader",
             FaultKind::KillAllBrokers => "kill-all-brokers",
+            FaultKind::RestartPartitionLeader => "restart-partition-leader",
+            FaultKind::RestartControllerLeader => "restart-controller-leader",
             FaultKind::PowerLossBroker => "power-loss-broker",
             FaultKind::PowerLossController => "power-loss-controller",
             FaultKind::PowerLossAllBrokers => "power-loss-all-brokers",
@@ -313,7 +325,7 @@ pub fn plan(spec: &PlanSpec) -> Vec<Fault> {
 }
 
 fn draw(rng: &mut StdRng, spec: &PlanSpec, kind: FaultKind, index: usize) -> Fault {
-    let gap_before_ms = rng.random_range(1_000..=4_000);
+    let gap_before_ms = rng.random_range(500..=3_000);
     let partition = rng.random_range(0..spec.partitions);
     if kind != FaultKind::Compound {
         let (step, hold_ms) = draw_step(rng, spec, kind, partition);
@@ -367,6 +379,13 @@ fn draw_step(rng: &mut StdRng, spec: &PlanSpec, kind: FaultKind, partition: u32)
             (Target::ControllerLeader, rng.random_range(500..=4_000))
         }
         FaultKind::KillAllBrokers => (Target::AllBrokers, rng.random_range(500..=3_000)),
+        FaultKind::RestartPartitionLeader => (
+            Target::PartitionLeader(partition),
+            rng.random_range(500..=3_000),
+        ),
+        FaultKind::RestartControllerLeader => {
+            (Target::ControllerLeader, rng.random_range(500..=3_000))
+        }
         FaultKind::PowerLossBroker => (
             if coin < 4 {
                 Target::PartitionLeader(partition)
@@ -517,14 +536,14 @@ mod tests {
 
     #[test]
     fn the_short_run_covers_most_kinds() {
-        // What `--short` plans (110 s): every kind once for most seeds.
+        // What `--short` plans (120 s): every kind once for most seeds.
         let mut complete = 0;
         for seed in 0..100 {
-            let faults = plan(&spec(seed, 110_000));
+            let faults = plan(&spec(seed, 120_000));
             let mut kinds: Vec<FaultKind> = faults.iter().map(|f| f.kind).collect();
             kinds.sort();
             kinds.dedup();
-            assert!(kinds.len() >= 9, "seed {seed}: {kinds:?}");
+            assert!(kinds.len() >= 12, "seed {seed}: {kinds:?}");
             if kinds.len() == FaultKind::ALL.len() {
                 complete += 1;
             }
