@@ -73,6 +73,10 @@ pub struct Options {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the whole history as JSON lines to this file: every produce attempt, every
+    /// record consumed, every record of the full reads.
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
     /// Examples printed per failed check.
     #[arg(long, default_value_t = 5)]
     pub examples: usize,

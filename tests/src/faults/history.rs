@@ -112,8 +112,81 @@ pub struct History {
     pub full_reads: Vec<FullRead>,
 }
 
+impl History {
+    /// Writes every attempt, consumed record and full-read record as one JSON object per line
+    /// (`{"attempt": ...}`, `{"read": ...}`, `{"full_read": ..., "offset": N, "value": ...}`).
+    pub fn write_ledger(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for a in &self.attempts {
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "attempt": a }))?;
+            out.write_all(b"\n")?;
+        }
+        for r in &self.reads {
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "read": r }))?;
+            out.write_all(b"\n")?;
+        }
+        for f in &self.full_reads {
+            for (offset, value) in &f.records {
+                let line = serde_json::json!({
+                    "full_read": f.label,
+                    "partition": f.partition,
+                    "broker": f.broker,
+                    "offset": offset,
+                    "value": value,
+                });
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.flush()
+    }
+}
+
 /// A record value as text: values are produced as UTF-8, anything else is shown lossily (and
 /// then matches no attempt).
 pub fn value_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_is_one_json_object_per_line() {
+        let h = History {
+            attempts: vec![Attempt {
+                value: "p0-1".into(),
+                partition: 0,
+                producer: 0,
+                attempt: 1,
+                broker: 2,
+                sent_at: 10,
+                done_at: 20,
+                outcome: Outcome::Acked {
+                    offset: 0,
+                    acked_at: 20,
+                },
+            }],
+            reads: vec![],
+            full_reads: vec![FullRead {
+                label: "read 1".into(),
+                partition: 0,
+                broker: 2,
+                log_start_offset: 0,
+                high_watermark: 1,
+                records: vec![(0, "p0-1".into())],
+            }],
+        };
+        let mut out = Vec::new();
+        h.write_ledger(&mut out).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["attempt"]["outcome"], "acked");
+        assert_eq!(lines[0]["attempt"]["offset"], 0);
+        assert_eq!(lines[1]["value"], "p0-1");
+    }
 }

@@ -448,6 +448,15 @@ async fn run_in_client(cluster: Cluster, config: RunConfig) -> (u8, Option<Repor
     let _ = progress.await;
     cluster.lock().await.kill_all();
 
+    if let Some(path) = &opts.ledger {
+        let written = std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| history.write_ledger(&mut f));
+        match written {
+            Ok(()) => say(&clock, &format!("ledger written to {}", path.display())),
+            Err(e) => eprintln!("dmq-faults: writing the ledger to {}: {e}", path.display()),
+        }
+    }
     let checks = check(&history);
     let table = availability::table(&records, &availability::acks(&history.attempts), faults_end);
     let crashes = crashes.lock().unwrap_or_else(|e| e.into_inner()).clone();
