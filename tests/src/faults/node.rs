@@ -187,7 +187,9 @@ impl NodeProcess {
 
     /// SIGTERM, then waits (polling) up to `timeout` for the exit; kills it after that.
     /// Returns the exit status and whether it exited by itself.
+    /// `None` at once when it is not running.
     pub async fn terminate(&mut self, timeout: std::time::Duration) -> Option<(ExitStatus, bool)> {
+        self.child.as_ref()?;
         if self.state == RunState::Paused {
             let _ = self.signal(libc::SIGCONT);
         }
@@ -221,5 +223,36 @@ impl Drop for NodeProcess {
             let _ = self.signal(libc::SIGCONT);
         }
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that is not running is terminated at once, not after the whole timeout
+    /// (a compound fault may SIGTERM a node an earlier step killed).
+    #[tokio::test]
+    async fn terminating_a_stopped_process_returns_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = NodeProcess::new(
+            "sleeper",
+            "/proc/self/ns/net",
+            "sleep",
+            vec!["30".into()],
+            vec![],
+            dir.path().join("sleeper.log"),
+        );
+        let t = tokio::time::Instant::now();
+        assert!(
+            p.terminate(std::time::Duration::from_secs(5))
+                .await
+                .is_none()
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }
