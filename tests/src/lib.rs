@@ -17,6 +17,7 @@ pub mod data;
 mod fake_broker;
 #[cfg(test)]
 mod fake_controller;
+pub mod faults;
 mod grpc;
 pub mod ports;
 mod process;
