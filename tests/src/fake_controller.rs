@@ -95,6 +95,7 @@ impl ControllerService for Svc {
             broker_epoch: *e,
             metadata_version: 1,
             term: 1,
+            ..Default::default()
         }))
     }
 
@@ -114,6 +115,7 @@ impl ControllerService for Svc {
             status: status as i32,
             metadata_version: 1,
             term: 1,
+            ..Default::default()
         }))
     }
 

@@ -110,6 +110,29 @@ impl DataService {
             Ok((_, p)) => p,
             Err(e) => return e,
         };
+        if p.leader == self.broker.id() && !self.broker.may_lead() {
+            // The lease ran out: the controllers may have fenced this broker and elected the
+            // next ISR member (their rule, in replica order). Name that one, one epoch on.
+            let next = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| r != self.broker.id() && p.isr.contains(&r))
+                .unwrap_or(0);
+            let address = snapshot
+                .broker(next)
+                .map(broker_address)
+                .unwrap_or_default();
+            return DataError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+                leader: LeaderHint {
+                    id: next,
+                    address,
+                    epoch: p.leader_epoch + 1,
+                },
+            };
+        }
         if p.leader == self.broker.id() {
             return DataError::NotReady(format!(
                 "this broker is becoming the leader of {topic}-{partition}"

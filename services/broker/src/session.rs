@@ -37,12 +37,51 @@ pub(crate) async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         broker,
         stop,
     };
+    let watchdog = tokio::spawn(watch_lease(session.broker.clone()));
     while let Some(epoch) = session.register().await {
         if session.heartbeat(epoch).await.is_none() {
             break;
         }
+        session.broker.end_lease();
     }
+    watchdog.abort();
     leave(&session.broker).await;
+    session.broker.end_lease();
+}
+
+/// Turns `may_lead` off when the lease runs out without a renewal: the controllers may have
+/// fenced this broker meanwhile (it is cut off from them, or was paused), and acting as leader
+/// then would only time out clients or hand them to a deposed leader.
+async fn watch_lease(broker: Arc<Broker>) {
+    let mut until = broker.lease_until.subscribe();
+    loop {
+        let deadline = *until.borrow_and_update();
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = sleep_until(at) => {
+                        if *broker.lease_until.borrow() == Some(at) && broker.may_lead() {
+                            tracing::warn!(
+                                "no heartbeat answered within the controllers' session timeout: \
+                                 this broker may be fenced; it stops leading until a heartbeat \
+                                 gets through"
+                            );
+                            broker.may_lead.send_replace(false);
+                        }
+                        if until.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    changed = until.changed() => if changed.is_err() { return },
+                }
+            }
+            None => {
+                if until.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 struct SessionLoop {
@@ -79,11 +118,13 @@ impl SessionLoop {
                 incarnation_id: broker.incarnation_id,
                 storage_id: broker.data.store.storage_id(),
             };
+            let sent_at = Instant::now();
             let answer = self
                 .or_stop(broker.calls.register(&leader.address, request))
                 .await?;
             match answer {
                 Ok(registered) => {
+                    broker.renew_lease(sent_at, registered.session_timeout_ms);
                     broker.locator.on_heartbeat_success();
                     self.retry.reset();
                     self.failures.recovered("registration");
@@ -139,6 +180,7 @@ impl SessionLoop {
                 metadata_version: broker.metadata.version(),
                 leaving: false,
             };
+            let sent_at = Instant::now();
             let answer = self
                 .or_stop(broker.calls.heartbeat(&leader.address, request))
                 .await?;
@@ -147,6 +189,9 @@ impl SessionLoop {
                     broker.locator.on_heartbeat_success();
                     self.failures.recovered("heartbeat");
                     redirects = 0;
+                    if answer.status != BrokerStatus::Fenced as i32 {
+                        broker.renew_lease(sent_at, answer.session_timeout_ms);
+                    }
                     match BrokerStatus::try_from(answer.status) {
                         Ok(BrokerStatus::Fenced) => {
                             broker.set_status(BrokerStatus::Fenced);

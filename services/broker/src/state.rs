@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dmq_client::discovery::{ChannelPool, GrpcProbe, LeaderLocator};
 use dmq_proto::v1::BrokerStatus;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -37,6 +38,14 @@ pub(crate) struct Broker {
     /// Poked by an accepted CONTROLLER_CHANGED push so the heartbeat loop greets the new
     /// leader at once instead of at the next interval. Holds at most one permit.
     pub wakeup: Notify,
+    /// Until when this broker may lead partitions: the send time of its last answered
+    /// heartbeat (or registration) plus the controllers' session timeout. Past it the
+    /// controllers may have fenced it and elected other leaders, so it must not act as leader
+    /// (`None`: no session yet, or the controllers gave no timeout — then no lease applies).
+    pub lease_until: watch::Sender<Option<Instant>>,
+    /// Whether this broker may lead now (it holds a registration and its lease has not run
+    /// out). The partition manager gives up every leadership when it turns false.
+    pub may_lead: watch::Sender<bool>,
     /// The partition replicas and their logs.
     pub data: Partitions,
     /// Random, chosen at start: a retried registration of this process (same id) gets the
@@ -71,6 +80,8 @@ impl Broker {
                 status: BrokerStatus::Unspecified,
             }),
             wakeup: Notify::new(),
+            lease_until: watch::Sender::new(None),
+            may_lead: watch::Sender::new(false),
             health,
             cfg,
         }))
@@ -78,6 +89,28 @@ impl Broker {
 
     pub(crate) fn id(&self) -> u64 {
         self.cfg.broker_id
+    }
+
+    /// A heartbeat (or registration) sent at `sent_at` was answered: the controllers count this
+    /// broker's session from no earlier than that, so it may lead until `sent_at +
+    /// session_timeout` (0: the controllers gave no timeout; no lease applies).
+    pub(crate) fn renew_lease(&self, sent_at: Instant, session_timeout_ms: u64) {
+        let until = (session_timeout_ms > 0)
+            .then(|| sent_at + std::time::Duration::from_millis(session_timeout_ms));
+        self.lease_until.send_replace(until);
+        self.may_lead
+            .send_if_modified(|m| !std::mem::replace(m, true));
+    }
+
+    /// The registration is gone (fenced, or stopping): no leading until registered again.
+    pub(crate) fn end_lease(&self) {
+        self.lease_until.send_replace(None);
+        self.may_lead
+            .send_if_modified(|m| std::mem::replace(m, false));
+    }
+
+    pub(crate) fn may_lead(&self) -> bool {
+        *self.may_lead.borrow()
     }
 
     pub(crate) fn session(&self) -> Session {

@@ -260,13 +260,7 @@ impl LocalCluster {
     /// (Re)starts broker `id` with its original flags and data dir.
     pub fn start_broker(&mut self, id: u64) -> Result<(), LocalClusterError> {
         let binary = self.binary.clone();
-        spawn(
-            &binary,
-            self.brokers
-                .iter_mut()
-                .find(|b| b.id == id)
-                .expect("known broker id"),
-        )
+        spawn(&binary, self.broker_mut(id))
     }
 
     /// SIGKILL to exactly this controller's process, then reaps it.
@@ -274,6 +268,29 @@ impl LocalCluster {
         if let Some(mut child) = self.controller_mut(id).child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    fn broker_mut(&mut self, id: u64) -> &mut LocalProcess {
+        self.brokers
+            .iter_mut()
+            .find(|b| b.id == id)
+            .expect("known broker id")
+    }
+
+    /// SIGKILL to exactly this broker's process, then reaps it.
+    pub fn kill_broker(&mut self, id: u64) {
+        if let Some(mut child) = self.broker_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM to this broker (it hands its leaderships over first), waiting up to `timeout`
+    /// before SIGKILL.
+    pub fn stop_broker(&mut self, id: u64, timeout: Duration) {
+        if let Some(mut child) = self.broker_mut(id).child.take() {
+            terminate(&mut child, timeout);
         }
     }
 

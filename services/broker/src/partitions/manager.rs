@@ -79,8 +79,10 @@ pub(crate) async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
 
 async fn reconcile_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut changes = broker.metadata.subscribe();
+    let mut may_lead = broker.may_lead.subscribe();
     let mut cleaned = false;
     loop {
+        may_lead.borrow_and_update();
         let snapshot = changes.borrow_and_update().clone();
         if snapshot.version() > 0 {
             crate::fault_point!(broker.cfg.faults, "manager.before_reconcile");
@@ -91,6 +93,7 @@ async fn reconcile_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             biased;
             _ = stopped(&mut stop) => return,
             changed = changes.changed() => if changed.is_err() { return },
+            changed = may_lead.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -195,7 +198,11 @@ async fn ensure(broker: &Arc<Broker>, topic: &pb::TopicMetadata, p: &pb::Partiti
         }
     };
     partition.set_settings(settings);
-    let want = Desired::of(broker.id(), p);
+    let want = match Desired::of(broker.id(), p) {
+        // Without a live controller session another broker may lead by now.
+        Desired::Leader { .. } if !broker.may_lead() => Desired::Idle,
+        want => want,
+    };
     {
         let role = partition.role.read().await;
         match (&*role, want) {
@@ -219,6 +226,11 @@ async fn ensure(broker: &Arc<Broker>, topic: &pb::TopicMetadata, p: &pb::Partiti
     partition.bump_changes();
     let id = &partition.id;
     match want {
+        Desired::Idle if p.leader == broker.id() => {
+            tracing::warn!(topic = %id.topic, partition = id.partition, was,
+                epoch = p.leader_epoch,
+                "not leading the partition: this broker has no live controller session")
+        }
         Desired::Idle => {
             tracing::info!(topic = %id.topic, partition = id.partition, was,
                 epoch = p.leader_epoch, "partition has no leader; idle")

@@ -131,6 +131,7 @@ impl ControllerService for FakeController {
             broker_epoch: s.epoch,
             metadata_version: s.metadata_version,
             term: s.term,
+            ..Default::default()
         }))
     }
 
@@ -152,6 +153,7 @@ impl ControllerService for FakeController {
             status: status as i32,
             metadata_version: s.metadata_version,
             term: s.term,
+            ..Default::default()
         }))
     }
 

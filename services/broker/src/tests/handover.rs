@@ -344,3 +344,65 @@ async fn requests_beyond_the_memory_budget_are_refused_not_queued() {
         "the refused one appended nothing"
     );
 }
+
+/// Issue 12, "a deposed leader says so": a leader cut off from the controllers kept acting as
+/// leader for as long as the cut lasted, so producers waited for their whole timeout. Now its
+/// lease (the controllers' session timeout, counted from its last answered heartbeat) runs
+/// out, it stops leading, and clients get an answer naming the likely next leader at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_controllers_stops_leading_when_its_lease_ends() {
+    let c = Cluster::start(3, Duration::from_secs(30)).await;
+    c.controller.model().session_timeout_ms = 600;
+    c.controller.model().create_topic("z", &[&[1, 2, 3]], 2);
+    let (b1, b2) = (c.client(1), c.client(2));
+    produce_eventually(&b1, "z", pb::Acks::All, &["a"]).await;
+
+    // The controllers lose broker 1 and move its leadership; broker 1 hears nothing of it,
+    // while the other two follow the new leader.
+    {
+        let mut m = c.controller.model();
+        m.cut_off.insert(1);
+        m.fence(1);
+    }
+    let b3 = c.client(3);
+    eventually("brokers 2 and 3 follow the new leadership", || async {
+        replica_state(&b2, "z").await.role() == pb::ReplicaRole::Leader
+            && replica_state(&b3, "z").await.leader_id == 2
+    })
+    .await;
+    let waiting = b1
+        .clone()
+        .produce(pb::ProduceRequest {
+            topic: "z".into(),
+            partition: 0,
+            acks: pb::Acks::All as i32,
+            records: records(&["zombie"]),
+            timeout_ms: 10_000,
+        })
+        .await
+        .expect_err("the followers left; this leadership can commit nothing");
+    assert_ne!(
+        error_info(&waiting).unwrap().0,
+        "REPLICATION_TIMEOUT",
+        "answered when the lease ended, not after the client's timeout: {waiting:?}"
+    );
+    let refused = produce(&b1, "z", pb::Acks::All, &["later"])
+        .await
+        .expect_err("no longer leading");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let hint = dmq_client::partition_leader_hint(&refused).unwrap();
+    assert_eq!(
+        (hint.leader_id, hint.leader_epoch),
+        (2, 1),
+        "the next ISR member"
+    );
+    produce_eventually(&b2, "z", pb::Acks::All, &["b"]).await;
+
+    // The cut heals: broker 1 follows the new leader.
+    c.controller.model().cut_off.remove(&1);
+    eventually("broker 1 follows broker 2", || async {
+        let r = replica_state(&b1, "z").await;
+        r.role() == pb::ReplicaRole::Follower && r.leader_id == 2
+    })
+    .await;
+}

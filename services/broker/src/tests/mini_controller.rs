@@ -29,6 +29,10 @@ pub struct Model {
     /// AlterPartition applies the change but answers UNAVAILABLE, as a controller whose
     /// answer was lost would (the outcome is unknown to the broker).
     pub lose_alter_answers: bool,
+    /// The session timeout answered to brokers (0: none, no lease).
+    pub session_timeout_ms: u64,
+    /// Brokers cut off from the controllers: their calls fail UNAVAILABLE.
+    pub cut_off: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -219,6 +223,9 @@ impl ControllerService for MiniController {
     ) -> Answer<pb::RegisterBrokerResponse> {
         let r = request.into_inner();
         let mut m = self.model();
+        if m.cut_off.contains(&r.broker_id) {
+            return Err(Status::unavailable("cut off (test)"));
+        }
         m.relieve(r.broker_id);
         m.bump();
         let epoch = m.version;
@@ -241,6 +248,7 @@ impl ControllerService for MiniController {
             broker_epoch: epoch,
             metadata_version: m.version,
             term: 1,
+            session_timeout_ms: m.session_timeout_ms,
         }))
     }
 
@@ -250,12 +258,16 @@ impl ControllerService for MiniController {
     ) -> Answer<pb::BrokerHeartbeatResponse> {
         let r = request.into_inner();
         let mut m = self.model();
+        if m.cut_off.contains(&r.broker_id) {
+            return Err(Status::unavailable("cut off (test)"));
+        }
         let current = m.brokers.get(&r.broker_id).map(|b| b.broker_epoch);
         if current != Some(r.broker_epoch) {
             return Ok(Response::new(pb::BrokerHeartbeatResponse {
                 status: pb::BrokerStatus::Fenced as i32,
                 metadata_version: m.version,
                 term: 1,
+                ..Default::default()
             }));
         }
         if r.leaving && !m.ignore_leaving {
@@ -266,6 +278,7 @@ impl ControllerService for MiniController {
             status,
             metadata_version: m.version,
             term: 1,
+            session_timeout_ms: m.session_timeout_ms,
         }))
     }
 

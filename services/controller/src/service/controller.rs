@@ -270,6 +270,7 @@ impl<N: Consensus> Inner<N> {
             broker_epoch,
             metadata_version: version,
             term: self.term(),
+            session_timeout_ms: self.cfg.session_timeout.as_millis() as u64,
         })
     }
 
@@ -286,6 +287,7 @@ impl<N: Consensus> Inner<N> {
             status: broker_status as i32,
             metadata_version: self.store.version(),
             term: status.term,
+            session_timeout_ms: self.cfg.session_timeout.as_millis() as u64,
         };
         let mut broker = self.store.broker(id);
         // Epochs only grow, and this state can only be behind: an epoch below the applied one
