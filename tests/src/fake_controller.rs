@@ -190,4 +190,19 @@ impl ControllerService for Svc {
         self.enter()?;
         Err(Status::unimplemented("get_metadata"))
     }
+
+    type WatchMetadataStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<dmq_proto::v1::WatchMetadataResponse, Status>> + Send,
+        >,
+    >;
+
+    async fn watch_metadata(
+        &self,
+        _: Request<dmq_proto::v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        Err(Status::unimplemented(
+            "this fake controller has no WatchMetadata",
+        ))
+    }
 }

@@ -75,6 +75,28 @@ impl ControllerCalls {
         .await
     }
 
+    /// Opens the leader's metadata stream. Only opening is bounded by the call timeout; the
+    /// stream then lasts until either side ends it.
+    pub(crate) async fn watch_metadata(
+        &self,
+        address: &str,
+        request: pb::WatchMetadataRequest,
+    ) -> Result<tonic::Streaming<pb::WatchMetadataResponse>, Status> {
+        let channel = self
+            .channels
+            .get(address)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut client =
+            ControllerServiceClient::new(channel).max_decoding_message_size(METADATA_BYTES_MAX);
+        match tokio::time::timeout(self.timeout, client.watch_metadata(request)).await {
+            Ok(answer) => answer.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "WatchMetadata to {address} got no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
     async fn call<Req, Resp, F, Fut>(
         &self,
         address: &str,

@@ -1,4 +1,6 @@
-//! The broker's copy of the cluster metadata: versioned, swapped whole, never older.
+//! The broker's copy of the cluster metadata: versioned, swapped whole, never older. It moves
+//! by whole images (GetMetadata, a WatchMetadata image) or by deltas (WatchMetadata), each
+//! applied only to the version it was made from.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +13,9 @@ use tokio::sync::watch;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetadataSnapshot {
     version: u64,
-    brokers: BTreeMap<u64, pb::BrokerMetadata>,
-    topics: BTreeMap<String, pb::TopicMetadata>,
+    brokers: BTreeMap<u64, Arc<pb::BrokerMetadata>>,
+    /// Shared values: a delta copies the maps' pointers, not every topic.
+    topics: BTreeMap<String, Arc<pb::TopicMetadata>>,
 }
 
 impl MetadataSnapshot {
@@ -23,14 +26,36 @@ impl MetadataSnapshot {
             brokers: response
                 .brokers
                 .into_iter()
-                .map(|b| (b.broker_id, b))
+                .map(|b| (b.broker_id, Arc::new(b)))
                 .collect(),
             topics: response
                 .topics
                 .into_iter()
-                .map(|t| (t.name.clone(), t))
+                .map(|t| (t.name.clone(), Arc::new(t)))
                 .collect(),
         }
+    }
+
+    /// This snapshot with `delta` applied, if it was made from this version.
+    pub fn with_delta(&self, delta: &pb::MetadataDelta) -> Option<MetadataSnapshot> {
+        if delta.previous_version != self.version || delta.version <= self.version {
+            return None;
+        }
+        let mut next = self.clone();
+        next.version = delta.version;
+        for name in &delta.deleted_topics {
+            next.topics.remove(name);
+        }
+        for t in &delta.topics {
+            next.topics.insert(t.name.clone(), Arc::new(t.clone()));
+        }
+        for id in &delta.removed_brokers {
+            next.brokers.remove(id);
+        }
+        for b in &delta.brokers {
+            next.brokers.insert(b.broker_id, Arc::new(b.clone()));
+        }
+        Some(next)
     }
 
     /// The metadata version this snapshot is at (0: nothing fetched yet).
@@ -40,22 +65,22 @@ impl MetadataSnapshot {
 
     /// A topic by name.
     pub fn topic(&self, name: &str) -> Option<&pb::TopicMetadata> {
-        self.topics.get(name)
+        self.topics.get(name).map(Arc::as_ref)
     }
 
     /// Every topic, by name.
     pub fn topics(&self) -> impl Iterator<Item = &pb::TopicMetadata> {
-        self.topics.values()
+        self.topics.values().map(Arc::as_ref)
     }
 
     /// A broker by id.
     pub fn broker(&self, broker_id: u64) -> Option<&pb::BrokerMetadata> {
-        self.brokers.get(&broker_id)
+        self.brokers.get(&broker_id).map(Arc::as_ref)
     }
 
     /// Every registered broker, by id.
     pub fn brokers(&self) -> impl Iterator<Item = &pb::BrokerMetadata> {
-        self.brokers.values()
+        self.brokers.values().map(Arc::as_ref)
     }
 }
 
@@ -120,6 +145,19 @@ impl MetadataCache {
         })
     }
 
+    /// Applies `delta` if the cache holds exactly the version it was made from; returns
+    /// whether it did (if not, the watcher must start again from the version held).
+    pub fn apply_delta(&self, delta: &pb::MetadataDelta) -> bool {
+        self.current
+            .send_if_modified(|current| match current.with_delta(delta) {
+                Some(next) => {
+                    *current = Arc::new(next);
+                    true
+                }
+                None => false,
+            })
+    }
+
     /// Notified on every installed snapshot (e.g. to wait for a topic to appear).
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataSnapshot>> {
         self.current.subscribe()
@@ -160,6 +198,43 @@ mod tests {
         assert_eq!(cache.topics().len(), 2);
         assert!(cache.topic("b").is_some());
         assert_eq!(cache.brokers().len(), 1);
+    }
+
+    #[test]
+    fn a_delta_applies_only_to_the_version_it_was_made_from() {
+        let cache = MetadataCache::new();
+        cache.install(snapshot(5, &["a", "b"]));
+        let delta = pb::MetadataDelta {
+            previous_version: 5,
+            version: 8,
+            topics: vec![pb::TopicMetadata {
+                name: "c".into(),
+                topic_id: 3,
+                ..Default::default()
+            }],
+            deleted_topics: vec!["a".into()],
+            brokers: vec![pb::BrokerMetadata {
+                broker_id: 2,
+                ..Default::default()
+            }],
+            removed_brokers: vec![1],
+        };
+        assert!(cache.apply_delta(&delta));
+        let now = cache.get();
+        assert_eq!(now.version(), 8);
+        assert_eq!(
+            now.topics().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert_eq!(now.brokers().map(|b| b.broker_id).collect::<Vec<_>>(), [2]);
+        // Again (a duplicate), or from another version: refused, nothing changes.
+        assert!(!cache.apply_delta(&delta));
+        assert!(!cache.apply_delta(&pb::MetadataDelta {
+            previous_version: 7,
+            version: 9,
+            ..Default::default()
+        }));
+        assert_eq!(cache.version(), 8);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         stop,
     };
     let watchdog = tokio::spawn(watch_lease(session.broker.clone()));
+    let watcher = tokio::spawn(watch_metadata(session.broker.clone(), session.stop.clone()));
     while let Some(epoch) = session.register().await {
         if session.heartbeat(epoch).await.is_none() {
             break;
@@ -45,8 +46,129 @@ pub(crate) async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         session.broker.end_lease();
     }
     watchdog.abort();
+    watcher.abort();
     leave(&session.broker).await;
     session.broker.end_lease();
+}
+
+/// Why a metadata stream ended.
+enum WatchEnd {
+    /// The controllers do not offer WatchMetadata: follow the metadata by heartbeats only.
+    Unsupported,
+    /// Stopped, or a reason to reconnect at once (new epoch, a new leader).
+    Reconnect,
+    /// Failed or ended: reconnect after a pause.
+    Failed(String),
+}
+
+/// Follows the controller leader's WatchMetadata stream, so this broker learns every change
+/// (a new leader of a partition, a new topic) within milliseconds rather than at its next
+/// heartbeat, whose version check stays as the fallback. Reconnects to whichever controller the
+/// locator names, resuming from the version held.
+async fn watch_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1), 0.2, None);
+    let mut session = broker.session.subscribe();
+    loop {
+        let epoch = broker.session().epoch;
+        let leader = tokio::select! {
+            leader = broker.locator.leader() => leader,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let end = tokio::select! {
+            end = follow_metadata(&broker, &leader, epoch, &mut backoff) => end,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = session.wait_for(|s| s.epoch != epoch) => WatchEnd::Reconnect,
+            _ = leader_moved(&broker, &leader.address) => WatchEnd::Reconnect,
+        };
+        match end {
+            WatchEnd::Unsupported => {
+                tracing::info!(controller = %leader.address,
+                    "the controllers do not stream metadata; following it by heartbeats");
+                return;
+            }
+            WatchEnd::Reconnect => {}
+            WatchEnd::Failed(why) => {
+                tracing::debug!(controller = %leader.address, "metadata stream ended: {why}");
+                let pause = backoff.next_delay();
+                tokio::select! {
+                    _ = sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Reads one metadata stream from `leader` into the cache until it ends.
+async fn follow_metadata(
+    broker: &Broker,
+    leader: &LeaderInfo,
+    epoch: u64,
+    backoff: &mut Backoff,
+) -> WatchEnd {
+    let request = pb::WatchMetadataRequest {
+        from_version: broker.metadata.version(),
+        broker_id: broker.id(),
+        broker_epoch: epoch,
+    };
+    let mut stream = match broker.calls.watch_metadata(&leader.address, request).await {
+        Ok(stream) => stream,
+        Err(status) if status.code() == tonic::Code::Unimplemented => return WatchEnd::Unsupported,
+        Err(status) => {
+            if let ControllerFailure::NotLeader { hint } = classify(&status) {
+                broker.locator.on_not_leader(hint);
+                return WatchEnd::Reconnect;
+            }
+            return WatchEnd::Failed(status.to_string());
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                backoff.reset();
+                match message.event {
+                    Some(pb::watch_metadata_response::Event::Image(image)) => {
+                        broker
+                            .metadata
+                            .install(MetadataSnapshot::from_response(image));
+                    }
+                    Some(pb::watch_metadata_response::Event::Delta(delta)) => {
+                        let applied = broker.metadata.apply_delta(&delta);
+                        let gap = !applied && delta.version > broker.metadata.version();
+                        if gap {
+                            // The cache moved by another path meanwhile: start over from the
+                            // version held.
+                            return WatchEnd::Reconnect;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Ok(None) => return WatchEnd::Failed("the controller ended the stream".into()),
+            Err(status) => {
+                if let ControllerFailure::NotLeader { hint } = classify(&status) {
+                    broker.locator.on_not_leader(hint);
+                    return WatchEnd::Reconnect;
+                }
+                return WatchEnd::Failed(status.to_string());
+            }
+        }
+    }
+}
+
+/// Resolves once the locator names another controller leader than `address` (or none).
+async fn leader_moved(broker: &Broker, address: &str) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if broker
+            .locator
+            .cached()
+            .is_none_or(|leader| leader.address != address)
+        {
+            return;
+        }
+    }
 }
 
 /// Turns `may_lead` off when the lease runs out without a renewal: the controllers may have

@@ -215,4 +215,19 @@ impl ControllerService for FakeController {
     ) -> Answer<pb::DescribeClusterResponse> {
         Err(Status::unimplemented("fake"))
     }
+
+    type WatchMetadataStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<dmq_proto::v1::WatchMetadataResponse, Status>> + Send,
+        >,
+    >;
+
+    async fn watch_metadata(
+        &self,
+        _: Request<dmq_proto::v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        Err(Status::unimplemented(
+            "this fake controller has no WatchMetadata",
+        ))
+    }
 }

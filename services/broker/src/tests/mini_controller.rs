@@ -392,4 +392,19 @@ impl ControllerService for MiniController {
     ) -> Answer<pb::GetMetadataResponse> {
         Ok(Response::new(self.model().metadata()))
     }
+
+    type WatchMetadataStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<dmq_proto::v1::WatchMetadataResponse, Status>> + Send,
+        >,
+    >;
+
+    async fn watch_metadata(
+        &self,
+        _: Request<dmq_proto::v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        Err(Status::unimplemented(
+            "this fake controller has no WatchMetadata",
+        ))
+    }
 }

@@ -296,4 +296,19 @@ impl ControllerService for FakeController {
         s.metadata_requests += 1;
         Ok(Response::new(s.metadata.clone()))
     }
+
+    type WatchMetadataStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<dmq_proto::v1::WatchMetadataResponse, Status>> + Send,
+        >,
+    >;
+
+    async fn watch_metadata(
+        &self,
+        _: Request<dmq_proto::v1::WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        Err(Status::unimplemented(
+            "this fake controller has no WatchMetadata",
+        ))
+    }
 }

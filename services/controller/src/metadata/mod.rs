@@ -8,10 +8,12 @@
 //! - [`assign_replicas`] (`assign.rs`): the replica assignment of a new topic.
 //! - [`MetadataError`] (`error.rs`): every refusal, with its gRPC code and a way out.
 //! - `page.rs`: topic listing pages and their tokens.
+//! - [`ChangeFeed`] (`feed.rs`): the latest changes as deltas, for WatchMetadata.
 
 mod apply;
 mod assign;
 mod error;
+mod feed;
 mod page;
 mod state;
 mod store;
@@ -23,5 +25,6 @@ mod testing;
 pub use apply::CommandReply;
 pub use assign::assign_replicas;
 pub use error::MetadataError;
+pub use feed::{ChangeFeed, Since};
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TopicPage};
 pub use store::{ApplyOutcome, ApplyResult, MetadataStore, StoreError};

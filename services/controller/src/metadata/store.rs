@@ -26,6 +26,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::apply::CommandReply;
 use super::error::MetadataError;
+use super::feed::ChangeFeed;
 use super::page::{TopicPage, decode_token, effective_page_size, encode_token};
 use super::state::{Delta, FIRST_TOPIC_ID, State};
 use crate::checksum::{Reader, seal, unseal};
@@ -100,6 +101,8 @@ pub struct MetadataStore {
     topics: sled::Tree,
     meta: sled::Tree,
     state: RwLock<State>,
+    /// The latest changes, for WatchMetadata.
+    feed: ChangeFeed,
 }
 
 impl std::fmt::Debug for MetadataStore {
@@ -123,6 +126,7 @@ impl MetadataStore {
             topics: db.open_tree(TOPICS_TREE)?,
             meta: db.open_tree(STATE_TREE)?,
             state: RwLock::new(State::default()),
+            feed: ChangeFeed::new(0),
         };
         let state = store.load()?;
         state
@@ -131,6 +135,7 @@ impl MetadataStore {
                 what: "the stored state".to_string(),
                 detail,
             })?;
+        store.feed.reset(state.version);
         *store.write() = state;
         Ok(store)
     }
@@ -153,6 +158,9 @@ impl MetadataStore {
             Err(rejection) => (Delta::default(), ApplyOutcome::Rejected(rejection)),
         };
         self.write_delta(index, &delta)?;
+        if delta.changes_metadata() {
+            self.feed.record(state.version, index, &delta);
+        }
         state.commit(index, delta);
         debug_assert_eq!(state.check_invariants(), Ok(()), "after index {index}");
         Ok(outcome)
@@ -197,6 +205,9 @@ impl MetadataStore {
                 },
             };
             stage_delta(&delta, index, &mut brokers, &mut topics, &mut meta);
+            if delta.changes_metadata() {
+                self.feed.record(state.version, index, &delta);
+            }
             state.commit(index, delta);
             last = Some(index);
             outcomes.push(outcome);
@@ -310,8 +321,14 @@ impl MetadataStore {
             seal_u64(KEY_NEXT_TOPIC_ID, new.next_topic_id),
         );
         self.commit(&brokers, &topics, &meta)?;
+        self.feed.reset(new.version);
         *state = new;
         Ok(())
+    }
+
+    /// The latest metadata changes (WatchMetadata).
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
     }
 
     /// The metadata version, all brokers (by id) and all topics (by name), read at one version.

@@ -34,6 +34,7 @@ use dmq_proto::v1::{
     ListTopicsRequest, ListTopicsResponse, MetadataCommand, RegisterBrokerCommand,
     RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment, UnfenceBrokerCommand,
     UnregisterBrokerCommand, UnregisterBrokerRequest, UnregisterBrokerResponse,
+    WatchMetadataRequest,
 };
 use dmq_raft::Role;
 use tokio::task::JoinHandle;
@@ -846,6 +847,22 @@ impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
             .get_metadata(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type WatchMetadataStream = super::watch::WatchStream;
+
+    async fn watch_metadata(
+        &self,
+        request: Request<WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let status = self.inner.ensure_leader()?;
+        let (stream, _task) = super::watch::open(
+            self.inner.node.clone(),
+            self.inner.store.clone(),
+            status.term,
+            request.into_inner(),
+        );
+        Ok(Response::new(stream))
     }
 }
 

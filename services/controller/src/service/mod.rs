@@ -18,6 +18,7 @@ mod controller;
 mod liveness;
 mod push;
 mod status;
+mod watch;
 
 pub use consensus::Consensus;
 pub use controller::ControllerServiceImpl;
