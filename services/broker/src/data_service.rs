@@ -110,9 +110,10 @@ impl DataService {
             Ok((_, p)) => p,
             Err(e) => return e,
         };
-        if p.leader == self.broker.id() && !self.broker.may_lead() {
-            // The lease ran out: the controllers may have fenced this broker and elected the
-            // next ISR member (their rule, in replica order). Name that one, one epoch on.
+        if p.leader == self.broker.id() && !self.broker.takes_appends() {
+            // The lease ran out (the controllers may have fenced this broker), or the broker
+            // is handing its leaderships over: the controllers elect the next ISR member
+            // (their rule, in replica order). Name that one, one epoch on.
             let next = p
                 .replicas
                 .iter()
@@ -349,7 +350,7 @@ impl DataService {
     ) -> Result<(Arc<Leader>, AppendInfo), DataError> {
         let role = part.role.read().await;
         let leader = match &*role {
-            Role::Leader(l) if !l.is_closed() => l.clone(),
+            Role::Leader(l) if !l.is_closed() && self.broker.takes_appends() => l.clone(),
             _ => return Err(self.not_leading(&part.id.topic, part.id.partition)),
         };
         if let Some(min) = min_isr {

@@ -80,6 +80,9 @@ use crate::state::Broker;
 /// records (field tags, topic name, ...) before gRPC refuses them.
 const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// The longest a graceful shutdown waits for led partitions to commit their appends.
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Binds `cfg.listen` and runs the broker until `shutdown` completes; see [`serve`].
 pub async fn run(cfg: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
     cfg.validate()?;
@@ -174,8 +177,15 @@ pub async fn serve(
         }
     }
 
-    // Drain: no new traffic, goodbye to the controllers, then stop serving.
+    // Drain: no new traffic, the appends in flight committed (controlled shutdown), goodbye to
+    // the controllers (they move the leaderships at once), then stop serving.
+    broker
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     broker.set_serving(false).await;
+    if storage_failure.is_none() {
+        partitions::manager::drain(&broker, cfg.shutdown_timeout.min(DRAIN_MAX)).await;
+    }
     let _ = stop.send(true);
     if session_exit.is_none() {
         let bound = cfg.shutdown_timeout + cfg.rpc_timeout;

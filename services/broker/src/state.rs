@@ -46,6 +46,9 @@ pub(crate) struct Broker {
     /// Whether this broker may lead now (it holds a registration and its lease has not run
     /// out). The partition manager gives up every leadership when it turns false.
     pub may_lead: watch::Sender<bool>,
+    /// Set when a graceful shutdown begins: leaders take no new appends and finish the ones in
+    /// flight before the broker tells the controllers it leaves (controlled shutdown).
+    pub draining: std::sync::atomic::AtomicBool,
     /// The partition replicas and their logs.
     pub data: Partitions,
     /// Random, chosen at start: a retried registration of this process (same id) gets the
@@ -82,6 +85,7 @@ impl Broker {
             wakeup: Notify::new(),
             lease_until: watch::Sender::new(None),
             may_lead: watch::Sender::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             health,
             cfg,
         }))
@@ -111,6 +115,11 @@ impl Broker {
 
     pub(crate) fn may_lead(&self) -> bool {
         *self.may_lead.borrow()
+    }
+
+    /// Whether leaders may take new appends (not after a lease ran out or while draining).
+    pub(crate) fn takes_appends(&self) -> bool {
+        self.may_lead() && !self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn session(&self) -> Session {

@@ -464,6 +464,37 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Controlled shutdown: waits (at most `bound`) until every partition this broker leads has
+/// committed everything appended to it, so the acks=ALL writes in flight are answered before
+/// the controllers move the leaderships (the caller has stopped new appends).
+pub(crate) async fn drain(broker: &Arc<Broker>, bound: Duration) {
+    let leaders: Vec<(Arc<Partition>, Arc<Leader>)> = {
+        let mut out = Vec::new();
+        for p in broker.data.all() {
+            if let Some(l) = p.leader().await {
+                out.push((p.clone(), l));
+            }
+        }
+        out
+    };
+    let started = Instant::now();
+    let all = join_all(leaders.iter().map(|(p, l)| async move {
+        let mut commitment = l.subscribe();
+        let _ = commitment
+            .wait_for(|c| c.closed || c.high_watermark >= p.log.log_end_offset())
+            .await;
+    }));
+    match tokio::time::timeout(bound, all).await {
+        Ok(_) => tracing::info!(partitions = leaders.len(), took = ?started.elapsed(),
+            "every led partition committed its appends; handing the leaderships over"),
+        Err(_) => tracing::warn!(
+            partitions = leaders.len(),
+            ?bound,
+            "some led partitions still had uncommitted appends; handing over anyway"
+        ),
+    }
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;

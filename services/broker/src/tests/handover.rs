@@ -406,3 +406,67 @@ async fn a_leader_cut_off_from_the_controllers_stops_leading_when_its_lease_ends
     })
     .await;
 }
+
+/// Issue 12, "clean handover": a leader stopping gracefully takes no new appends, commits the
+/// ones in flight, and only then tells the controllers it leaves. Before, the leaving heartbeat
+/// moved the leadership at once and the writes in flight ended with an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopping_gracefully_answers_its_writes_in_flight_before_handing_over() {
+    let mut c = Cluster::start(3, Duration::from_secs(30)).await;
+    c.controller.model().create_topic("g", &[&[1, 2, 3]], 2);
+    let b1 = c.client(1);
+    produce_eventually(&b1, "g", pb::Acks::All, &["a"]).await;
+    let f1 = c.nodes[0].faults.clone();
+    let parked = f1.hits("produce.after_append") + 1;
+    f1.hold("produce.after_append");
+    let in_flight = tokio::spawn({
+        let b1 = b1.clone();
+        async move { produce(&b1, "g", pb::Acks::All, &["in-flight"]).await }
+    });
+    f1.wait_hits("produce.after_append", parked, WAIT).await;
+
+    let addr = c.nodes[0].addr;
+    let controller = c.controller.clone();
+    let releaser = tokio::spawn(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel);
+        eventually("broker 1 draining", || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status != 1)
+            }
+        })
+        .await;
+        // New writes are refused (nothing appended), naming the next leader...
+        let refused = produce(&b1, "g", pb::Acks::All, &["late"])
+            .await
+            .expect_err("draining: no new appends");
+        let hint = dmq_client::partition_leader_hint(&refused).expect("a hint");
+        assert_eq!((hint.leader_id, hint.leader_epoch), (2, 1), "{refused:?}");
+        // ...while the leadership has not moved yet.
+        assert_eq!(controller.model().partition("g", 0).leader, 1);
+        f1.release("produce.after_append");
+    });
+    c.node(1).stop().await;
+    releaser.await.unwrap();
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the write in flight is acknowledged");
+    assert_eq!(answer.base_offset, 1);
+    let p = c.controller.model().partition("g", 0);
+    assert_eq!(
+        (p.leader, p.leader_epoch),
+        (2, 1),
+        "handed over after the drain"
+    );
+    let committed = read_all(&c.client(2), "g").await;
+    assert_eq!(committed, ["a", "in-flight"]);
+}
