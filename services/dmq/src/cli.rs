@@ -87,8 +87,11 @@ pub enum Command {
 pub enum BenchCommand {
     /// Metadata writes through Raft with fsync on: sequential latency and throughput in flight.
     Meta(crate::bench::meta::MetaArgs),
-    /// Kill -9 the controller leader during sequential writes: time to the next acknowledged write.
+    /// Kill -9 the controller leader (or, --kind broker, a partition leader) during sequential
+    /// writes: time to the next acknowledged write.
     Failover(crate::bench::failover::FailoverArgs),
+    /// Create topics (RF 3) and time CreateTopic's answer to the first acks=all ack.
+    NewTopic(crate::bench::new_topic::NewTopicArgs),
     /// Produce 1 KiB records to one partition (RF 3, acks=all): records/s, MB/s, latency.
     Produce(crate::bench::data::DataBenchArgs),
     /// Read records back from one partition: records/s, MB/s.

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod failover;
 pub mod meta;
+pub mod new_topic;
 pub mod stats;
 
 use std::time::Duration;
