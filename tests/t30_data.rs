@@ -464,3 +464,36 @@ async fn a_wiped_last_replica_is_not_elected_until_its_disk_returns() {
         .collect();
     assert_eq!(values, acked);
 }
+
+/// Issue 12, "the Rust client follows a leader change from the metadata stream": a client's
+/// metadata view learns that a partition moved to another broker without sending a request
+/// that fails first (it follows the controller leader's WatchMetadata). Before, the view only
+/// changed on a refresh, i.e. after a failed request or its max age (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_view_learns_a_leader_change_from_the_metadata_stream() {
+    let mut s = Setup::start().await;
+    s.create_topic("moving", 1, 2).await;
+    let view = MetadataView::from(s.admin.clone());
+    let before = view.leader("moving", 0).await.unwrap();
+    s.brokers.kill(before.broker_id);
+    let moved = wait_partition(&s.admin, "moving", 0, SLOW, |p| {
+        if p.leader != 0 && p.leader != before.broker_id {
+            Ok(())
+        } else {
+            Err("not moved yet".into())
+        }
+    })
+    .await;
+    // Only the view's cache is read: no request, no refresh.
+    wait_until(deadline(Duration::from_secs(5)), || async {
+        let snapshot = view.snapshot();
+        let p = &snapshot.topics["moving"].partitions[0];
+        if p.leader == moved.leader && p.leader_epoch == moved.leader_epoch {
+            Ok(())
+        } else {
+            Err(format!("the view still says {p:?}"))
+        }
+    })
+    .await
+    .unwrap();
+}

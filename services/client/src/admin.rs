@@ -264,6 +264,26 @@ impl Admin {
         .map_err(|f| f.error)
     }
 
+    /// Opens the controller leader's metadata stream from `from_version` (see
+    /// `WatchMetadata` in controller.proto). Only opening is bounded; the stream lasts until
+    /// either side ends it.
+    pub async fn watch_metadata(
+        &self,
+        from_version: u64,
+    ) -> Result<tonic::Streaming<pb::WatchMetadataResponse>, ClientError> {
+        self.call(|mut client, _timeout| async move {
+            client
+                .watch_metadata(pb::WatchMetadataRequest {
+                    from_version,
+                    broker_id: 0,
+                    broker_epoch: 0,
+                })
+                .await
+        })
+        .await
+        .map_err(|f| f.error)
+    }
+
     /// What the controller at `address` (any controller, leader or not) says about itself:
     /// role, term, leader, commit and applied index. One attempt, bounded by
     /// [`AdminOptions::request_timeout`]; works without a leader.

@@ -8,7 +8,10 @@
 //!   used is wrong and the answer names no usable newer leader;
 //! - from a hint: a NOT_LEADER_FOR_PARTITION answer naming a leader with a leader epoch at
 //!   least the cached one updates that partition at once, without asking the controllers
-//!   ([`MetadataView::on_not_leader`]).
+//!   ([`MetadataView::on_not_leader`]);
+//! - from the controller leader's metadata stream (`WatchMetadata`), which a view created
+//!   inside a tokio runtime follows in the background ([`MetadataOptions::follow_stream`]):
+//!   a leader change reaches the client within milliseconds, before any request fails.
 //!
 //! Refreshes are single-flight (callers arriving during one share its result) and spaced by at
 //! least [`MetadataOptions::refresh_min_interval`], so a burst of failures costs one request.
@@ -40,6 +43,9 @@ pub struct MetadataOptions {
     pub refresh_timeout: Duration,
     /// Bound on connecting to a broker (default 2 s).
     pub broker_connect_timeout: Duration,
+    /// Follow the controller leader's metadata stream in the background (default true), for
+    /// as long as a clone of the view lives.
+    pub follow_stream: bool,
 }
 
 impl Default for MetadataOptions {
@@ -49,6 +55,7 @@ impl Default for MetadataOptions {
             refresh_min_interval: Duration::from_millis(50),
             refresh_timeout: Duration::from_secs(5),
             broker_connect_timeout: Duration::from_secs(2),
+            follow_stream: true,
         }
     }
 }
@@ -122,6 +129,8 @@ struct Inner {
     /// Held for the duration of a refresh.
     refreshing: tokio::sync::Mutex<RefreshState>,
     brokers: ChannelPool,
+    /// Dropped with the view: ends the stream follower.
+    _alive: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +150,8 @@ impl MetadataView {
     /// An empty view reading metadata through `admin`. No I/O until the first lookup.
     pub fn new(admin: Admin, opts: MetadataOptions) -> MetadataView {
         let brokers = ChannelPool::new(opts.broker_connect_timeout);
-        MetadataView {
+        let (alive, gone) = tokio::sync::watch::channel(());
+        let view = MetadataView {
             inner: Arc::new(Inner {
                 admin,
                 opts,
@@ -149,8 +159,15 @@ impl MetadataView {
                 attempts: AtomicU64::new(0),
                 refreshing: tokio::sync::Mutex::default(),
                 brokers,
+                _alive: alive,
             }),
+        };
+        if view.inner.opts.follow_stream
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(follow(Arc::downgrade(&view.inner), gone));
         }
+        view
     }
 
     /// The admin the view reads through.
@@ -198,18 +215,17 @@ impl MetadataView {
             }
         };
         state.last_error = None;
-        let fresh = Arc::new(merge(&self.snapshot(), response));
+        // Never behind what the metadata stream already brought.
+        update(&self.inner, |old| {
+            (response.metadata_version >= old.version).then(|| merge(old, response))
+        });
+        let fresh = self.snapshot();
         tracing::debug!(
             version = fresh.version,
             topics = fresh.topics.len(),
             brokers = fresh.brokers.len(),
             "cluster metadata refreshed"
         );
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
     }
 
@@ -341,55 +357,170 @@ impl MetadataView {
     }
 }
 
+/// Swaps in what `build` makes of the current copy, under the lock (so no hint or stream
+/// update is lost in between); `None` keeps it. Returns whether it changed.
+fn update(inner: &Inner, build: impl FnOnce(&ClusterMetadata) -> Option<ClusterMetadata>) -> bool {
+    let mut current = inner.current.write().unwrap_or_else(|e| e.into_inner());
+    match build(&current) {
+        Some(next) => {
+            *current = Arc::new(next);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Follows the controller leader's metadata stream into the view behind `view` until the view
+/// is dropped (`gone` closes), reconnecting (from the version held) after failures.
+async fn follow(view: std::sync::Weak<Inner>, mut gone: tokio::sync::watch::Receiver<()>) {
+    let mut backoff = crate::discovery::Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        0.2,
+        None,
+    );
+    loop {
+        let Some(inner) = view.upgrade() else { return };
+        let from = inner
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version;
+        let admin = inner.admin.clone();
+        drop(inner);
+        let opened = tokio::select! {
+            opened = admin.watch_metadata(from) => opened,
+            _ = gone.changed() => return,
+        };
+        let mut stream = match opened {
+            Ok(stream) => stream,
+            Err(ClientError::Other(status)) if status.code() == tonic::Code::Unimplemented => {
+                tracing::debug!("the controllers do not stream metadata; refreshing on demand");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not open the metadata stream; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = gone.changed() => return,
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = gone.changed() => return,
+            };
+            let Some(inner) = view.upgrade() else { return };
+            match message {
+                Ok(Some(message)) => {
+                    backoff.reset();
+                    let applied = match message.event {
+                        Some(pb::watch_metadata_response::Event::Image(image)) => {
+                            update(&inner, |old| Some(merge(old, image)))
+                        }
+                        Some(pb::watch_metadata_response::Event::Delta(delta)) => {
+                            update(&inner, |old| with_delta(old, &delta))
+                        }
+                        None => true,
+                    };
+                    if !applied {
+                        break; // a gap: start over from the version held
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = gone.changed() => return,
+        }
+    }
+}
+
+/// `old` with `delta` applied, if `old` is at the version it was made from (else `None`);
+/// partitions keep a newer leader learned from a hint, as in [`merge`].
+fn with_delta(old: &ClusterMetadata, delta: &pb::MetadataDelta) -> Option<ClusterMetadata> {
+    if delta.previous_version != old.version || delta.version <= old.version {
+        return None;
+    }
+    let mut next = old.clone();
+    next.version = delta.version;
+    next.fetched_at = Some(Instant::now());
+    for name in &delta.deleted_topics {
+        next.topics.remove(name);
+    }
+    for id in &delta.removed_brokers {
+        next.brokers.remove(id);
+    }
+    for b in &delta.brokers {
+        next.brokers.insert(b.broker_id, broker_info(b.clone()));
+    }
+    for t in &delta.topics {
+        let info = topic_info(old, &mut next.brokers, t.clone());
+        next.topics.insert(t.name.clone(), info);
+    }
+    Some(next)
+}
+
+fn broker_info(b: pb::BrokerMetadata) -> BrokerInfo {
+    BrokerInfo {
+        id: b.broker_id,
+        address: broker_address(&b.host, b.port),
+        rack: b.rack,
+        status: pb::BrokerStatus::try_from(b.status).unwrap_or_default(),
+    }
+}
+
+/// `t` as a [`TopicInfo`], keeping from `old` any partition leader learned from a hint with a
+/// newer leader epoch (same topic id), and adding that leader's broker to `brokers`.
+fn topic_info(
+    old: &ClusterMetadata,
+    brokers: &mut HashMap<u64, BrokerInfo>,
+    t: pb::TopicMetadata,
+) -> TopicInfo {
+    let mut partitions: Vec<PartitionInfo> = t
+        .partitions
+        .into_iter()
+        .map(|p| PartitionInfo {
+            partition: p.partition,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replicas,
+            isr: p.isr,
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.partition);
+    if let Some(previous) = old.topics.get(&t.name).filter(|o| o.topic_id == t.topic_id) {
+        for (p, before) in partitions.iter_mut().zip(&previous.partitions) {
+            if before.partition == p.partition && before.leader_epoch > p.leader_epoch {
+                p.leader = before.leader;
+                p.leader_epoch = before.leader_epoch;
+                if let Some(b) = old.brokers.get(&before.leader) {
+                    brokers.entry(b.id).or_insert_with(|| b.clone());
+                }
+            }
+        }
+    }
+    TopicInfo {
+        name: t.name,
+        topic_id: t.topic_id,
+        partitions,
+    }
+}
+
 /// `response` as a [`ClusterMetadata`], keeping from `old` any partition leader learned from a
 /// hint with a newer leader epoch than the response has (same topic id), and its broker.
 fn merge(old: &ClusterMetadata, response: pb::GetMetadataResponse) -> ClusterMetadata {
     let mut brokers: HashMap<u64, BrokerInfo> = response
         .brokers
         .into_iter()
-        .map(|b| {
-            let info = BrokerInfo {
-                id: b.broker_id,
-                address: broker_address(&b.host, b.port),
-                rack: b.rack,
-                status: pb::BrokerStatus::try_from(b.status).unwrap_or_default(),
-            };
-            (b.broker_id, info)
-        })
+        .map(|b| (b.broker_id, broker_info(b)))
         .collect();
     let mut topics = HashMap::with_capacity(response.topics.len());
     for t in response.topics {
-        let mut partitions: Vec<PartitionInfo> = t
-            .partitions
-            .into_iter()
-            .map(|p| PartitionInfo {
-                partition: p.partition,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                replicas: p.replicas,
-                isr: p.isr,
-            })
-            .collect();
-        partitions.sort_by_key(|p| p.partition);
-        if let Some(previous) = old.topics.get(&t.name).filter(|o| o.topic_id == t.topic_id) {
-            for (p, before) in partitions.iter_mut().zip(&previous.partitions) {
-                if before.partition == p.partition && before.leader_epoch > p.leader_epoch {
-                    p.leader = before.leader;
-                    p.leader_epoch = before.leader_epoch;
-                    if let Some(b) = old.brokers.get(&before.leader) {
-                        brokers.entry(b.id).or_insert_with(|| b.clone());
-                    }
-                }
-            }
-        }
-        topics.insert(
-            t.name.clone(),
-            TopicInfo {
-                name: t.name,
-                topic_id: t.topic_id,
-                partitions,
-            },
-        );
+        let info = topic_info(old, &mut brokers, t);
+        topics.insert(info.name.clone(), info);
     }
     ClusterMetadata {
         version: response.metadata_version,
@@ -456,6 +587,46 @@ mod tests {
         assert_eq!(merged.brokers[&2].address, "b2:9092");
         let newer = merge(&hinted, response(6, 1));
         assert_eq!(newer.topics["t"].partitions[0].leader, 1);
+    }
+
+    #[test]
+    fn a_stream_delta_applies_to_its_version_and_keeps_hinted_leaders() {
+        let base = merge(&ClusterMetadata::default(), response(5, 1));
+        let mut changed = response(6, 2).topics.remove(0);
+        changed.partitions[0].leader_epoch = 6;
+        let delta = pb::MetadataDelta {
+            previous_version: 7,
+            version: 9,
+            topics: vec![changed.clone()],
+            brokers: vec![pb::BrokerMetadata {
+                broker_id: 2,
+                host: "b2".into(),
+                port: 9092,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let next = with_delta(&base, &delta).expect("made from version 7");
+        assert_eq!(next.version, 9);
+        let p = &next.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (2, 6));
+        assert_eq!(next.brokers[&2].address, "b2:9092");
+        assert!(with_delta(&next, &delta).is_none(), "not from version 9");
+        // A hint newer than the delta's leader epoch stays.
+        let mut hinted = base.clone();
+        hinted.topics.get_mut("t").unwrap().partitions[0].leader_epoch = 8;
+        let kept = with_delta(&hinted, &delta).unwrap();
+        assert_eq!(kept.topics["t"].partitions[0].leader_epoch, 8);
+        let gone = pb::MetadataDelta {
+            previous_version: 9,
+            version: 10,
+            deleted_topics: vec!["t".into()],
+            removed_brokers: vec![1],
+            ..Default::default()
+        };
+        let after = with_delta(&next, &gone).unwrap();
+        assert!(after.topics.is_empty());
+        assert_eq!(after.brokers.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     #[tokio::test]
