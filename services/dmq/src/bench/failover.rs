@@ -7,8 +7,8 @@
 //!   replication factor 3 and min ISR 2, and a producer sending acks=all records one at a time
 //!   (the Rust client, following leader hints and the metadata). Each round kill -9s the
 //!   partition's leader (or, with `--graceful`, stops it with SIGTERM) and measures the time
-//!   from the kill to the next acknowledged write; then restarts the broker and waits until it
-//!   is back in the ISR.
+//!   from the kill to the acknowledgment of the first write sent after it; then restarts the
+//!   broker and waits until it is back in the ISR.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ pub struct FailoverArgs {
     /// Extra flags for every broker (`--kind broker`).
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     pub broker_args: Vec<String>,
+    /// Run the cluster's controllers and brokers from this `dmq` program instead of this one
+    /// (to measure another build with the same client).
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -101,7 +105,7 @@ async fn run_controller(args: FailoverArgs) -> Result<(), String> {
         data_dir: tmp.path().to_path_buf(),
         controller_args: non_empty(&args.controller_args),
         broker_args: Vec::new(),
-        binary: None,
+        binary: args.server_binary.clone(),
     };
     let mut cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
     cluster
@@ -148,10 +152,11 @@ async fn run_controller(args: FailoverArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// What the producer task has seen: the time of every acknowledgment, and failures.
+/// What the producer task has seen: when each acknowledged write was sent and acknowledged,
+/// and how many failed for good.
 #[derive(Default)]
 struct Acks {
-    times: Vec<Instant>,
+    times: Vec<(Instant, Instant)>,
     failed: u64,
 }
 
@@ -166,7 +171,7 @@ async fn run_broker(args: FailoverArgs) -> Result<(), String> {
         data_dir: tmp.path().to_path_buf(),
         controller_args: non_empty(&args.controller_args),
         broker_args: non_empty(&args.broker_args),
-        binary: None,
+        binary: args.server_binary.clone(),
     };
     let mut cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
     cluster.wait_ready(Duration::from_secs(60)).await?;
@@ -204,6 +209,7 @@ async fn run_broker(args: FailoverArgs) -> Result<(), String> {
         async move {
             let value = vec![b'x'; 1024];
             loop {
+                let sent_at = Instant::now();
                 let sent = producer
                     .send_and_wait(topic, Some(0), dmq_client::Record::new(value.clone()))
                     .await;
@@ -211,7 +217,7 @@ async fn run_broker(args: FailoverArgs) -> Result<(), String> {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match sent {
-                    Ok(_) => acks.times.push(Instant::now()),
+                    Ok(_) => acks.times.push((sent_at, Instant::now())),
                     Err(_) => acks.failed += 1,
                 }
             }
@@ -249,6 +255,8 @@ async fn run_broker(args: FailoverArgs) -> Result<(), String> {
             cluster.kill_broker(leader);
         }
         let give_up = Instant::now() + Duration::from_secs(120);
+        // The first acknowledged write sent after the kill (one acknowledged just before it may
+        // still be on its way back).
         let next = loop {
             let first = acks
                 .lock()
@@ -256,9 +264,9 @@ async fn run_broker(args: FailoverArgs) -> Result<(), String> {
                 .times
                 .iter()
                 .rev()
-                .take_while(|&&t| t > killed_at)
+                .take_while(|&&(sent, _)| sent > killed_at)
                 .last()
-                .copied();
+                .map(|&(_, acked)| acked);
             if let Some(t) = first {
                 break t;
             }
