@@ -283,6 +283,7 @@ mod tests {
             commit_index: 40,
             applied_index: 39,
             address: format!("h:{id}"),
+            ..Default::default()
         }
     }
 

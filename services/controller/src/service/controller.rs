@@ -237,6 +237,7 @@ impl<N: Consensus> Inner<N> {
             commit_index: s.commit_index,
             applied_index: s.applied_index,
             address: self.client_address(s.id),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 

@@ -235,6 +235,7 @@ async fn any_node_describes_itself_and_its_leader() {
             commit_index: 0,
             applied_index: 0,
             address: "127.0.0.1:9001".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
         }
     );
     node.set_role(Role::Candidate, 5, None);
