@@ -2,6 +2,7 @@
 //! the metadata state machine and ControllerService.
 
 mod checksum;
+pub mod faults;
 pub mod metadata;
 mod metrics;
 pub mod node;

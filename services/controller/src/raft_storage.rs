@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dmq_durable::{DurableError, DurableSync};
 use dmq_raft::{
@@ -37,6 +38,7 @@ use sled::Batch;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::checksum::{Reader, seal, unseal};
+use crate::faults::Faults;
 
 /// The tree holding the log entries.
 const LOG_TREE: &str = "raft_log";
@@ -217,6 +219,8 @@ pub struct SledStorage {
     groups: BTreeMap<Index, Index>,
     synced_index: Index,
     failed: bool,
+    /// Test-only fault points (see [`crate::faults`]); inert in a default build.
+    faults: Arc<Faults>,
 }
 
 impl fmt::Debug for SledStorage {
@@ -257,6 +261,7 @@ impl SledStorage {
             groups: BTreeMap::new(),
             synced_index: 0,
             failed: false,
+            faults: Arc::new(Faults::none()),
         };
         let loaded = storage.load()?;
         storage.hard_state = loaded.state.hard_state;
@@ -288,6 +293,11 @@ impl SledStorage {
             "opened raft storage"
         );
         Ok(storage)
+    }
+
+    /// Uses `faults` from now on (test-only fault points; inert in a default build).
+    pub fn set_faults(&mut self, faults: Arc<Faults>) {
+        self.faults = faults;
     }
 
     /// The data directory.
@@ -745,12 +755,29 @@ impl SledStorage {
     /// Makes everything written so far durable: sled's flush (which ends in
     /// `sync_file_range`), then an fsync of new blob files, then `sync_data` on the data file.
     fn sync(&mut self) -> Result<(), RaftStorageError> {
+        let stall = self.faults.sync_stall();
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
+        }
         Ok(self.durable.sync(&self.db)?)
     }
 
     /// Syncs the directory entries of a newly created database.
     fn sync_directories(&self) -> Result<(), RaftStorageError> {
         Ok(self.durable.sync_directories()?)
+    }
+
+    /// A write failure injected by a test (see [`crate::faults`]); never in a default build.
+    fn injected_failure(&mut self) -> Result<(), RaftStorageError> {
+        if self.faults.fail_write() {
+            self.failed = true;
+            return Err(RaftStorageError::Io {
+                op: "write (injected fault)",
+                path: self.dir.clone(),
+                source: io::Error::from_raw_os_error(5),
+            });
+        }
+        Ok(())
     }
 
     fn check_usable(&self) -> Result<(), RaftStorageError> {
@@ -798,6 +825,7 @@ impl Storage for SledStorage {
         if snapshot.is_none() && entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
+        self.injected_failure()?;
         let mut bounds = self.bounds;
         let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();
@@ -875,6 +903,7 @@ impl Storage for SledStorage {
         if snapshot.meta.last_index <= self.bounds.snapshot_index {
             return Ok(());
         }
+        self.injected_failure()?;
         let mut bounds = self.bounds;
         let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();

@@ -52,7 +52,12 @@ pub enum ServerError {
 
 /// Runs a controller until `shutdown` resolves (then hands leadership over, stops the node
 /// and the servers) or the node fails.
-pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    mut cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    // Test-only fault points, from DMQ_FAULT_FILE (inert in a default build).
+    cfg.node.faults = std::sync::Arc::new(crate::faults::Faults::from_env());
     let client_listener = bind(cfg.listen).await?;
     let peer_listener = bind(cfg.peer_listen).await?;
     let (node, store) = node::start(cfg.node.clone())?;

@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmq_raft::NodeId;
+
+use crate::faults::Faults;
 
 /// Where one controller listens: `raft` for RaftService (peer port), `client` for
 /// ControllerService (what leader hints carry).
@@ -46,6 +49,8 @@ pub struct NodeConfig {
     pub snapshot_max_bytes: usize,
     /// Seed of the Raft core's RNG (election timeouts). Defaults to the node id.
     pub seed: u64,
+    /// Test-only fault points; inert unless built with the `fault-injection` feature.
+    pub faults: Arc<Faults>,
 }
 
 impl NodeConfig {
@@ -71,6 +76,7 @@ impl NodeConfig {
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_max_bytes: 512 * 1024 * 1024,
             seed: id,
+            faults: Arc::new(Faults::none()),
         }
     }
 

@@ -7,7 +7,7 @@ mod driver;
 pub(crate) mod handle;
 
 pub use config::{NodeConfig, PeerAddrs};
-pub use handle::{NodeError, NodeHandle, NodeStatus};
+pub use handle::{NodeError, NodeHandle, NodeStatus, Unknown};
 
 use std::sync::Arc;
 
@@ -35,7 +35,8 @@ pub enum StartError {
 /// peer senders (on the current tokio runtime). Returns the handle and the metadata store,
 /// which readers may use directly (it is always a consistent applied state).
 pub fn start(cfg: NodeConfig) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
-    let storage = SledStorage::open(&cfg.data_dir)?;
+    let mut storage = SledStorage::open(&cfg.data_dir)?;
+    storage.set_faults(cfg.faults.clone());
     let metadata = Arc::new(MetadataStore::open(storage.db())?);
     let handle = driver::spawn(cfg, storage, metadata.clone())?;
     Ok((handle, metadata))
