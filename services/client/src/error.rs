@@ -20,8 +20,15 @@ use crate::discovery::DiscoveryError;
 pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
 /// `ErrorInfo` reason of a fetch outside the log; metadata `log_start_offset`, `high_watermark`.
 pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
-/// `ErrorInfo` reason of a controller that knows no leader (an election is under way).
+/// `ErrorInfo` reason of a controller that knows no leader (an election is under way) or could
+/// not confirm its leadership: nothing was applied.
 pub const REASON_NO_LEADER: &str = "NO_LEADER";
+/// `ErrorInfo` reason of a controller too busy to take a request: nothing was applied.
+pub const REASON_CONTROLLER_OVERLOADED: &str = "CONTROLLER_OVERLOADED";
+/// `ErrorInfo` reason of a controller mutation that was proposed but is not known to be
+/// committed (timeout, leader change, the controller stopped or its disk failed): it may or
+/// may not be applied.
+pub const REASON_OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
 
 /// A failed client call. Cheap to clone: one batch failure is handed to every record in it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -56,10 +63,20 @@ pub enum ClientError {
     #[error("not the leader: {message}; retry (the client follows the new leader)")]
     NotLeader { message: String },
 
-    /// The node is up but cannot serve now (starting, shutting down, overloaded, a commit
-    /// that did not finish). Retryable; for a mutation the outcome may be unknown.
+    /// The node is up but cannot serve now (starting, shutting down, a commit that did not
+    /// finish). Retryable; for a mutation the outcome may be unknown.
     #[error("unavailable: {message}; retry later")]
     Unavailable { message: String },
+
+    /// The controller is too busy to take the request; nothing was applied. Retryable after
+    /// a pause.
+    #[error("overloaded: {message}; retry later")]
+    Overloaded { message: String },
+
+    /// A controller mutation was proposed but is not known to be committed: it may or may not
+    /// be applied. Retryable, but check (or make the retry harmless) first.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
 
     /// acks=ALL with the ISR below `min_insync_replicas`: nothing was appended. Retryable
     /// once enough replicas are back in sync.
@@ -108,7 +125,23 @@ impl ClientError {
             ClientError::NoLeader { .. }
                 | ClientError::NotLeader { .. }
                 | ClientError::Unavailable { .. }
+                | ClientError::Overloaded { .. }
+                | ClientError::OutcomeUnknown { .. }
                 | ClientError::NotEnoughReplicas { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Transport { .. }
+        )
+    }
+
+    /// Whether a mutation that failed this way may still have taken effect: an answer that
+    /// says so (OUTCOME_UNKNOWN), or one that says nothing about it (an unexplained
+    /// UNAVAILABLE, a timeout, a lost connection). Refusals (NOT_LEADER, NO_LEADER,
+    /// CONTROLLER_OVERLOADED, INVALID_ARGUMENT, …) were certainly not applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::OutcomeUnknown { .. }
+                | ClientError::Unavailable { .. }
                 | ClientError::Timeout { .. }
                 | ClientError::Transport { .. }
         )
@@ -138,11 +171,14 @@ impl ClientError {
                     what: "the controllers (an election is under way)".into(),
                 }
             }
-            Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::Unknown => ClientError::Unavailable { message },
+            Code::Unavailable if reason(&status).as_deref() == Some(REASON_OUTCOME_UNKNOWN) => {
+                ClientError::OutcomeUnknown { message }
+            }
+            // A controller refuses what it cannot take before proposing it.
+            Code::ResourceExhausted => ClientError::Overloaded { message },
+            Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown => {
+                ClientError::Unavailable { message }
+            }
             Code::DeadlineExceeded => ClientError::Timeout {
                 what: format!("controller {address}: {message}"),
             },

@@ -25,7 +25,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::handle::{Input, Reply};
-use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError};
+use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
 use crate::metadata::{ApplyOutcome, MetadataStore};
 use crate::raft_storage::SledStorage;
 use crate::transport::peer;
@@ -201,17 +201,17 @@ impl Driver {
             self.expire_waiters(Instant::now());
             self.publish_status(true);
         };
-        let error = match outcome {
+        let why = match outcome {
             Ok(()) => {
                 tracing::info!(node_id = self.cfg.id, "raft thread stopped");
-                NodeError::ShuttingDown
+                Unknown::Stopped
             }
             Err(Fatal(e)) => {
                 tracing::error!(node_id = self.cfg.id, error = %e, "raft thread failed; the node stops");
-                NodeError::Fatal(e)
+                Unknown::StorageFailed(e)
             }
         };
-        self.fail_all(error);
+        self.fail_all(why);
         self.publish_status(false);
     }
 
@@ -304,7 +304,7 @@ impl Driver {
             ProposeError::LeadershipTransferInProgress => NodeError::NoLeader,
             ProposeError::Backpressure { .. } => NodeError::Overloaded(e.to_string()),
             ProposeError::UnknownNode { node } => {
-                NodeError::Overloaded(format!("node {node} is not a controller"))
+                NodeError::Unconfirmed(format!("node {node} is not a controller"))
             }
         }
     }
@@ -516,7 +516,7 @@ impl Driver {
                 let answer = if w.term == e.term {
                     Ok(outcome)
                 } else {
-                    Err(NodeError::LeadershipLost)
+                    Err(NodeError::OutcomeUnknown(Unknown::LeadershipLost))
                 };
                 let _ = w.reply.send(answer);
             }
@@ -531,7 +531,7 @@ impl Driver {
                 term = self.raft.term(),
                 "lost leadership"
             );
-            self.fail_all(NodeError::LeadershipLost);
+            self.fail_all(Unknown::LeadershipLost);
         }
         if role == Role::Leader && self.role != Role::Leader {
             tracing::info!(
@@ -543,16 +543,18 @@ impl Driver {
         self.role = role;
     }
 
-    fn fail_all(&mut self, error: NodeError) {
+    /// Answers every waiter: proposals with an unknown outcome (`why`), reads as unconfirmed.
+    fn fail_all(&mut self, why: Unknown) {
         for (_, w) in std::mem::take(&mut self.proposals) {
-            let _ = w.reply.send(Err(error.clone()));
+            let _ = w.reply.send(Err(NodeError::OutcomeUnknown(why.clone())));
         }
         self.proposal_deadlines.clear();
+        let read = NodeError::Unconfirmed(format!("read barrier failed: {why}"));
         for (_, (_, reply)) in self.reads_unconfirmed.drain() {
-            let _ = reply.send(Err(error.clone()));
+            let _ = reply.send(Err(read.clone()));
         }
         for (_, reply) in self.reads_confirmed.drain(..) {
-            let _ = reply.send(Err(error.clone()));
+            let _ = reply.send(Err(read.clone()));
         }
     }
 
@@ -564,7 +566,9 @@ impl Driver {
             }
             self.proposal_deadlines.pop_front();
             if let Some(w) = self.proposals.remove(&index) {
-                let _ = w.reply.send(Err(NodeError::Timeout(timeout)));
+                let _ = w
+                    .reply
+                    .send(Err(NodeError::OutcomeUnknown(Unknown::Timeout(timeout))));
             }
         }
         let expired: Vec<u64> = self
@@ -575,7 +579,9 @@ impl Driver {
             .collect();
         for ctx in expired {
             if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
-                let _ = reply.send(Err(NodeError::Timeout(timeout)));
+                let _ = reply.send(Err(NodeError::Unconfirmed(format!(
+                    "leadership not confirmed within {timeout:?}"
+                ))));
             }
         }
     }

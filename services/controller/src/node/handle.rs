@@ -29,40 +29,76 @@ pub struct NodeStatus {
     pub running: bool,
 }
 
-/// Why a request to the node failed, and what the caller should do.
+/// Why a request to the node failed, and what the caller should do. Every variant says whether
+/// the request may have taken effect: [`NodeError::outcome_unknown`] is true only for
+/// [`NodeError::OutcomeUnknown`]; every other variant means the request was certainly not
+/// applied, so retrying it is safe.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NodeError {
-    /// Retry on the leader.
+    /// Not applied: retry on the leader.
     #[error("this controller is not the leader; the leader is node {leader_id} at {leader_addr}")]
     NotLeader {
         leader_id: NodeId,
         leader_addr: String,
     },
-    /// Retry shortly: an election is under way.
+    /// Not applied: retry shortly, an election is under way.
     #[error("no controller leader is known yet (an election is under way); retry shortly")]
     NoLeader,
-    /// Retry: the outcome is unknown (the change may still be applied; make retries safe).
-    #[error("not committed within {0:?}; the change may or may not be applied, retry")]
-    Timeout(Duration),
-    /// Retry: leadership changed while the request waited; the outcome is unknown.
-    #[error(
-        "leadership changed before the request completed; the change may or may not be applied, retry on the new leader"
-    )]
-    LeadershipLost,
-    /// Retry later: the node is saturated.
-    #[error("controller overloaded: {0}; retry with backoff")]
+    /// Not applied: this node could not confirm it still leads (a read barrier that did not
+    /// complete, an expired leader lease); retry, on the new leader if there is one.
+    #[error("{0}; nothing was applied, retry (on the new leader if there is one)")]
+    Unconfirmed(String),
+    /// Not applied: the node is saturated; retry with backoff.
+    #[error("controller overloaded: {0}; nothing was applied, retry with backoff")]
     Overloaded(String),
-    /// The node is stopping; use another controller.
-    #[error("controller is shutting down; use another controller")]
+    /// Not applied: the command is larger than a log entry may be.
+    #[error("command of {bytes} bytes exceeds the {max_bytes} bytes a log entry may hold")]
+    CommandTooLarge { bytes: usize, max_bytes: usize },
+    /// Not applied: the node is stopping (or stopped); use another controller.
+    #[error("controller is shutting down; nothing was applied, use another controller")]
     ShuttingDown,
-    /// The node cannot go on (e.g. a failed disk write); an operator must look at it.
-    #[error("controller failed: {0}")]
-    Fatal(String),
+    /// The command was proposed but is not known to be committed: it may or may not be
+    /// applied (now or later, by this leader or the next). Retry only in a way that is safe
+    /// either way (check first, or rely on the command being refused the second time).
+    #[error("{0}; the change may or may not be applied, check before retrying")]
+    OutcomeUnknown(Unknown),
+}
+
+/// Why the outcome of a proposal is unknown.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unknown {
+    #[error("not committed within {0:?}")]
+    Timeout(Duration),
+    #[error("leadership changed before the change was committed")]
+    LeadershipLost,
+    #[error("the controller stopped before the change was committed")]
+    Stopped,
+    #[error("the controller's storage failed ({0}) and it stopped")]
+    StorageFailed(String),
+}
+
+impl Unknown {
+    /// A short machine-readable name (the `cause` of the `OUTCOME_UNKNOWN` error details).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Unknown::Timeout(_) => "timeout",
+            Unknown::LeadershipLost => "leadership_lost",
+            Unknown::Stopped => "stopped",
+            Unknown::StorageFailed(_) => "storage_failure",
+        }
+    }
 }
 
 impl NodeError {
+    /// Whether the same request may succeed if tried again (possibly elsewhere): all but a
+    /// command that is too large.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, NodeError::Fatal(_))
+        !matches!(self, NodeError::CommandTooLarge { .. })
+    }
+
+    /// Whether the request may have been applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, NodeError::OutcomeUnknown(_))
     }
 }
 
@@ -125,15 +161,14 @@ impl NodeHandle {
     pub async fn propose(&self, command: &MetadataCommand) -> Result<ApplyOutcome, NodeError> {
         let data = command.encode_to_vec();
         if data.len() > self.max_command_bytes {
-            return Err(NodeError::Overloaded(format!(
-                "command of {} bytes exceeds {} bytes",
-                data.len(),
-                self.max_command_bytes
-            )));
+            return Err(NodeError::CommandTooLarge {
+                bytes: data.len(),
+                max_bytes: self.max_command_bytes,
+            });
         }
         let (reply, rx) = oneshot::channel();
         self.send(Input::Propose { data, reply })?;
-        self.wait(rx).await
+        self.wait(rx, NodeError::OutcomeUnknown).await
     }
 
     /// Returns once this node's applied state includes every change committed before the call
@@ -141,7 +176,10 @@ impl NodeHandle {
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Input::ReadBarrier { reply })?;
-        self.wait(rx).await
+        self.wait(rx, |why| {
+            NodeError::Unconfirmed(format!("read barrier failed: {why}"))
+        })
+        .await
     }
 
     /// Hands leadership over (to `to`, or the most up-to-date follower) and returns the
@@ -150,7 +188,10 @@ impl NodeHandle {
     pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Input::TransferLeadership { to, reply })?;
-        self.wait(rx).await
+        self.wait(rx, |why| {
+            NodeError::Unconfirmed(format!("leadership transfer not started: {why}"))
+        })
+        .await
     }
 
     /// Stops the Raft thread (after the Ready in progress).
@@ -158,13 +199,17 @@ impl NodeHandle {
         let _ = self.tx.try_send(Input::Shutdown);
     }
 
-    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, NodeError>>) -> Result<T, NodeError> {
-        // The driver answers every waiter (timeouts included); this bound only guards against
-        // a driver that died.
+    /// Waits for the driver's answer. The driver answers every waiter (timeouts included);
+    /// `lost` is the answer should it die without answering (for a proposal: outcome unknown).
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, NodeError>>,
+        lost: impl Fn(Unknown) -> NodeError,
+    ) -> Result<T, NodeError> {
         match tokio::time::timeout(self.replication_timeout * 2, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_) => Err(NodeError::Timeout(self.replication_timeout)),
+            Ok(Err(_)) => Err(lost(Unknown::Stopped)),
+            Err(_) => Err(lost(Unknown::Timeout(self.replication_timeout * 2))),
         }
     }
 

@@ -49,7 +49,7 @@ use crate::metadata::validate::{
     validate_alter_partition, validate_create_topic, validate_register_broker, validate_topic_name,
 };
 use crate::metadata::{ApplyOutcome, CommandReply, MetadataError, MetadataStore, assign_replicas};
-use crate::node::{NodeError, NodeHandle, NodeStatus};
+use crate::node::{NodeHandle, NodeStatus};
 
 /// The ControllerService of one metadata node. Cheap to clone (all clones share one state).
 pub struct ControllerServiceImpl<N: Consensus = NodeHandle> {
@@ -654,20 +654,9 @@ impl<N: Consensus> Inner<N> {
     /// Pushes CONTROLLER_CHANGED for `term` to every registered broker, once this leader's
     /// applied state is current (so the broker list is complete).
     async fn announce_leadership(self: Arc<Self>, term: u64) {
-        match self.node.read_barrier().await {
-            Ok(()) => {}
-            Err(
-                error @ (NodeError::NotLeader { .. }
-                | NodeError::NoLeader
-                | NodeError::LeadershipLost
-                | NodeError::ShuttingDown),
-            ) => {
-                tracing::debug!(term, %error, "leadership ended before CONTROLLER_CHANGED");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(term, %error, "no read barrier; pushing with the applied brokers")
-            }
+        if let Err(error) = self.node.read_barrier().await {
+            // Still the leader of `term` (checked below): push with the applied brokers.
+            tracing::debug!(term, %error, "no read barrier before CONTROLLER_CHANGED");
         }
         let s = self.node.status();
         if s.role != Role::Leader || s.term != term {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use super::*;
-use crate::node::PeerAddrs;
+use crate::node::{NodeError, PeerAddrs};
 use crate::service::push::tests::{RecordingBroker, serve};
 use crate::service::{LEADER_METADATA_KEY, leader_hint};
 

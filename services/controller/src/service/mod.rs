@@ -24,8 +24,9 @@ pub use controller::ControllerServiceImpl;
 pub use liveness::{BrokerView, LivenessTracker};
 pub use push::{PushTarget, push_targets};
 pub use status::{
-    ERROR_DOMAIN, LEADER_METADATA_KEY, LeaderHint, REASON_NO_LEADER, REASON_NOT_LEADER,
-    leader_hint, metadata_error_status, node_error_status,
+    ERROR_DOMAIN, LEADER_METADATA_KEY, LeaderHint, REASON_COMMAND_TOO_LARGE,
+    REASON_CONTROLLER_OVERLOADED, REASON_NO_LEADER, REASON_NOT_LEADER, REASON_OUTCOME_UNKNOWN,
+    REASON_SHUTTING_DOWN, leader_hint, metadata_error_status, node_error_status,
 };
 
 use std::time::Duration;
