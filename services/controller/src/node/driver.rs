@@ -147,6 +147,26 @@ fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
     }
 }
 
+/// How many of a Ready's `committed` entries (in index order) may be applied before the Ready
+/// is persisted: those that are durable already, i.e. at or below both the storage's synced
+/// index and the core's stable index. Both are needed: after a truncation (a conflicting
+/// suffix replaced by the leader's entries) the storage still counts the replaced entries as
+/// synced until this Ready's write returns, while the core has already lowered its stable
+/// index below them; the core alone would not know about a write in progress. With a
+/// snapshot in the Ready nothing is applied early: the snapshot must be restored first.
+fn durable_prefix_len(
+    committed: &[Entry],
+    storage_synced: Index,
+    core_stable: Index,
+    has_snapshot: bool,
+) -> usize {
+    if has_snapshot {
+        return 0;
+    }
+    let durable = storage_synced.min(core_stable);
+    committed.iter().take_while(|e| e.index <= durable).count()
+}
+
 /// A failure the node cannot continue after.
 #[derive(Debug)]
 struct Fatal(String);
@@ -331,15 +351,12 @@ impl Driver {
             // 0b. Committed entries that are already durable here (on a leader: all of them,
             // it counts only synced entries toward a commit) are applied and answered now,
             // not after this Ready's new entries are synced: that sync does not concern them.
-            let synced_before = self.storage.synced_index();
-            let early = if rd.snapshot.is_none() {
-                rd.committed_entries
-                    .iter()
-                    .take_while(|e| e.index <= synced_before)
-                    .count()
-            } else {
-                0
-            };
+            let early = durable_prefix_len(
+                &rd.committed_entries,
+                self.storage.synced_index(),
+                self.raft.stable_index(),
+                rd.snapshot.is_some(),
+            );
             let early: Vec<Entry> = rd.committed_entries.drain(..early).collect();
             self.apply_timed(&early)?;
             // 1. Persist: one sync for everything in this Ready.
@@ -616,5 +633,35 @@ impl Driver {
                 false
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(indexes: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_entries_both_the_storage_and_the_core_hold_durable_are_applied_early() {
+        let committed = entries(5..=9);
+        // Steady state: storage and core agree.
+        assert_eq!(durable_prefix_len(&committed, 9, 9, false), 5);
+        assert_eq!(durable_prefix_len(&committed, 7, 7, false), 3);
+        // A truncation from 8: the storage still counts the old 8..=10 as synced.
+        assert_eq!(durable_prefix_len(&committed, 10, 7, false), 3);
+        // The core may run ahead of a write the storage has not finished.
+        assert_eq!(durable_prefix_len(&committed, 6, 9, false), 2);
+        assert_eq!(durable_prefix_len(&committed, 9, 9, true), 0);
+        assert_eq!(durable_prefix_len(&[], 9, 9, false), 0);
     }
 }

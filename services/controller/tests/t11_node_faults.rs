@@ -1,0 +1,156 @@
+//! In-process, one real metadata node driven over its RaftService by a test playing the other
+//! controllers, with the test-only fault points (`--features fault-injection`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dmq_controller::metadata::MetadataStore;
+use dmq_controller::node::{self, NodeConfig, NodeHandle, PeerAddrs};
+use dmq_controller::transport::RaftServer;
+use dmq_proto::v1 as pb;
+use dmq_proto::v1::raft_service_client::RaftServiceClient;
+use dmq_proto::v1::{MetadataCommand, RegisterBrokerCommand, metadata_command::Command};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// Node 1 of a 3-node configuration whose peers 2 and 3 are played by the test.
+struct Lone {
+    _dir: tempfile::TempDir,
+    handle: NodeHandle,
+    store: Arc<MetadataStore>,
+    faults: Arc<dmq_controller::faults::Faults>,
+    client: RaftServiceClient<Channel>,
+}
+
+async fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+impl Lone {
+    async fn start() -> Lone {
+        let dir = tempfile::tempdir().unwrap();
+        let mut peers = BTreeMap::new();
+        for id in 1..=3 {
+            peers.insert(
+                id,
+                PeerAddrs {
+                    raft: free_addr().await,
+                    client: format!("127.0.0.1:{}", 10_000 + id),
+                },
+            );
+        }
+        let raft_addr = peers[&1].raft.clone();
+        let mut cfg = NodeConfig::new(1, peers, dir.path().to_path_buf());
+        cfg.tick = Duration::from_millis(20);
+        // It must not campaign while the test drives it.
+        cfg.election_timeout_min_ticks = 500;
+        cfg.election_timeout_max_ticks = 1000;
+        let faults = Arc::new(dmq_controller::faults::Faults::none());
+        cfg.faults = faults.clone();
+        let (handle, store) = node::start(cfg).expect("node starts");
+        let listener = TcpListener::bind(&raft_addr).await.unwrap();
+        let svc = RaftServer::new(&handle, 64 << 20).into_service();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        let client = RaftServiceClient::connect(format!("http://{raft_addr}"))
+            .await
+            .unwrap();
+        Lone {
+            _dir: dir,
+            handle,
+            store,
+            faults,
+            client,
+        }
+    }
+
+    async fn wait_stopped(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.handle.status().running {
+            assert!(Instant::now() < deadline, "the node did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn register(id: u64) -> Vec<u8> {
+    MetadataCommand {
+        command: Some(Command::RegisterBroker(RegisterBrokerCommand {
+            broker_id: id,
+            host: "127.0.0.1".into(),
+            port: 9000 + id as u32,
+            rack: String::new(),
+        })),
+    }
+    .encode_to_vec()
+}
+
+fn entry(index: u64, term: u64, data: Vec<u8>) -> pb::LogEntry {
+    pb::LogEntry {
+        index,
+        term,
+        r#type: pb::EntryType::Normal as i32,
+        data,
+    }
+}
+
+fn append(
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<pb::LogEntry>,
+    commit: u64,
+) -> pb::AppendEntriesRequest {
+    pb::AppendEntriesRequest {
+        term,
+        leader_id: 2,
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries,
+        leader_commit: commit,
+        read_round: 0,
+        to: 1,
+    }
+}
+
+/// Item 6: the driver applies committed entries that are "already durable" before it syncs a
+/// Ready. After a truncation the storage's synced index still counts the replaced entries, so
+/// it must use the index the core agrees is stable too. Here the new entries 8 and 9 of term 2
+/// replace stored ones and are committed in the same Ready, whose write fails: they were never
+/// durable here and must not be applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_6_entries_replacing_a_truncated_suffix_are_not_applied_before_they_are_durable() {
+    let mut n = Lone::start().await;
+    let old: Vec<_> = (1..=10).map(|i| entry(i, 1, register(i))).collect();
+    let r = n
+        .client
+        .append_entries(append(1, (0, 0), old, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success && r.match_index == 10, "{r:?}");
+
+    // A new leader of term 2 keeps 1..=7 and replaces 8.. with its own, committed up to 9; the
+    // write of that Ready fails.
+    n.faults.set_fail_writes(true);
+    let new = vec![entry(8, 2, register(100)), entry(9, 2, register(101))];
+    let r = n.client.append_entries(append(2, (7, 1), new, 9)).await;
+    assert!(r.is_err() || !r.unwrap().into_inner().success);
+    n.wait_stopped().await;
+    assert!(
+        n.store.applied_index() <= 7,
+        "applied up to {} although entries 8 and 9 were never durable here",
+        n.store.applied_index()
+    );
+    assert!(
+        n.store.broker(100).is_none() && n.store.broker(101).is_none(),
+        "a command that was never durable here was applied"
+    );
+}
