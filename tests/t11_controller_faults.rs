@@ -8,12 +8,18 @@
 //! the process's cluster slots; conditions are polled with deadlines, and measured figures are
 //! printed (`-- --nocapture` shows them).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dmq_proto::v1::RegisterBrokerRequest;
+use dmq_proto::v1::controller_service_client::ControllerServiceClient;
+use dmq_proto::v1::{DescribeClusterRequest, RegisterBrokerRequest};
 use dmq_tests::controller_ops::{cluster_slot, create_topic, start_brokers};
 use dmq_tests::{ClusterOpts, ControllerCluster, deadline, wait_until};
+use tokio::time::Instant;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// Deadline of any condition: generous, the machine is shared with builds.
@@ -38,6 +44,236 @@ fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|i| i.reason)
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+}
+
+/// The production timing (50 ms ticks, heartbeats every 100 ms, elections after 0.5..1 s of
+/// silence), where the default test timing is tighter: the tests of elections under load must
+/// hold for what operators run.
+fn production_timing() -> ClusterOpts {
+    ClusterOpts {
+        tick_ms: 50,
+        heartbeat_interval_ticks: 2,
+        election_timeout_min_ticks: 10,
+        election_timeout_max_ticks: 20,
+        replication_timeout_ms: 5000,
+        ..ClusterOpts::default()
+    }
+}
+
+/// Every node's term, by id (nodes that do not answer are left out).
+async fn terms(cluster: &ControllerCluster) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    for id in cluster.ids() {
+        if let Ok(i) = cluster.info(id).await {
+            out.insert(id, i.term);
+        }
+    }
+    out
+}
+
+/// Samples every node's term and leader every `every` until stopped; returns the distinct
+/// (term, leader) pairs seen, so a test can count elections.
+struct LeaderWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<std::collections::BTreeSet<(u64, u64)>>,
+}
+
+impl LeaderWatch {
+    fn start(cluster: &ControllerCluster, every: Duration) -> LeaderWatch {
+        let clients: Vec<_> = cluster.ids().iter().map(|&id| cluster.client(id)).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !flag.load(Ordering::SeqCst) {
+                for c in &clients {
+                    let mut c = c.clone();
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        c.get_controller_info(dmq_proto::v1::GetControllerInfoRequest {}),
+                    )
+                    .await;
+                    if let Ok(Ok(i)) = r {
+                        let i = i.into_inner();
+                        if i.leader_id != 0 {
+                            seen.insert((i.term, i.leader_id));
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+            seen
+        });
+        LeaderWatch { stop, task }
+    }
+
+    async fn finish(self) -> std::collections::BTreeSet<(u64, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the leader watch panicked")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: a client flood costs no leadership
+
+/// Answers of a load, by kind.
+#[derive(Default)]
+struct Answers {
+    ok: AtomicU64,
+    overloaded: AtomicU64,
+    other: AtomicU64,
+    /// The codes of the other errors.
+    other_codes: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Requests the load could not send because its own in-flight cap was reached.
+    not_sent: AtomicU64,
+}
+
+/// Sends RegisterBroker (3 of 4) and linearizable DescribeCluster (1 of 4) requests to
+/// `clients` at `rate` per second, open loop (not waiting for answers, at most `inflight_max`
+/// in flight), for `duration`.
+async fn open_loop_load(
+    clients: Vec<ControllerServiceClient<Channel>>,
+    rate: u64,
+    inflight_max: usize,
+    duration: Duration,
+    answers: Arc<Answers>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(inflight_max));
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + duration;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            n += 1;
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                answers.not_sent.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let mut c = clients[n as usize % clients.len()].clone();
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let r = if n.is_multiple_of(4) {
+                    c.describe_cluster(DescribeClusterRequest { allow_stale: false })
+                        .await
+                        .map(drop)
+                } else {
+                    c.register_broker(register_request(1 + n % 1000))
+                        .await
+                        .map(drop)
+                };
+                let counter = match r {
+                    Ok(()) => &answers.ok,
+                    Err(s) if s.code() == Code::ResourceExhausted => &answers.overloaded,
+                    Err(s) => {
+                        let reason = s.get_details_error_info().map(|i| i.reason);
+                        *answers
+                            .other_codes
+                            .lock()
+                            .unwrap()
+                            .entry(format!(
+                                "{:?} {reason:?} {}",
+                                s.code(),
+                                s.message().chars().take(60).collect::<String>()
+                            ))
+                            .or_default() += 1;
+                        &answers.other
+                    }
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+    // Let the last answers come in.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        permits.acquire_many(inflight_max as u32),
+    )
+    .await;
+}
+
+/// Item 3: client proposals and read barriers shared one bounded inbox with the peers'
+/// messages, delivered by `try_send`; a flood filled it, append and vote answers were
+/// dropped, and check-quorum stepped the leader down. Ten times the commit throughput is
+/// offered for 30 s: no election, and what is refused is refused as CONTROLLER_OVERLOADED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_3_ten_times_the_commit_throughput_for_30_s_costs_no_election() {
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, production_timing()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let channels: Vec<_> = (0..4)
+        .map(|_| {
+            let c = dmq_tests::router_channel(&cluster.addr(leader).to_string());
+            ControllerServiceClient::new(c)
+        })
+        .collect();
+
+    // The commit throughput: 64 RegisterBroker in flight for 3 s.
+    let done = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let writers: Vec<_> = (0..64u64)
+        .map(|w| {
+            let mut c = channels[w as usize % channels.len()].clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while t.elapsed() < Duration::from_secs(3) {
+                    i += 1;
+                    if c.register_broker(register_request(1 + (w * 64 + i) % 1000))
+                        .await
+                        .is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let throughput = done.load(Ordering::Relaxed) * 1000 / t.elapsed().as_millis() as u64;
+    assert!(throughput > 0, "no write committed in 3 s");
+    let before = terms(&cluster).await;
+
+    let watch = LeaderWatch::start(&cluster, Duration::from_millis(200));
+    let answers = Arc::new(Answers::default());
+    let offered = throughput * 10;
+    let t = Instant::now();
+    open_loop_load(
+        channels.clone(),
+        offered,
+        20_000,
+        Duration::from_secs(30),
+        answers.clone(),
+    )
+    .await;
+    let took = t.elapsed();
+    let seen = watch.finish().await;
+    let after = terms(&cluster).await;
+    let (ok, overloaded, other, not_sent) = (
+        answers.ok.load(Ordering::Relaxed),
+        answers.overloaded.load(Ordering::Relaxed),
+        answers.other.load(Ordering::Relaxed),
+        answers.not_sent.load(Ordering::Relaxed),
+    );
+    println!(
+        "t11_3: commit throughput {throughput}/s; offered {offered}/s for 30 s (sent {} in          {took:?}, {not_sent} not sent: the load's own in-flight cap): {ok} OK ({}/s),          {overloaded} RESOURCE_EXHAUSTED, {other} other errors {:?}; terms {before:?} -> {after:?};          (term, leader) seen: {seen:?}",
+        ok + overloaded + other,
+        ok * 1000 / took.as_millis() as u64,
+        answers.other_codes.lock().unwrap()
+    );
+    assert_eq!(
+        seen.len(),
+        1,
+        "leadership changed under the flood: (term, leader) seen {seen:?}"
+    );
+    assert_eq!(before, after, "terms moved under the flood");
+    assert!(ok > 0, "nothing succeeded under the flood");
 }
 
 // ---------------------------------------------------------------------------------------------

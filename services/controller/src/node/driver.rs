@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
 use dmq_proto::v1::{MetadataCommand, MetadataSnapshot};
@@ -24,14 +24,18 @@ use dmq_raft::{
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::handle::{Input, Reply};
+use super::handle::{Inbox, InboxReceiver, Input, Reply};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
 use crate::metadata::{ApplyOutcome, MetadataStore};
 use crate::raft_storage::SledStorage;
 use crate::transport::peer;
 
-/// Inputs taken in one iteration at most, so a flood cannot starve ticks.
-const INPUTS_PER_ITERATION_MAX: usize = 4096;
+/// Peer inputs taken in one iteration at most (all that are queued, in practice: the peers'
+/// windows bound them far below this).
+const PEER_INPUTS_PER_ITERATION_MAX: usize = 16 * 1024;
+/// Client inputs taken in one iteration at most, after the peer inputs: bounds the work (and
+/// the sync) between two looks at the peer queue and the clock.
+const CLIENT_INPUTS_PER_ITERATION_MAX: usize = 1024;
 /// Largest serialized metadata command accepted for proposal.
 pub(crate) const COMMAND_BYTES_MAX: usize = 512 * 1024;
 
@@ -52,15 +56,19 @@ struct Driver {
     raft: Raft,
     storage: SledStorage,
     metadata: Arc<MetadataStore>,
-    rx: Receiver<Input>,
+    inbox: InboxReceiver,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
     /// (deadline, index) in proposal order, to time proposals out cheaply.
     proposal_deadlines: VecDeque<(Instant, Index)>,
     next_read_ctx: u64,
-    /// Reads waiting for their ReadState.
-    reads_unconfirmed: HashMap<u64, (Instant, Reply<()>)>,
+    /// Read barriers taken in this iteration: they share one ReadIndex request.
+    reads_new: Vec<Reply<()>>,
+    /// Reads waiting for their ReadState, by ReadIndex request.
+    reads_unconfirmed: HashMap<u64, (Instant, Vec<Reply<()>>)>,
+    /// How many replies `reads_unconfirmed` holds.
+    reads_unconfirmed_count: usize,
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_confirmed: Vec<(Index, Reply<()>)>,
     reply_slots: HashMap<(NodeId, ResponseKind), VecDeque<oneshot::Sender<Option<Message>>>>,
@@ -71,6 +79,7 @@ pub(crate) fn spawn(
     cfg: NodeConfig,
     storage: SledStorage,
     metadata: Arc<MetadataStore>,
+    runtime: tokio::runtime::Handle,
 ) -> Result<NodeHandle, StartError> {
     let recovered = storage.recover()?;
     if let Some(snap) = &recovered.snapshot {
@@ -84,10 +93,9 @@ pub(crate) fn spawn(
     }
     let applied = metadata.applied_index();
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(cfg.inbox_depth);
+    let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
     let status = status_of(&cfg, &raft, true);
     let (status_tx, status_rx) = watch::channel(status);
-    let runtime = tokio::runtime::Handle::current();
     let peers = cfg
         .peers
         .iter()
@@ -95,12 +103,12 @@ pub(crate) fn spawn(
         .map(|(&id, addrs)| {
             (
                 id,
-                peer::spawn(&runtime, &cfg, id, addrs.raft.clone(), tx.clone()),
+                peer::spawn(&runtime, &cfg, id, addrs.raft.clone(), inbox.clone()),
             )
         })
         .collect();
     let handle = NodeHandle {
-        tx,
+        inbox,
         status: status_rx,
         replication_timeout: cfg.replication_timeout,
         max_command_bytes: COMMAND_BYTES_MAX,
@@ -112,13 +120,15 @@ pub(crate) fn spawn(
         raft,
         storage,
         metadata,
-        rx,
+        inbox: inbox_rx,
         peers,
         status_tx,
         proposals: BTreeMap::new(),
         proposal_deadlines: VecDeque::new(),
         next_read_ctx: 1,
+        reads_new: Vec::new(),
         reads_unconfirmed: HashMap::new(),
+        reads_unconfirmed_count: 0,
         reads_confirmed: Vec::new(),
         reply_slots: HashMap::new(),
         role,
@@ -179,31 +189,21 @@ impl Driver {
             "raft thread started"
         );
         let mut next_tick = Instant::now() + self.cfg.tick;
+        let mut more_clients = false;
         let outcome = loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(input) => {
-                    if !self.handle(input) {
-                        break Ok(());
-                    }
-                    let mut stop = false;
-                    for _ in 0..INPUTS_PER_ITERATION_MAX {
-                        match self.rx.try_recv() {
-                            Ok(input) => {
-                                if !self.handle(input) {
-                                    stop = true;
-                                    break;
-                                }
-                            }
-                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-                        }
-                    }
-                    if stop {
-                        break Ok(());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            // Client work left from the last iteration: do not wait for the bell.
+            let wait = if more_clients {
+                std::time::Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            match self.inbox.bell.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            match self.take_inputs() {
+                Some(more) => more_clients = more,
+                None => break Ok(()),
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -235,6 +235,62 @@ impl Driver {
         self.publish_status(false);
     }
 
+    /// Takes every queued peer input, then at most [`CLIENT_INPUTS_PER_ITERATION_MAX`] client
+    /// inputs, so peers always go first and a flood of clients cannot starve them, the ticks
+    /// or the syncs. Returns whether client inputs are left over, or `None` on shutdown.
+    fn take_inputs(&mut self) -> Option<bool> {
+        for _ in 0..PEER_INPUTS_PER_ITERATION_MAX {
+            match self.inbox.peers.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return None;
+                    }
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut more = true;
+        for _ in 0..CLIENT_INPUTS_PER_ITERATION_MAX {
+            match self.inbox.clients.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return None;
+                    }
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
+                    more = false;
+                    break;
+                }
+            }
+        }
+        self.start_reads();
+        Some(more)
+    }
+
+    /// One ReadIndex request for every read barrier taken in this iteration: each request
+    /// costs a heartbeat round, however many reads share it.
+    fn start_reads(&mut self) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.reads_new);
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                let deadline = Instant::now() + self.cfg.replication_timeout;
+                self.reads_unconfirmed_count += replies.len();
+                self.reads_unconfirmed.insert(ctx, (deadline, replies));
+            }
+            Err(e) => {
+                let error = self.propose_error(e);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
     /// Takes one input. Returns false on shutdown.
     fn handle(&mut self, input: Input) -> bool {
         match input {
@@ -258,6 +314,14 @@ impl Driver {
                 }
                 self.raft.step(m);
             }
+            Input::Propose { reply, .. }
+                if self.proposals.len() >= self.cfg.pending_proposals_max =>
+            {
+                let _ = reply.send(Err(NodeError::Overloaded(format!(
+                    "{} proposals are waiting for their commit",
+                    self.proposals.len()
+                ))));
+            }
             Input::Propose { data, reply } => match self.raft.propose(data) {
                 Ok((index, term)) => {
                     let deadline = Instant::now() + self.cfg.replication_timeout;
@@ -269,16 +333,15 @@ impl Driver {
                 }
             },
             Input::ReadBarrier { reply } => {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                match self.raft.read_index(ctx) {
-                    Ok(()) => {
-                        let deadline = Instant::now() + self.cfg.replication_timeout;
-                        self.reads_unconfirmed.insert(ctx, (deadline, reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(self.propose_error(e)));
-                    }
+                let waiting = self.reads_unconfirmed_count
+                    + self.reads_confirmed.len()
+                    + self.reads_new.len();
+                if waiting >= self.cfg.pending_reads_max {
+                    let _ = reply.send(Err(NodeError::Overloaded(format!(
+                        "{waiting} reads are waiting for their read index"
+                    ))));
+                } else {
+                    self.reads_new.push(reply);
                 }
             }
             Input::TransferLeadership { to, reply } => {
@@ -400,8 +463,10 @@ impl Driver {
             }
             self.apply_timed(&rd.committed_entries)?;
             for ReadState { ctx, index } in rd.read_states {
-                if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
-                    self.reads_confirmed.push((index, reply));
+                if let Some((_, replies)) = self.reads_unconfirmed.remove(&ctx) {
+                    self.reads_unconfirmed_count -= replies.len();
+                    self.reads_confirmed
+                        .extend(replies.into_iter().map(|reply| (index, reply)));
                 }
             }
             if let Some(soft) = rd.soft_state {
@@ -567,9 +632,11 @@ impl Driver {
         }
         self.proposal_deadlines.clear();
         let read = NodeError::Unconfirmed(format!("read barrier failed: {why}"));
-        for (_, (_, reply)) in self.reads_unconfirmed.drain() {
+        let unconfirmed = self.reads_unconfirmed.drain().flat_map(|(_, (_, r))| r);
+        for reply in unconfirmed.chain(std::mem::take(&mut self.reads_new)) {
             let _ = reply.send(Err(read.clone()));
         }
+        self.reads_unconfirmed_count = 0;
         for (_, reply) in self.reads_confirmed.drain(..) {
             let _ = reply.send(Err(read.clone()));
         }
@@ -595,10 +662,13 @@ impl Driver {
             .map(|(&c, _)| c)
             .collect();
         for ctx in expired {
-            if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
-                let _ = reply.send(Err(NodeError::Unconfirmed(format!(
-                    "leadership not confirmed within {timeout:?}"
-                ))));
+            if let Some((_, replies)) = self.reads_unconfirmed.remove(&ctx) {
+                self.reads_unconfirmed_count -= replies.len();
+                for reply in replies {
+                    let _ = reply.send(Err(NodeError::Unconfirmed(format!(
+                        "leadership not confirmed within {timeout:?}"
+                    ))));
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use dmq_proto::v1::MetadataCommand;
@@ -104,6 +104,61 @@ impl NodeError {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
+/// The Raft thread's two bounded queues and its doorbell. Peer traffic (Raft RPCs and their
+/// answers, shutdown) and client work (proposals, read barriers, transfers) have separate
+/// queues so that a client flood can never fill the queue a peer's append answer or vote
+/// needs: the thread takes every queued peer input first, then a bounded number of client
+/// inputs. A full client queue is the client's RESOURCE_EXHAUSTED; peer traffic is bounded by
+/// the peers' own in-flight windows, far below its queue's depth.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    peers: SyncSender<Input>,
+    clients: SyncSender<Input>,
+    /// One pending ring at most: the thread drains both queues on every ring.
+    bell: SyncSender<()>,
+}
+
+/// The Raft thread's side of an [`Inbox`].
+pub(crate) struct InboxReceiver {
+    pub(crate) peers: Receiver<Input>,
+    pub(crate) clients: Receiver<Input>,
+    pub(crate) bell: Receiver<()>,
+}
+
+impl Inbox {
+    pub(crate) fn new(peer_depth: usize, client_depth: usize) -> (Inbox, InboxReceiver) {
+        let (peers, peers_rx) = std::sync::mpsc::sync_channel(peer_depth);
+        let (clients, clients_rx) = std::sync::mpsc::sync_channel(client_depth);
+        let (bell, bell_rx) = std::sync::mpsc::sync_channel(1);
+        (
+            Inbox {
+                peers,
+                clients,
+                bell,
+            },
+            InboxReceiver {
+                peers: peers_rx,
+                clients: clients_rx,
+                bell: bell_rx,
+            },
+        )
+    }
+
+    /// Queues peer traffic (or a shutdown).
+    pub(crate) fn send_peer(&self, input: Input) -> Result<(), TrySendError<Input>> {
+        self.peers.try_send(input)?;
+        let _ = self.bell.try_send(());
+        Ok(())
+    }
+
+    /// Queues client work.
+    pub(crate) fn send_client(&self, input: Input) -> Result<(), TrySendError<Input>> {
+        self.clients.try_send(input)?;
+        let _ = self.bell.try_send(());
+        Ok(())
+    }
+}
+
 /// What the Raft thread takes in.
 pub(crate) enum Input {
     /// A message from a peer that needs no answer (a response to one of our RPCs).
@@ -130,7 +185,7 @@ pub(crate) enum Input {
 /// A cheap, cloneable handle to a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    pub(crate) tx: SyncSender<Input>,
+    pub(crate) inbox: Inbox,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,
@@ -139,8 +194,10 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     pub(crate) fn send(&self, input: Input) -> Result<(), NodeError> {
-        self.tx.try_send(input).map_err(|e| match e {
-            TrySendError::Full(_) => NodeError::Overloaded("the Raft inbox is full".into()),
+        self.inbox.send_client(input).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                NodeError::Overloaded("the Raft thread's client queue is full".into())
+            }
             TrySendError::Disconnected(_) => NodeError::ShuttingDown,
         })
     }
@@ -196,7 +253,7 @@ impl NodeHandle {
 
     /// Stops the Raft thread (after the Ready in progress).
     pub fn shutdown(&self) {
-        let _ = self.tx.try_send(Input::Shutdown);
+        let _ = self.inbox.send_peer(Input::Shutdown);
     }
 
     /// Waits for the driver's answer. The driver answers every waiter (timeouts included);
@@ -227,7 +284,7 @@ impl NodeHandle {
         &self.addrs
     }
 
-    pub(crate) fn raw_sender(&self) -> SyncSender<Input> {
-        self.tx.clone()
+    pub(crate) fn inbox(&self) -> Inbox {
+        self.inbox.clone()
     }
 }

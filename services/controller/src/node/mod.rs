@@ -35,9 +35,19 @@ pub enum StartError {
 /// peer senders (on the current tokio runtime). Returns the handle and the metadata store,
 /// which readers may use directly (it is always a consistent applied state).
 pub fn start(cfg: NodeConfig) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
+    start_on(cfg, tokio::runtime::Handle::current())
+}
+
+/// [`start`], with the peer senders on `peer_runtime`: a controller process gives its Raft
+/// transport a runtime of its own, so that a flood of client requests on the main runtime
+/// cannot delay heartbeats, appends and their answers.
+pub fn start_on(
+    cfg: NodeConfig,
+    peer_runtime: tokio::runtime::Handle,
+) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
     let mut storage = SledStorage::open(&cfg.data_dir)?;
     storage.set_faults(cfg.faults.clone());
     let metadata = Arc::new(MetadataStore::open(storage.db())?);
-    let handle = driver::spawn(cfg, storage, metadata.clone())?;
+    let handle = driver::spawn(cfg, storage, metadata.clone(), peer_runtime)?;
     Ok((handle, metadata))
 }

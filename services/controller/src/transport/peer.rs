@@ -7,7 +7,6 @@
 //! retransmits whatever still matters.
 
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use dmq_proto::v1::raft_service_client::RaftServiceClient;
@@ -18,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::convert;
 use crate::node::NodeConfig;
-use crate::node::handle::Input;
+use crate::node::handle::{Inbox, Input};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -54,7 +53,7 @@ pub(crate) fn spawn(
     cfg: &NodeConfig,
     id: NodeId,
     addr: String,
-    driver: SyncSender<Input>,
+    driver: Inbox,
 ) -> mpsc::Sender<Message> {
     let (tx, mut rx) = mpsc::channel::<Message>(cfg.peer_queue_depth);
     let me = cfg.id;
@@ -87,8 +86,9 @@ pub(crate) fn spawn(
                 match result {
                     Ok(Some(response)) => {
                         backoff.lock().await.succeeded(id);
-                        // A full inbox drops the answer; Raft retransmits.
-                        let _ = driver.try_send(Input::Peer(response));
+                        // A full peer queue drops the answer (it cannot fill up while the
+                        // thread runs: peers' windows bound it); Raft retransmits.
+                        let _ = driver.send_peer(Input::Peer(response));
                     }
                     Ok(None) => backoff.lock().await.succeeded(id),
                     Err(status) => {

@@ -2,7 +2,7 @@
 //! and the RPC answers with the response the core produced, which the thread releases only
 //! after the Ready that produced it is durable.
 
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
@@ -14,12 +14,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, AssembleError, ConvertError, SnapshotAssembler};
 use crate::node::NodeHandle;
-use crate::node::handle::Input;
+use crate::node::handle::{Inbox, Input};
 
 /// RaftService backed by a node's Raft thread.
 pub struct RaftServer {
     me: NodeId,
-    driver: SyncSender<Input>,
+    driver: Inbox,
     answer_timeout: Duration,
     snapshot_max_bytes: usize,
 }
@@ -28,7 +28,7 @@ impl RaftServer {
     pub fn new(node: &NodeHandle, snapshot_max_bytes: usize) -> RaftServer {
         RaftServer {
             me: node.status().id,
-            driver: node.raw_sender(),
+            driver: node.inbox(),
             answer_timeout: Duration::from_secs(5),
             snapshot_max_bytes,
         }
@@ -44,7 +44,7 @@ impl RaftServer {
     async fn exchange(&self, m: Message) -> Result<Option<Message>, Status> {
         let (tx, rx) = oneshot::channel();
         self.driver
-            .try_send(Input::PeerRequest(m, tx))
+            .send_peer(Input::PeerRequest(m, tx))
             .map_err(inbox_error)?;
         match tokio::time::timeout(self.answer_timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
@@ -119,7 +119,7 @@ impl RaftService for RaftServer {
         request: Request<pb::TimeoutNowRequest>,
     ) -> Answer<pb::TimeoutNowResponse> {
         let m = convert::timeout_now_from_pb(request.into_inner(), self.me).map_err(bad_request)?;
-        self.driver.try_send(Input::Peer(m)).map_err(inbox_error)?;
+        self.driver.send_peer(Input::Peer(m)).map_err(inbox_error)?;
         Ok(Response::new(pb::TimeoutNowResponse {}))
     }
 }
