@@ -277,6 +277,101 @@ async fn t11_3_ten_times_the_commit_throughput_for_30_s_costs_no_election() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 4: a slow follower disk is not a dead follower
+
+/// `writers` clients writing (RegisterBroker) through the leader until `for_how_long` has
+/// passed; returns the number of writes and the failures.
+async fn write_load(
+    cluster: &ControllerCluster,
+    writers: u64,
+    for_how_long: Duration,
+) -> (u64, Vec<String>) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let router = cluster.router();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let (mut writes, mut failures) = (0u64, Vec::new());
+                while t.elapsed() < for_how_long {
+                    writes += 1;
+                    let id = 1 + (w * 1000 + writes) % 100;
+                    let r = router
+                        .call(|mut c| async move { c.register_broker(register_request(id)).await })
+                        .await;
+                    if let Err(e) = r {
+                        failures.push(format!("{:?}: {}", e.code(), e.message()));
+                    }
+                }
+                (writes, failures)
+            })
+        })
+        .collect();
+    let (mut writes, mut failures) = (0, Vec::new());
+    for t in tasks {
+        let (n, f) = t.await.unwrap();
+        writes += n;
+        failures.extend(f);
+    }
+    (writes, failures)
+}
+
+/// Item 4: a sync over the append deadline looked like an unreachable follower, and a
+/// follower's heartbeat answers waited behind its slow sync. With a 2 s stall injected into
+/// every sync of one follower for 20 s under a write load: no election and every write
+/// commits (through the leader and the other follower). Then both followers stall for 10 s
+/// (no majority can sync, writes wait): still no election, since a follower whose Raft
+/// thread is busy syncing still answers heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_4_a_two_second_sync_stall_on_followers_causes_no_election() {
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, production_timing()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    let before = terms(&cluster).await;
+
+    let watch = LeaderWatch::start(&cluster, Duration::from_millis(100));
+    cluster.set_faults(followers[0], "sync_stall_ms=2000");
+    let (writes, failures) = write_load(&cluster, 16, Duration::from_secs(20)).await;
+    let one_slow = (writes, failures.len(), terms(&cluster).await);
+    for &f in &followers {
+        cluster.set_faults(f, "sync_stall_ms=2000");
+    }
+    let (both_writes, _) = write_load(&cluster, 4, Duration::from_secs(10)).await;
+    for &f in &followers {
+        cluster.set_faults(f, "");
+    }
+    // Writes work again once the disks are fast.
+    let (after_writes, after_failures) = write_load(&cluster, 4, Duration::from_secs(2)).await;
+    let seen = watch.finish().await;
+    let after = terms(&cluster).await;
+    println!(
+        "t11_4: node {} synced with a 2 s stall for 20 s: {} writes, {} failed, terms {:?}; \
+         then both followers for 10 s: {both_writes} writes tried; then {after_writes} writes \
+         ({} failed); terms {before:?} -> {after:?}; (term, leader) seen {seen:?}",
+        followers[0],
+        one_slow.0,
+        one_slow.1,
+        one_slow.2,
+        after_failures.len()
+    );
+    assert_eq!(
+        (one_slow.1, &one_slow.2),
+        (0, &before),
+        "with one slow follower: failed writes {failures:?}"
+    );
+    assert_eq!(seen.len(), 1, "an election happened: {seen:?}");
+    assert_eq!(before, after, "terms moved");
+    assert!(
+        after_failures.is_empty() && after_writes > 0,
+        "writes after the stall: {after_failures:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ use dmq_raft::{
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::follower_view::FollowerView;
 use super::handle::{Inbox, InboxReceiver, Input, Reply};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
 use crate::metadata::{ApplyOutcome, MetadataStore};
@@ -57,6 +58,7 @@ struct Driver {
     storage: SledStorage,
     metadata: Arc<MetadataStore>,
     inbox: InboxReceiver,
+    follower_view: Arc<FollowerView>,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
@@ -107,8 +109,12 @@ pub(crate) fn spawn(
             )
         })
         .collect();
+    let follower_view = Arc::new(FollowerView::default());
     let handle = NodeHandle {
         inbox,
+        follower_view: follower_view.clone(),
+        // Half a heartbeat interval: an idle Raft thread answers within microseconds.
+        busy_answer_after: cfg.tick * cfg.heartbeat_interval_ticks / 2,
         status: status_rx,
         replication_timeout: cfg.replication_timeout,
         max_command_bytes: COMMAND_BYTES_MAX,
@@ -121,6 +127,7 @@ pub(crate) fn spawn(
         storage,
         metadata,
         inbox: inbox_rx,
+        follower_view,
         peers,
         status_tx,
         proposals: BTreeMap::new(),
@@ -528,6 +535,15 @@ impl Driver {
             _ => None,
         };
         if let Some(k) = kind {
+            if let MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                ..
+            } = m.body
+            {
+                // Durable (asserted before sending): the transport may lean on it.
+                self.follower_view.acked(m.term, m.to, match_index);
+            }
             match self
                 .reply_slots
                 .get_mut(&(m.to, k))
@@ -593,6 +609,10 @@ impl Driver {
                 entries[entries.len() - 1].index
             ))
         })?;
+        if entries.iter().any(|e| self.proposals.contains_key(&e.index)) {
+            // A proposer that sees its answer must see a status that includes it.
+            self.publish_status(true);
+        }
         for (e, outcome) in entries.iter().zip(outcomes) {
             if let Some(w) = self.proposals.remove(&e.index) {
                 let answer = if w.term == e.term {
@@ -693,6 +713,8 @@ impl Driver {
     }
 
     fn publish_status(&self, running: bool) {
+        self.follower_view
+            .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
         let status = status_of(&self.cfg, &self.raft, running);
         self.status_tx.send_if_modified(|s| {
             if *s != status {

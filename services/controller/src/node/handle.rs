@@ -186,6 +186,11 @@ pub(crate) enum Input {
 #[derive(Clone)]
 pub struct NodeHandle {
     pub(crate) inbox: Inbox,
+    /// What the transport may answer a heartbeat with while the Raft thread is busy.
+    pub(crate) follower_view: Arc<super::follower_view::FollowerView>,
+    /// How long the transport waits for the Raft thread before answering a heartbeat from
+    /// `follower_view`.
+    pub(crate) busy_answer_after: Duration,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,

@@ -4,6 +4,7 @@
 
 mod config;
 mod driver;
+pub(crate) mod follower_view;
 pub(crate) mod handle;
 
 pub use config::{NodeConfig, PeerAddrs};

@@ -191,6 +191,7 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
             conflict_index: conflict.map_or(0, |c| c.first_index),
             read_round: *read_round,
             rejected_index: *rejected_index,
+            liveness_only: false,
         },
         _ => pb::AppendEntriesResponse::default(),
     }

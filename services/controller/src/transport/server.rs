@@ -2,6 +2,7 @@
 //! and the RPC answers with the response the core produced, which the thread releases only
 //! after the Ready that produced it is durable.
 
+use std::sync::Arc;
 use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
@@ -14,12 +15,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, AssembleError, ConvertError, SnapshotAssembler};
 use crate::node::NodeHandle;
+use crate::node::follower_view::FollowerView;
 use crate::node::handle::{Inbox, Input};
 
 /// RaftService backed by a node's Raft thread.
 pub struct RaftServer {
     me: NodeId,
     driver: Inbox,
+    follower_view: Arc<FollowerView>,
+    busy_answer_after: Duration,
     answer_timeout: Duration,
     snapshot_max_bytes: usize,
 }
@@ -29,6 +33,8 @@ impl RaftServer {
         RaftServer {
             me: node.status().id,
             driver: node.inbox(),
+            follower_view: node.follower_view.clone(),
+            busy_answer_after: node.busy_answer_after,
             answer_timeout: Duration::from_secs(5),
             snapshot_max_bytes,
         }
@@ -42,11 +48,23 @@ impl RaftServer {
 
     /// Hands `m` to the Raft thread and waits for the core's answer (`None` if it gave none).
     async fn exchange(&self, m: Message) -> Result<Option<Message>, Status> {
+        let rx = self.hand_over(m)?;
+        Self::answer(rx, self.answer_timeout).await
+    }
+
+    fn hand_over(&self, m: Message) -> Result<oneshot::Receiver<Option<Message>>, Status> {
         let (tx, rx) = oneshot::channel();
         self.driver
             .send_peer(Input::PeerRequest(m, tx))
             .map_err(inbox_error)?;
-        match tokio::time::timeout(self.answer_timeout, rx).await {
+        Ok(rx)
+    }
+
+    async fn answer(
+        rx: oneshot::Receiver<Option<Message>>,
+        timeout: Duration,
+    ) -> Result<Option<Message>, Status> {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(Status::unavailable("controller is shutting down")),
             Err(_) => Err(Status::unavailable(
@@ -88,9 +106,29 @@ impl RaftService for RaftServer {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Answer<pb::AppendEntriesResponse> {
-        let m =
-            convert::append_request_from_pb(request.into_inner(), self.me).map_err(bad_request)?;
-        let answer = self.exchange(m).await?;
+        let request = request.into_inner();
+        let heartbeat = request.entries.is_empty().then(|| request.clone());
+        let m = convert::append_request_from_pb(request, self.me).map_err(bad_request)?;
+        let mut rx = self.hand_over(m)?;
+        if let Some(request) = heartbeat {
+            // A heartbeat is never kept waiting behind a slow sync: past a short bound it is
+            // answered from what this node already promised (see `FollowerView`).
+            match tokio::time::timeout(self.busy_answer_after, &mut rx).await {
+                Ok(answer) => {
+                    let answer =
+                        answer.map_err(|_| Status::unavailable("controller is shutting down"))?;
+                    return Ok(Response::new(convert::append_response_to_pb(
+                        answer.as_ref(),
+                    )));
+                }
+                Err(_) => {
+                    if let Some(busy) = self.follower_view.heartbeat_answer(self.me, &request) {
+                        return Ok(Response::new(busy));
+                    }
+                }
+            }
+        }
+        let answer = Self::answer(rx, self.answer_timeout).await?;
         Ok(Response::new(convert::append_response_to_pb(
             answer.as_ref(),
         )))
