@@ -372,6 +372,103 @@ async fn t11_4_a_two_second_sync_stall_on_followers_causes_no_election() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 5: a paused old leader does not answer from memory
+
+/// Item 5: a leader paused (SIGSTOP) for longer than the broker session timeout resumed still
+/// believing it led (it counts ticks, not wall time) and answered broker heartbeats ONLINE
+/// from memory while another controller led. Requests queued at the paused leader must get
+/// answers that claim no leadership: no LEADER role in GetControllerInfo, no heartbeat
+/// answer at all (a redirect or UNAVAILABLE, never ONLINE or FENCED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_5_a_leader_resumed_after_a_long_pause_claims_no_leadership() {
+    use dmq_proto::v1::{BrokerHeartbeatRequest, ControllerRole, GetControllerInfoRequest};
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, ClusterOpts::default()).await;
+    let old = cluster.wait_for_leader(WAIT).await;
+    let brokers = start_brokers(&cluster, &[1], heartbeat_interval(&cluster)).await;
+    let epoch = brokers[0].epoch();
+    let session = Duration::from_millis(cluster.opts().broker_session_timeout_ms);
+    let old_term = cluster.info(old).await.unwrap().term;
+    // The connection to the old leader is up before it stops.
+    let mut c = cluster.client(old);
+    c.get_controller_info(GetControllerInfoRequest {})
+        .await
+        .unwrap();
+
+    cluster.pause(old);
+    let paused = Instant::now();
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != old).collect();
+    let new = wait_until(deadline(WAIT), || async {
+        for &id in &others {
+            if let Ok(i) = cluster.info(id).await
+                && i.role() == ControllerRole::Leader
+            {
+                return Ok(id);
+            }
+        }
+        Err("no new leader yet")
+    })
+    .await
+    .expect("the others elect a leader");
+    while paused.elapsed() < session + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Requests wait in the paused leader's sockets; it sees them as soon as it runs again,
+    // before it can have heard of the new term.
+    let mut queued = Vec::new();
+    for i in 0..5u64 {
+        let mut c = c.clone();
+        queued.push(tokio::spawn(async move {
+            let info = c.get_controller_info(GetControllerInfoRequest {}).await;
+            let hb = c
+                .broker_heartbeat(BrokerHeartbeatRequest {
+                    broker_id: 1,
+                    broker_epoch: epoch,
+                    metadata_version: 0,
+                    leaving: false,
+                })
+                .await;
+            (i, info, hb)
+        }));
+    }
+    // Give the requests time to be written to the paused process's sockets (nothing to await:
+    // it cannot answer).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.resume(old);
+    let mut claims = Vec::new();
+    for q in queued {
+        let (i, info, hb) = q.await.unwrap();
+        if let Ok(info) = info {
+            let info = info.into_inner();
+            if info.role() == ControllerRole::Leader || info.leader_id == old {
+                claims.push(format!(
+                    "request {i}: GetControllerInfo says {:?}, leader {} (term {})",
+                    info.role(),
+                    info.leader_id,
+                    info.term
+                ));
+            }
+        }
+        if let Ok(hb) = hb {
+            claims.push(format!(
+                "request {i}: heartbeat answered {:?} (term {})",
+                hb.get_ref().status(),
+                hb.get_ref().term
+            ));
+        }
+    }
+    println!(
+        "t11_5: leader {old} (term {old_term}) paused {:?}, node {new} took over; answers          claiming the old leadership: {claims:?}",
+        session + Duration::from_secs(1)
+    );
+    assert!(
+        claims.is_empty(),
+        "the resumed leader answered from memory: {claims:#?}"
+    );
+    assert_eq!(cluster.wait_for_leader(WAIT).await, new);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

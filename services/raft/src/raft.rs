@@ -181,6 +181,14 @@ impl Raft {
     pub fn entry(&self, index: Index) -> Option<&Entry> {
         self.log.entry(index)
     }
+    /// On a leader handing leadership over (thesis §3.10), the node it hands it to.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        self.transferee
+    }
+    /// The number of votes (or acknowledgments) that make a majority.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
     /// On a leader, each follower's match index; empty elsewhere.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
         self.progress

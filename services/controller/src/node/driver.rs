@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::follower_view::FollowerView;
 use super::handle::{Inbox, InboxReceiver, Input, Reply};
+use super::lease::{LeaderLease, LeaseTracker, lease_length};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
 use crate::metadata::{ApplyOutcome, MetadataStore};
 use crate::raft_storage::SledStorage;
@@ -59,6 +60,8 @@ struct Driver {
     metadata: Arc<MetadataStore>,
     inbox: InboxReceiver,
     follower_view: Arc<FollowerView>,
+    lease: Arc<LeaderLease>,
+    lease_tracker: LeaseTracker,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
@@ -110,7 +113,9 @@ pub(crate) fn spawn(
         })
         .collect();
     let follower_view = Arc::new(FollowerView::default());
+    let lease = Arc::new(LeaderLease::default());
     let handle = NodeHandle {
+        lease: lease.clone(),
         inbox,
         follower_view: follower_view.clone(),
         // Half a heartbeat interval: an idle Raft thread answers within microseconds.
@@ -128,6 +133,8 @@ pub(crate) fn spawn(
         metadata,
         inbox: inbox_rx,
         follower_view,
+        lease,
+        lease_tracker: LeaseTracker::default(),
         peers,
         status_tx,
         proposals: BTreeMap::new(),
@@ -302,6 +309,27 @@ impl Driver {
     fn handle(&mut self, input: Input) -> bool {
         match input {
             Input::Peer(m) => self.raft.step(m),
+            Input::Response {
+                message,
+                sent_at,
+                request_term,
+                liveness_only,
+            } => {
+                let term = self.raft.term();
+                let counts = self.raft.role() == Role::Leader
+                    && !liveness_only
+                    && message.term == term
+                    && request_term == term
+                    && matches!(
+                        message.body,
+                        MessageBody::AppendEntriesResponse { .. }
+                            | MessageBody::InstallSnapshotResponse { .. }
+                    );
+                if counts {
+                    self.lease_tracker.acked(message.from, term, sent_at);
+                }
+                self.raft.step(message);
+            }
             Input::PeerRequest(m, reply) => {
                 let kind = match m.body {
                     MessageBody::RequestVote { .. } => Some(ResponseKind::Vote),
@@ -609,7 +637,10 @@ impl Driver {
                 entries[entries.len() - 1].index
             ))
         })?;
-        if entries.iter().any(|e| self.proposals.contains_key(&e.index)) {
+        if entries
+            .iter()
+            .any(|e| self.proposals.contains_key(&e.index))
+        {
             // A proposer that sees its answer must see a status that includes it.
             self.publish_status(true);
         }
@@ -712,9 +743,28 @@ impl Driver {
         Ok(())
     }
 
-    fn publish_status(&self, running: bool) {
+    /// The leader lease from the acknowledgments of this term (see `lease.rs`); none while not
+    /// leading or while handing leadership over.
+    fn publish_lease(&mut self) {
+        let term = self.raft.term();
+        let leading = self.raft.role() == Role::Leader;
+        if !leading || self.lease_tracker.term() != term {
+            self.lease_tracker.reset(term);
+        }
+        let until = (leading && self.raft.transferring_to().is_none())
+            .then(|| {
+                let length = lease_length(self.cfg.tick, self.cfg.election_timeout_min_ticks);
+                self.lease_tracker
+                    .until(self.raft.quorum(), length, Instant::now())
+            })
+            .flatten();
+        self.lease.set(term, until);
+    }
+
+    fn publish_status(&mut self, running: bool) {
         self.follower_view
             .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
+        self.publish_lease();
         let status = status_of(&self.cfg, &self.raft, running);
         self.status_tx.send_if_modified(|s| {
             if *s != status {

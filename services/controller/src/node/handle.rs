@@ -145,24 +145,51 @@ impl Inbox {
     }
 
     /// Queues peer traffic (or a shutdown).
-    pub(crate) fn send_peer(&self, input: Input) -> Result<(), TrySendError<Input>> {
-        self.peers.try_send(input)?;
+    pub(crate) fn send_peer(&self, input: Input) -> Result<(), InboxError> {
+        self.peers.try_send(input).map_err(InboxError::from)?;
         let _ = self.bell.try_send(());
         Ok(())
     }
 
     /// Queues client work.
-    pub(crate) fn send_client(&self, input: Input) -> Result<(), TrySendError<Input>> {
-        self.clients.try_send(input)?;
+    pub(crate) fn send_client(&self, input: Input) -> Result<(), InboxError> {
+        self.clients.try_send(input).map_err(InboxError::from)?;
         let _ = self.bell.try_send(());
         Ok(())
     }
 }
 
+/// Why an input was not queued (it is dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InboxError {
+    /// The queue is at its depth.
+    Full,
+    /// The Raft thread stopped.
+    Closed,
+}
+
+impl From<TrySendError<Input>> for InboxError {
+    fn from(e: TrySendError<Input>) -> InboxError {
+        match e {
+            TrySendError::Full(_) => InboxError::Full,
+            TrySendError::Disconnected(_) => InboxError::Closed,
+        }
+    }
+}
+
 /// What the Raft thread takes in.
 pub(crate) enum Input {
-    /// A message from a peer that needs no answer (a response to one of our RPCs).
+    /// A message from a peer that needs no answer (TimeoutNow).
     Peer(Message),
+    /// A peer's answer to one of our RPCs.
+    Response {
+        message: Message,
+        /// When the request was sent (before the call), and in which term.
+        sent_at: std::time::Instant,
+        request_term: Term,
+        /// The peer's transport answered for its busy Raft thread (see `follower_view.rs`).
+        liveness_only: bool,
+    },
     /// A request from a peer whose RPC waits for the core's answer (sent only once the Ready
     /// that produced it is durable).
     PeerRequest(Message, oneshot::Sender<Option<Message>>),
@@ -191,6 +218,8 @@ pub struct NodeHandle {
     /// How long the transport waits for the Raft thread before answering a heartbeat from
     /// `follower_view`.
     pub(crate) busy_answer_after: Duration,
+    /// The leader lease the Raft thread publishes.
+    pub(crate) lease: Arc<super::lease::LeaderLease>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,
@@ -200,10 +229,10 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub(crate) fn send(&self, input: Input) -> Result<(), NodeError> {
         self.inbox.send_client(input).map_err(|e| match e {
-            TrySendError::Full(_) => {
+            InboxError::Full => {
                 NodeError::Overloaded("the Raft thread's client queue is full".into())
             }
-            TrySendError::Disconnected(_) => NodeError::ShuttingDown,
+            InboxError::Closed => NodeError::ShuttingDown,
         })
     }
 
@@ -277,6 +306,18 @@ impl NodeHandle {
 
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// Until when this node is sure no other controller leads, if it leads now (see
+    /// [`super::lease`]): answers that change or reveal broker liveness need it.
+    pub fn leader_lease(&self) -> Option<std::time::Instant> {
+        let s = self.status.borrow();
+        if s.role != Role::Leader {
+            return None;
+        }
+        self.lease
+            .until(s.term)
+            .filter(|&t| std::time::Instant::now() < t)
     }
 
     /// A receiver that sees every published status (leader changes, commits).

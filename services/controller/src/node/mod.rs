@@ -6,9 +6,11 @@ mod config;
 mod driver;
 pub(crate) mod follower_view;
 pub(crate) mod handle;
+pub mod lease;
 
 pub use config::{NodeConfig, PeerAddrs};
 pub use handle::{NodeError, NodeHandle, NodeStatus, Unknown};
+pub use lease::LeaderLease;
 
 use std::sync::Arc;
 

@@ -49,7 +49,7 @@ use crate::metadata::validate::{
     validate_alter_partition, validate_create_topic, validate_register_broker, validate_topic_name,
 };
 use crate::metadata::{ApplyOutcome, CommandReply, MetadataError, MetadataStore, assign_replicas};
-use crate::node::{NodeHandle, NodeStatus};
+use crate::node::{NodeError, NodeHandle, NodeStatus};
 
 /// The ControllerService of one metadata node. Cheap to clone (all clones share one state).
 pub struct ControllerServiceImpl<N: Consensus = NodeHandle> {
@@ -171,6 +171,21 @@ impl<N: Consensus> Inner<N> {
         }
     }
 
+    /// Like [`Inner::ensure_leader`], and the leader holds its lease: no other controller
+    /// can lead now. Needed by answers that vouch for a broker's liveness.
+    fn ensure_lease(&self) -> Result<NodeStatus, Status> {
+        let status = self.ensure_leader()?;
+        if self.node.leader_lease().is_some() {
+            Ok(status)
+        } else {
+            Err(node_error_status(&NodeError::Unconfirmed(
+                "this controller leads but its leader lease lapsed (it was paused or cut off \
+                 from the others), so it cannot vouch for broker liveness now"
+                    .into(),
+            )))
+        }
+    }
+
     async fn barrier(&self) -> Result<(), Status> {
         self.node
             .read_barrier()
@@ -223,7 +238,14 @@ impl<N: Consensus> Inner<N> {
     }
 
     fn get_controller_info(&self) -> GetControllerInfoResponse {
-        let s = self.node.status();
+        let mut s = self.node.status();
+        if s.role == Role::Leader && self.node.leader_lease().is_none() {
+            // A leader that cannot be sure it still leads (just elected, or back from a
+            // pause) claims nothing: it reports itself a candidate and names no leader.
+            s.role = Role::Candidate;
+            s.leader_id = None;
+            s.leader_addr = None;
+        }
         GetControllerInfoResponse {
             node_id: s.id,
             role: controller_role(s.role) as i32,
@@ -279,7 +301,7 @@ impl<N: Consensus> Inner<N> {
         if request.broker_id == 0 {
             return Err(metadata_error_status(MetadataError::InvalidBrokerId));
         }
-        let status = self.ensure_leader()?;
+        let status = self.ensure_lease()?;
         let (id, epoch) = (request.broker_id, request.broker_epoch);
         let answer = |broker_status: BrokerStatus| BrokerHeartbeatResponse {
             status: broker_status as i32,
@@ -603,7 +625,9 @@ impl<N: Consensus> Inner<N> {
                     push = Some(tokio::spawn(self.clone().announce_leadership(term)));
                 }
             }
-            if tick && led.is_some() {
+            // Fencing a broker for silence needs the lease: a leader back from a pause has
+            // heard nobody, and may not lead any more.
+            if tick && led.is_some() && self.node.leader_lease().is_some() {
                 self.check_liveness(Instant::now());
             }
         }

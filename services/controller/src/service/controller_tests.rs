@@ -25,6 +25,8 @@ struct Fake {
     index: Mutex<u64>,
     proposals: AtomicUsize,
     barriers: AtomicUsize,
+    /// The leader's lease has lapsed (it was paused or cut off).
+    lease_lapsed: std::sync::atomic::AtomicBool,
 }
 
 impl FakeNode {
@@ -61,6 +63,7 @@ impl FakeNode {
             index: Mutex::new(0),
             proposals: AtomicUsize::new(0),
             barriers: AtomicUsize::new(0),
+            lease_lapsed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -136,6 +139,11 @@ impl Consensus for FakeNode {
         }
         self.0.proposals.fetch_add(1, Ordering::SeqCst);
         Ok(self.apply(command))
+    }
+
+    fn leader_lease(&self) -> Option<std::time::Instant> {
+        (self.status().role == Role::Leader && !self.0.lease_lapsed.load(Ordering::SeqCst))
+            .then(|| std::time::Instant::now() + Duration::from_secs(3600))
     }
 
     async fn read_barrier(&self) -> Result<(), NodeError> {
@@ -729,6 +737,53 @@ async fn the_leader_fences_silent_brokers_and_heartbeats_bring_them_back() {
     let back = heartbeat(&svc, 2, silent, false).await.unwrap();
     assert_eq!(back.status(), BrokerStatus::Online);
     beating.abort();
+    background.abort();
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_lapsed_vouches_for_no_broker_and_names_no_leader() {
+    let node = FakeNode::leader();
+    let svc = service(
+        &node,
+        ServiceConfig {
+            session_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(100),
+            liveness_check_interval: Duration::from_millis(20),
+            ..ServiceConfig::default()
+        },
+    );
+    let background = svc.spawn_background();
+    let epoch = register(&svc, 1).await;
+    assert_eq!(
+        heartbeat(&svc, 1, epoch, false).await.unwrap().status(),
+        BrokerStatus::Online
+    );
+    node.0.lease_lapsed.store(true, Ordering::SeqCst);
+    let err = heartbeat(&svc, 1, epoch, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&err)
+            .unwrap()
+            .reason,
+        "NO_LEADER"
+    );
+    let info = svc
+        .get_controller_info(Request::new(GetControllerInfoRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.role(), info.leader_id, info.leader_address.as_str()),
+        (ControllerRole::Candidate, 0, "")
+    );
+    // Silent for far longer than the session, but not fenced: nobody listened.
+    let proposals = node.proposals();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.proposals(), proposals, "fenced without a lease");
+    assert_eq!(
+        node.store().broker(1).unwrap().status(),
+        BrokerStatus::Online
+    );
     background.abort();
 }
 

@@ -184,14 +184,22 @@ pub(crate) fn spawn(
             let driver = driver.clone();
             let peer = peer.clone();
             tokio::spawn(async move {
+                let request_term = m.term;
+                // Taken before the call: a leader lease may only count from here.
+                let sent_at = std::time::Instant::now();
                 let result = call(client, m, me, chunk_bytes, deadlines).await;
                 drop(permit);
                 match result {
-                    Ok(Some(response)) => {
+                    Ok(Some((message, liveness_only))) => {
                         peer.answered();
                         // A full peer queue drops the answer (it cannot fill up while the
                         // thread runs: peers' windows bound it); Raft retransmits.
-                        let _ = driver.send_peer(Input::Peer(response));
+                        let _ = driver.send_peer(Input::Response {
+                            message,
+                            sent_at,
+                            request_term,
+                            liveness_only,
+                        });
                     }
                     Ok(None) => peer.answered(),
                     Err(status) if unreachable(&status) => peer.failed(&status),
@@ -210,7 +218,7 @@ async fn call(
     me: NodeId,
     chunk_bytes: usize,
     deadlines: Deadlines,
-) -> Result<Option<Message>, tonic::Status> {
+) -> Result<Option<(Message, bool)>, tonic::Status> {
     let deadline = match lane(&m) {
         Lane::Control => deadlines.control,
         Lane::Data => deadlines.data,
@@ -221,14 +229,15 @@ async fn call(
             let mut req = tonic::Request::new(req);
             req.set_timeout(deadline);
             let resp = client.append_entries(req).await?.into_inner();
-            Ok(convert::append_response_from_pb(resp, me))
+            let liveness_only = resp.liveness_only;
+            Ok(convert::append_response_from_pb(resp, me).map(|m| (m, liveness_only)))
         }
         MessageBody::RequestVote { .. } => {
             let mut req =
                 tonic::Request::new(convert::vote_request_to_pb(&m).expect("a vote request"));
             req.set_timeout(deadline);
             let resp = client.request_vote(req).await?.into_inner();
-            Ok(convert::vote_response_from_pb(resp, me))
+            Ok(convert::vote_response_from_pb(resp, me).map(|m| (m, false)))
         }
         MessageBody::InstallSnapshot { .. } => {
             let chunks = convert::snapshot_to_chunks(&m, chunk_bytes).expect("a snapshot");
@@ -236,7 +245,7 @@ async fn call(
             // A snapshot may be large: allow it far longer than an append.
             req.set_timeout(deadline * 6);
             let resp = client.install_snapshot(req).await?.into_inner();
-            Ok(convert::snapshot_response_from_pb(resp, me))
+            Ok(convert::snapshot_response_from_pb(resp, me).map(|m| (m, false)))
         }
         MessageBody::TimeoutNow => {
             let mut req =

@@ -3,7 +3,6 @@
 //! after the Ready that produced it is durable.
 
 use std::sync::Arc;
-use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
@@ -16,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, AssembleError, ConvertError, SnapshotAssembler};
 use crate::node::NodeHandle;
 use crate::node::follower_view::FollowerView;
-use crate::node::handle::{Inbox, Input};
+use crate::node::handle::{Inbox, InboxError, Input};
 
 /// RaftService backed by a node's Raft thread.
 pub struct RaftServer {
@@ -74,10 +73,10 @@ impl RaftServer {
     }
 }
 
-fn inbox_error(e: TrySendError<Input>) -> Status {
+fn inbox_error(e: InboxError) -> Status {
     match e {
-        TrySendError::Full(_) => Status::resource_exhausted("raft inbox full; retry"),
-        TrySendError::Disconnected(_) => Status::unavailable("controller is shutting down"),
+        InboxError::Full => Status::resource_exhausted("raft inbox full; retry"),
+        InboxError::Closed => Status::unavailable("controller is shutting down"),
     }
 }
 
