@@ -469,6 +469,92 @@ async fn t11_5_a_leader_resumed_after_a_long_pause_claims_no_leadership() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 8: leader changes do not postpone fencing forever
+
+/// Item 8: every new term gave every broker a full session again, so leadership moving more
+/// often than the session timeout kept a dead broker ONLINE forever. Here the leader is
+/// paused (and resumed once another node leads) about every 1.5 s, below the 2 s session,
+/// while broker 2 is silent: it must go OFFLINE while the churn goes on, within one session
+/// per controller plus the elections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_8_a_silent_broker_is_fenced_although_leadership_keeps_moving() {
+    use dmq_proto::v1::{BrokerStatus, ControllerRole};
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, ClusterOpts::default()).await;
+    cluster.wait_for_leader(WAIT).await;
+    let brokers = start_brokers(&cluster, &[1, 2], heartbeat_interval(&cluster)).await;
+    let session = Duration::from_millis(cluster.opts().broker_session_timeout_ms);
+    let router = cluster.router();
+    brokers[1].pause_heartbeats();
+    let silent_since = Instant::now();
+    let bound = session * 3 + Duration::from_secs(6);
+    let mut changes = 0;
+    let mut leader = cluster.wait_for_leader(WAIT).await;
+    let fenced_after = loop {
+        let status = dmq_tests::controller_ops::describe_cluster(&router)
+            .await
+            .ok()
+            .and_then(|d| {
+                d.brokers
+                    .iter()
+                    .find(|b| b.broker_id == 2)
+                    .map(|b| b.status())
+            });
+        if status == Some(BrokerStatus::Offline) {
+            break Some(silent_since.elapsed());
+        }
+        if silent_since.elapsed() > bound + session * 2 {
+            break None;
+        }
+        // Move leadership: pause the leader until another one leads, then resume it.
+        let stint = Instant::now();
+        while stint.elapsed() < Duration::from_millis(1200) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster.pause(leader);
+        let others: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect();
+        let next = wait_until(deadline(WAIT), || async {
+            for &id in &others {
+                if let Ok(i) = cluster.info(id).await
+                    && i.role() == ControllerRole::Leader
+                {
+                    return Ok(id);
+                }
+            }
+            Err("no new leader yet")
+        })
+        .await
+        .expect("a new leader while the old one is paused");
+        cluster.resume(leader);
+        leader = next;
+        changes += 1;
+    };
+    println!(
+        "t11_8: broker 2 silent; {changes} leader changes; OFFLINE after {fenced_after:?} \
+         (session {session:?}, bound {bound:?})"
+    );
+    let took = fenced_after.unwrap_or_else(|| {
+        panic!(
+            "broker 2 still not OFFLINE {:?} after its last heartbeat, through {changes} \
+             leader changes",
+            silent_since.elapsed()
+        )
+    });
+    assert!(
+        took <= bound,
+        "fenced only after {took:?} (bound {bound:?})"
+    );
+    assert!(
+        changes >= 2,
+        "leadership moved only {changes} times: the test proves nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,12 +75,13 @@ impl<N: Consensus> ControllerServiceImpl<N> {
     /// A service over `node` and its applied metadata `store`. Call
     /// [`spawn_background`](Self::spawn_background) to run liveness checks and pushes.
     pub fn new(node: N, store: Arc<MetadataStore>, cfg: ServiceConfig) -> Self {
+        let tracker = LivenessTracker::for_check_interval(cfg.check_interval());
         ControllerServiceImpl {
             inner: Arc::new(Inner {
                 node,
                 store,
                 cfg,
-                liveness: Mutex::new(LivenessTracker::new()),
+                liveness: Mutex::new(tracker),
             }),
         }
     }
@@ -611,6 +612,7 @@ impl<N: Consensus> Inner<N> {
                 if let Some(old) = push.take() {
                     old.abort();
                 }
+                self.tracker().stop_listening();
                 led = leading;
                 if let Some(term) = leading {
                     let brokers = broker_views(&self.store);
@@ -626,9 +628,13 @@ impl<N: Consensus> Inner<N> {
                 }
             }
             // Fencing a broker for silence needs the lease: a leader back from a pause has
-            // heard nobody, and may not lead any more.
-            if tick && led.is_some() && self.node.leader_lease().is_some() {
-                self.check_liveness(Instant::now());
+            // heard nobody, and may not lead any more; without one it is not listening.
+            if tick && led.is_some() {
+                if self.node.leader_lease().is_some() {
+                    self.check_liveness(Instant::now());
+                } else {
+                    self.tracker().stop_listening();
+                }
             }
         }
         if let Some(push) = push {
