@@ -90,7 +90,6 @@ mod enabled {
                 || self.fail_writes.load(Ordering::SeqCst)
         }
 
-        #[allow(dead_code)] // used by the feature-level negotiation
         pub(crate) fn feature_level_max(&self) -> Option<u32> {
             if let Some(level) = self.read_file("feature_level_max") {
                 return u32::try_from(level).ok();
@@ -131,7 +130,6 @@ mod disabled {
         }
 
         #[inline(always)]
-        #[allow(dead_code)] // used by the feature-level negotiation
         pub(crate) fn feature_level_max(&self) -> Option<u32> {
             None
         }

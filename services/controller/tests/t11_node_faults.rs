@@ -154,3 +154,172 @@ async fn t11_6_entries_replacing_a_truncated_suffix_are_not_applied_before_they_
         "a command that was never durable here was applied"
     );
 }
+
+/// Three real nodes over loopback gRPC, each with its own fault points.
+struct Trio {
+    _dirs: Vec<tempfile::TempDir>,
+    nodes: BTreeMap<
+        u64,
+        (
+            NodeHandle,
+            Arc<MetadataStore>,
+            Arc<dmq_controller::faults::Faults>,
+        ),
+    >,
+}
+
+impl Trio {
+    async fn start(configure: impl Fn(u64, &dmq_controller::faults::Faults)) -> Trio {
+        let mut peers = BTreeMap::new();
+        for id in 1..=3 {
+            peers.insert(
+                id,
+                PeerAddrs {
+                    raft: free_addr().await,
+                    client: format!("127.0.0.1:{}", 10_000 + id),
+                },
+            );
+        }
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3u64 {
+            let mut cfg = NodeConfig::new(id, peers.clone(), dirs[id as usize - 1].path().into());
+            cfg.tick = Duration::from_millis(20);
+            cfg.election_timeout_min_ticks = 5;
+            cfg.election_timeout_max_ticks = 10;
+            let faults = Arc::new(dmq_controller::faults::Faults::none());
+            configure(id, &faults);
+            cfg.faults = faults.clone();
+            let (handle, store) = node::start(cfg).expect("node starts");
+            let listener = TcpListener::bind(&peers[&id].raft).await.unwrap();
+            let svc = RaftServer::new(&handle, 64 << 20).into_service();
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+                    .unwrap();
+            });
+            nodes.insert(id, (handle, store, faults));
+        }
+        Trio { _dirs: dirs, nodes }
+    }
+
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leaders: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|(_, (h, _, _))| h.status().role == dmq_raft::Role::Leader)
+                .map(|(&id, _)| id)
+                .collect();
+            if let [l] = leaders[..] {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no single leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait(&self, what: &str, f: impl Fn(&Trio) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Item 9: a command unknown to this version (here: a `MetadataCommand` whose only field is
+/// one from the future, number 99) decoded as empty and was rejected on every node alike,
+/// while a newer controller would have applied it: in a rolling upgrade the logs agree but
+/// the states diverge. A node must stop at that entry instead, before applying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_9_a_command_from_the_future_stops_every_node_before_it_is_applied() {
+    let trio = Trio::start(|_, _| {}).await;
+    let leader = trio.leader().await;
+    let (handle, _, _) = &trio.nodes[&leader];
+    handle
+        .propose(&MetadataCommand {
+            command: Some(Command::RegisterBroker(RegisterBrokerCommand {
+                broker_id: 1,
+                host: "127.0.0.1".into(),
+                port: 9001,
+                rack: String::new(),
+            })),
+        })
+        .await
+        .unwrap();
+    // Nothing else in flight (the leader's own SetFeatureLevel applied), so the next index is
+    // the command from the future.
+    trio.wait("the feature level is agreed", |t| {
+        t.nodes.values().all(|(_, s, _)| s.feature_level() == 1)
+    })
+    .await;
+    handle.read_barrier().await.unwrap();
+    let before = handle.status().commit_index;
+    // Field 99, length-delimited, empty: a command variant this version does not have.
+    let future = vec![0x9a, 0x06, 0x00];
+    let outcome = handle.propose_raw(future).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(dmq_controller::node::NodeError::OutcomeUnknown(
+                dmq_controller::node::Unknown::CannotApply(_)
+            ))
+        ),
+        "the proposer must hear that the outcome is unknown, got {outcome:?}"
+    );
+    // The leader applies it first; a follower only once it learns the commit, which a leader
+    // that stopped may never have sent (then it waits for a leader, still not applying it).
+    trio.wait("the leader stopped", |t| {
+        !t.nodes[&leader].0.status().running
+    })
+    .await;
+    for (id, (_, store, _)) in &trio.nodes {
+        assert!(
+            store.applied_index() <= before,
+            "node {id} applied up to {}, past the command it does not know (after {before})",
+            store.applied_index()
+        );
+    }
+    assert!(
+        trio.nodes[&leader].1.broker(1).is_some(),
+        "the leader lost what came before"
+    );
+}
+
+/// Item 9: the agreed feature level (and with it the cluster id) rises only once every voter
+/// supports it; a node playing an older version (feature level 0) holds it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_9_the_feature_level_rises_only_once_every_controller_supports_it() {
+    let trio = Trio::start(|id, faults| {
+        if id == 3 {
+            faults.set_feature_level_max(Some(0));
+        }
+    })
+    .await;
+    let leader = trio.leader().await;
+    let (handle, _, _) = &trio.nodes[&leader];
+    handle.read_barrier().await.unwrap();
+    // Several heartbeat rounds: node 3's answers say 0.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (id, (_, store, _)) in &trio.nodes {
+        assert_eq!(
+            (store.feature_level(), store.cluster_id()),
+            (0, String::new()),
+            "node {id}: raised although node 3 supports only level 0"
+        );
+    }
+    trio.nodes[&3].2.set_feature_level_max(None);
+    trio.wait("every node agrees on level 1 and a cluster id", |t| {
+        let ids: std::collections::BTreeSet<String> =
+            t.nodes.values().map(|(_, s, _)| s.cluster_id()).collect();
+        t.nodes.values().all(|(_, s, _)| {
+            s.feature_level() == dmq_controller::metadata::features::FEATURE_LEVEL_MAX
+        }) && ids.len() == 1
+            && !ids.iter().next().unwrap().is_empty()
+    })
+    .await;
+}

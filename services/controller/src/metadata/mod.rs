@@ -12,6 +12,7 @@
 mod apply;
 mod assign;
 mod error;
+pub mod features;
 mod page;
 mod state;
 mod store;

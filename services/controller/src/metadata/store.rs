@@ -39,6 +39,8 @@ const FORMAT_V1: &[u8] = b"dmq-metadata-sled/1";
 const KEY_APPLIED_INDEX: &[u8] = b"applied_index";
 const KEY_VERSION: &[u8] = b"version";
 const KEY_NEXT_TOPIC_ID: &[u8] = b"next_topic_id";
+const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// What applying one log entry did, for its proposer. A storage failure is not an outcome: it
 /// is the `Err` of [`ApplyResult`].
@@ -241,6 +243,8 @@ impl MetadataStore {
             brokers: state.brokers.values().cloned().collect(),
             topics: state.topics.values().cloned().collect(),
             next_topic_id: state.next_topic_id,
+            feature_level: state.feature_level,
+            cluster_id: state.cluster_id.clone(),
         }
     }
 
@@ -256,6 +260,8 @@ impl MetadataStore {
             applied_index: snapshot.applied_index,
             version: snapshot.metadata_version,
             next_topic_id: snapshot.next_topic_id,
+            feature_level: snapshot.feature_level,
+            cluster_id: snapshot.cluster_id.clone(),
             ..State::default()
         };
         for broker in &snapshot.brokers {
@@ -308,6 +314,14 @@ impl MetadataStore {
         meta.insert(
             KEY_NEXT_TOPIC_ID,
             seal_u64(KEY_NEXT_TOPIC_ID, new.next_topic_id),
+        );
+        meta.insert(
+            KEY_FEATURE_LEVEL,
+            seal_u64(KEY_FEATURE_LEVEL, u64::from(new.feature_level)),
+        );
+        meta.insert(
+            KEY_CLUSTER_ID,
+            seal_bytes(KEY_CLUSTER_ID, new.cluster_id.as_bytes()),
         );
         self.commit(&brokers, &topics, &meta)?;
         *state = new;
@@ -401,6 +415,22 @@ impl MetadataStore {
         self.read().version
     }
 
+    /// The agreed metadata feature level (0 before the first SetFeatureLevel).
+    pub fn feature_level(&self) -> u32 {
+        self.read().feature_level
+    }
+
+    /// The cluster id, empty before the first SetFeatureLevel named it.
+    pub fn cluster_id(&self) -> String {
+        self.read().cluster_id.clone()
+    }
+
+    /// Whether nothing was ever applied that changed brokers, topics or the feature level.
+    pub fn is_pristine(&self) -> bool {
+        let s = self.read();
+        s.version == 0 && s.feature_level == 0 && s.brokers.is_empty() && s.topics.is_empty()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().expect("a metadata apply panicked")
     }
@@ -479,6 +509,14 @@ impl MetadataStore {
         state.applied_index = read_u64(KEY_APPLIED_INDEX, 0)?;
         state.version = read_u64(KEY_VERSION, 0)?;
         state.next_topic_id = read_u64(KEY_NEXT_TOPIC_ID, FIRST_TOPIC_ID)?;
+        state.feature_level = u32::try_from(read_u64(KEY_FEATURE_LEVEL, 0)?)
+            .map_err(|_| corrupt("meta_state key \"feature_level\"")("out of range".to_string()))?;
+        if let Some(value) = self.meta.get(KEY_CLUSTER_ID)? {
+            let what = "meta_state key \"cluster_id\"";
+            let payload = unseal(KEY_CLUSTER_ID, &value).map_err(corrupt(what))?;
+            state.cluster_id = String::from_utf8(payload.to_vec())
+                .map_err(|e| corrupt(what)(format!("not UTF-8: {e}")))?;
+        }
         for entry in self.brokers.iter() {
             let (key, value) = entry?;
             let what = format!("meta_brokers key {key:?}");
@@ -508,6 +546,10 @@ fn seal_message(key: &[u8], message: &impl Message) -> Vec<u8> {
     seal(key, message.encoded_len(), |v| {
         message.encode(v).expect("a Vec grows to fit any message")
     })
+}
+
+fn seal_bytes(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+    seal(key, bytes.len(), |v| v.extend_from_slice(bytes))
 }
 
 fn seal_u64(key: &[u8], n: u64) -> Vec<u8> {
@@ -553,6 +595,15 @@ fn stage_delta(
     }
     if let Some(next) = delta.next_topic_id {
         meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
+    }
+    if let Some(level) = delta.feature_level {
+        meta.insert(
+            KEY_FEATURE_LEVEL,
+            seal_u64(KEY_FEATURE_LEVEL, u64::from(level)),
+        );
+    }
+    if let Some(id) = &delta.cluster_id {
+        meta.insert(KEY_CLUSTER_ID, seal_bytes(KEY_CLUSTER_ID, id.as_bytes()));
     }
 }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
-use dmq_proto::v1::{MetadataCommand, MetadataSnapshot};
+use dmq_proto::v1::metadata_command::Command;
+use dmq_proto::v1::{MetadataCommand, MetadataSnapshot, SetFeatureLevelCommand};
 use dmq_raft::{
     Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
     Storage, Term,
@@ -28,7 +29,7 @@ use super::follower_view::FollowerView;
 use super::handle::{Inbox, InboxReceiver, Input, Reply};
 use super::lease::{LeaderLease, LeaseTracker, lease_length};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
-use crate::metadata::{ApplyOutcome, MetadataStore};
+use crate::metadata::{ApplyOutcome, MetadataStore, features};
 use crate::raft_storage::SledStorage;
 use crate::transport::peer;
 
@@ -62,6 +63,12 @@ struct Driver {
     follower_view: Arc<FollowerView>,
     lease: Arc<LeaderLease>,
     lease_tracker: LeaseTracker,
+    /// The highest feature level each peer said it supports (in its last append answer).
+    peer_levels: BTreeMap<NodeId, u32>,
+    /// The SetFeatureLevel this leader proposed: (index, term).
+    level_proposal: Option<(Index, Term)>,
+    /// The index of this leader's no-op.
+    term_start_index: Index,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
@@ -116,6 +123,7 @@ pub(crate) fn spawn(
     let lease = Arc::new(LeaderLease::default());
     let handle = NodeHandle {
         lease: lease.clone(),
+        faults: cfg.faults.clone(),
         inbox,
         follower_view: follower_view.clone(),
         // Half a heartbeat interval: an idle Raft thread answers within microseconds.
@@ -135,6 +143,9 @@ pub(crate) fn spawn(
         follower_view,
         lease,
         lease_tracker: LeaseTracker::default(),
+        peer_levels: BTreeMap::new(),
+        level_proposal: None,
+        term_start_index: Index::MAX,
         peers,
         status_tx,
         proposals: BTreeMap::new(),
@@ -193,7 +204,13 @@ fn durable_prefix_len(
 
 /// A failure the node cannot continue after.
 #[derive(Debug)]
-struct Fatal(String);
+enum Fatal {
+    /// A write to (or read of) its storage failed: what is on disk is unknown.
+    Storage(String),
+    /// The log holds an entry (or the leader sent a snapshot) this version cannot apply: it
+    /// stops rather than apply it differently from the others.
+    CannotApply(String),
+}
 
 impl Driver {
     fn run(mut self) {
@@ -233,6 +250,7 @@ impl Driver {
                 break Err(e);
             }
             self.expire_waiters(Instant::now());
+            self.maybe_raise_feature_level();
             self.publish_status(true);
         };
         let why = match outcome {
@@ -240,9 +258,13 @@ impl Driver {
                 tracing::info!(node_id = self.cfg.id, "raft thread stopped");
                 Unknown::Stopped
             }
-            Err(Fatal(e)) => {
+            Err(Fatal::Storage(e)) => {
                 tracing::error!(node_id = self.cfg.id, error = %e, "raft thread failed; the node stops");
                 Unknown::StorageFailed(e)
+            }
+            Err(Fatal::CannotApply(e)) => {
+                tracing::error!(node_id = self.cfg.id, error = %e, "the log holds what this version cannot apply; the node stops");
+                Unknown::CannotApply(e)
             }
         };
         self.fail_all(why);
@@ -314,7 +336,11 @@ impl Driver {
                 sent_at,
                 request_term,
                 liveness_only,
+                feature_level_max,
             } => {
+                if let MessageBody::AppendEntriesResponse { .. } = message.body {
+                    self.peer_levels.insert(message.from, feature_level_max);
+                }
                 let term = self.raft.term();
                 let counts = self.raft.role() == Role::Leader
                     && !liveness_only
@@ -461,7 +487,7 @@ impl Driver {
             let t = Instant::now();
             self.storage
                 .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
-                .map_err(|e| Fatal(format!("persisting the Raft log failed: {e}")))?;
+                .map_err(|e| Fatal::Storage(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
             crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
             if let Some(last) = rd.entries.last() {
@@ -473,11 +499,16 @@ impl Driver {
             }
             if let Some(s) = &rd.snapshot {
                 let ms = MetadataSnapshot::decode(s.data.as_slice()).map_err(|e| {
-                    Fatal(format!("snapshot from the leader cannot be decoded: {e}"))
+                    Fatal::CannotApply(format!(
+                        "the snapshot from the leader cannot be decoded by this version: {e}"
+                    ))
                 })?;
-                self.metadata
-                    .restore(&ms)
-                    .map_err(|e| Fatal(format!("restoring the metadata snapshot failed: {e}")))?;
+                self.metadata.restore(&ms).map_err(|e| match e {
+                    crate::metadata::StoreError::InvalidSnapshot { .. } => Fatal::CannotApply(
+                        format!("the snapshot from the leader cannot be installed: {e}"),
+                    ),
+                    e => Fatal::Storage(format!("restoring the metadata snapshot failed: {e}")),
+                })?;
                 tracing::info!(
                     node_id = self.cfg.id,
                     index = s.meta.last_index,
@@ -610,28 +641,53 @@ impl Driver {
         if entries.is_empty() {
             return Ok(());
         }
-        let commands: Vec<Option<MetadataCommand>> = entries
-            .iter()
-            .map(|e| match e.kind {
+        // An entry this version cannot apply stops the node after the entries before it: it
+        // must never apply it as empty or rejected while newer controllers apply it.
+        let mut commands: Vec<Option<MetadataCommand>> = Vec::with_capacity(entries.len());
+        let mut cannot_apply = None;
+        for e in entries {
+            let command = match e.kind {
                 EntryKind::Noop => None,
                 EntryKind::Normal => match MetadataCommand::decode(e.data.as_slice()) {
-                    Ok(cmd) => Some(cmd),
+                    Ok(command) => match features::check_known(e.index, &command) {
+                        Ok(()) => Some(command),
+                        Err(why) => {
+                            cannot_apply = Some(why);
+                            break;
+                        }
+                    },
                     Err(err) => {
-                        // Only validated commands are proposed; apply an undecodable one as a
-                        // no-op on every node alike rather than stop the cluster.
-                        tracing::error!(node_id = self.cfg.id, index = e.index, error = %err, "undecodable command applied as a no-op");
-                        None
+                        cannot_apply = Some(format!(
+                            "log entry {} cannot be decoded by this version ({err}): a newer \
+                             (or a broken) controller wrote it",
+                            e.index
+                        ));
+                        break;
                     }
                 },
-            })
-            .collect();
+            };
+            commands.push(command);
+        }
+        let entries = &entries[..commands.len()];
+        let stop = |why: String| {
+            Fatal::CannotApply(format!(
+                "{why}. This controller stops rather than apply it differently from the others: \
+                 run a version that knows it (upgrade this controller), then restart it"
+            ))
+        };
+        if entries.is_empty() {
+            return match cannot_apply {
+                Some(why) => Err(stop(why)),
+                None => Ok(()),
+            };
+        }
         let batch: Vec<(Index, Option<&MetadataCommand>)> = entries
             .iter()
             .zip(&commands)
             .map(|(e, c)| (e.index, c.as_ref()))
             .collect();
         let outcomes = self.metadata.apply_batch(&batch).map_err(|err| {
-            Fatal(format!(
+            Fatal::Storage(format!(
                 "applying entries {}..={} failed: {err}",
                 entries[0].index,
                 entries[entries.len() - 1].index
@@ -654,7 +710,58 @@ impl Driver {
                 let _ = w.reply.send(answer);
             }
         }
-        Ok(())
+        match cannot_apply {
+            Some(why) => Err(stop(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// On the leader, once its applied state includes every earlier term: raises the agreed
+    /// metadata feature level to the highest every voter supports (each says so in its append
+    /// answers; one that has not, or an older version, counts as 0), and names the cluster with
+    /// the first raise. One such proposal in flight at most.
+    fn maybe_raise_feature_level(&mut self) {
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let term = self.raft.term();
+        let applied = self.raft.applied_index();
+        if applied < self.term_start_index
+            || self
+                .level_proposal
+                .is_some_and(|(index, t)| t == term && applied < index)
+        {
+            return;
+        }
+        let mut target = features::supported_max(&self.cfg.faults);
+        for &id in self.cfg.peers.keys().filter(|&&id| id != self.cfg.id) {
+            target = target.min(self.peer_levels.get(&id).copied().unwrap_or(0));
+        }
+        let level = self.metadata.feature_level();
+        let unnamed = self.metadata.cluster_id().is_empty();
+        if target == 0 || (target <= level && !unnamed) {
+            return;
+        }
+        let command = MetadataCommand {
+            command: Some(Command::SetFeatureLevel(SetFeatureLevelCommand {
+                feature_level: target.max(level),
+                cluster_id: if unnamed {
+                    features::new_cluster_id()
+                } else {
+                    String::new()
+                },
+            })),
+        };
+        if let Ok((index, t)) = self.raft.propose(command.encode_to_vec()) {
+            tracing::info!(
+                node_id = self.cfg.id,
+                from = level,
+                to = target.max(level),
+                index,
+                "every controller supports a higher metadata feature level: raising it"
+            );
+            self.level_proposal = Some((index, t));
+        }
     }
 
     fn on_role(&mut self, role: Role) {
@@ -667,6 +774,8 @@ impl Driver {
             self.fail_all(Unknown::LeadershipLost);
         }
         if role == Role::Leader && self.role != Role::Leader {
+            // Its no-op: once applied, the applied state includes every earlier term.
+            self.term_start_index = self.raft.last_index();
             tracing::info!(
                 node_id = self.cfg.id,
                 term = self.raft.term(),
@@ -734,7 +843,7 @@ impl Driver {
         self.raft.compact(applied, snapshot.encode_to_vec());
         self.storage
             .compact(self.raft.snapshot())
-            .map_err(|e| Fatal(format!("storing a snapshot failed: {e}")))?;
+            .map_err(|e| Fatal::Storage(format!("storing a snapshot failed: {e}")))?;
         tracing::info!(
             node_id = self.cfg.id,
             index = applied,

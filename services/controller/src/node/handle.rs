@@ -75,6 +75,8 @@ pub enum Unknown {
     Stopped,
     #[error("the controller's storage failed ({0}) and it stopped")]
     StorageFailed(String),
+    #[error("the controller stopped at an entry it cannot apply ({0})")]
+    CannotApply(String),
 }
 
 impl Unknown {
@@ -85,6 +87,7 @@ impl Unknown {
             Unknown::LeadershipLost => "leadership_lost",
             Unknown::Stopped => "stopped",
             Unknown::StorageFailed(_) => "storage_failure",
+            Unknown::CannotApply(_) => "cannot_apply",
         }
     }
 }
@@ -189,6 +192,8 @@ pub(crate) enum Input {
         request_term: Term,
         /// The peer's transport answered for its busy Raft thread (see `follower_view.rs`).
         liveness_only: bool,
+        /// The highest metadata feature level the peer supports (0: it did not say).
+        feature_level_max: u32,
     },
     /// A request from a peer whose RPC waits for the core's answer (sent only once the Ready
     /// that produced it is durable).
@@ -220,6 +225,8 @@ pub struct NodeHandle {
     pub(crate) busy_answer_after: Duration,
     /// The leader lease the Raft thread publishes.
     pub(crate) lease: Arc<super::lease::LeaderLease>,
+    /// Test-only fault points (inert in a default build).
+    pub(crate) faults: Arc<crate::faults::Faults>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,
@@ -257,6 +264,15 @@ impl NodeHandle {
                 max_bytes: self.max_command_bytes,
             });
         }
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Propose { data, reply })?;
+        self.wait(rx, NodeError::OutcomeUnknown).await
+    }
+
+    /// Test-only (`fault-injection`): proposes `data` as it is, unchecked, as if a newer (or
+    /// broken) controller had written it.
+    #[cfg(feature = "fault-injection")]
+    pub async fn propose_raw(&self, data: Vec<u8>) -> Result<ApplyOutcome, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Input::Propose { data, reply })?;
         self.wait(rx, NodeError::OutcomeUnknown).await

@@ -32,6 +32,8 @@ pub trait Consensus: Clone + Send + Sync + 'static {
     /// Until when no other controller can lead, if this one leads (its leader lease, on the
     /// monotonic clock).
     fn leader_lease(&self) -> Option<Instant>;
+    /// The highest metadata feature level this node supports.
+    fn feature_level_max(&self) -> u32;
 }
 
 impl Consensus for NodeHandle {
@@ -64,5 +66,9 @@ impl Consensus for NodeHandle {
 
     fn leader_lease(&self) -> Option<Instant> {
         NodeHandle::leader_lease(self)
+    }
+
+    fn feature_level_max(&self) -> u32 {
+        crate::metadata::features::supported_max(&self.faults)
     }
 }

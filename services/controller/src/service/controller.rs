@@ -213,8 +213,19 @@ impl<N: Consensus> Inner<N> {
         self.store.check(command).map_err(metadata_error_status)
     }
 
-    /// Proposes `command` and returns the metadata version after it and its reply.
+    /// Proposes `command` and returns the metadata version after it and its reply. A command
+    /// above the agreed feature level is refused before the log (`features.rs`).
     async fn propose(&self, command: &MetadataCommand) -> Result<(u64, CommandReply), Status> {
+        let (required, agreed) = (
+            crate::metadata::features::required_level(command),
+            self.store.feature_level(),
+        );
+        if required > agreed {
+            return Err(metadata_error_status(MetadataError::FeatureLevelTooLow {
+                required,
+                agreed,
+            }));
+        }
         match self.node.propose(command).await {
             Ok(ApplyOutcome::Applied { version, reply }) => Ok((version, reply)),
             Ok(ApplyOutcome::Rejected(error)) => Err(metadata_error_status(error)),
@@ -261,6 +272,9 @@ impl<N: Consensus> Inner<N> {
             applied_index: s.applied_index,
             address: self.client_address(s.id),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            feature_level: self.store.feature_level(),
+            cluster_id: self.store.cluster_id(),
+            feature_level_max: self.node.feature_level_max(),
         }
     }
 

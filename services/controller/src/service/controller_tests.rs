@@ -141,6 +141,10 @@ impl Consensus for FakeNode {
         Ok(self.apply(command))
     }
 
+    fn feature_level_max(&self) -> u32 {
+        crate::metadata::features::FEATURE_LEVEL_MAX
+    }
+
     fn leader_lease(&self) -> Option<std::time::Instant> {
         (self.status().role == Role::Leader && !self.0.lease_lapsed.load(Ordering::SeqCst))
             .then(|| std::time::Instant::now() + Duration::from_secs(3600))
@@ -244,6 +248,9 @@ async fn any_node_describes_itself_and_its_leader() {
             applied_index: 0,
             address: "127.0.0.1:9001".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            feature_level: 0,
+            cluster_id: String::new(),
+            feature_level_max: crate::metadata::features::FEATURE_LEVEL_MAX,
         }
     );
     node.set_role(Role::Candidate, 5, None);

@@ -11,7 +11,7 @@
 //! | `Overloaded` | RESOURCE_EXHAUSTED + `RetryInfo` | `CONTROLLER_OVERLOADED` | no |
 //! | `ShuttingDown` | UNAVAILABLE + `RetryInfo` | `SHUTTING_DOWN` | no |
 //! | `CommandTooLarge` | INVALID_ARGUMENT | `COMMAND_TOO_LARGE` | no |
-//! | `OutcomeUnknown` | UNAVAILABLE + `RetryInfo` | `OUTCOME_UNKNOWN` (metadata `cause`: `timeout`, `leadership_lost`, `stopped`, `storage_failure`) | maybe |
+//! | `OutcomeUnknown` | UNAVAILABLE + `RetryInfo` | `OUTCOME_UNKNOWN` (metadata `cause`: `timeout`, `leadership_lost`, `stopped`, `storage_failure`, `cannot_apply`) | maybe |
 //! | `MetadataError` | its [`MetadataError::code`] | the variant, e.g. `TOPIC_NOT_FOUND` | no |
 
 use std::collections::HashMap;
@@ -180,6 +180,8 @@ fn metadata_reason(error: &MetadataError) -> &'static str {
         InvalidAssignment { .. } => "INVALID_ASSIGNMENT",
         AssignedBrokerUnavailable { .. } => "ASSIGNED_BROKER_UNAVAILABLE",
         InvalidPageToken { .. } => "INVALID_PAGE_TOKEN",
+        FeatureLevelDowngrade { .. } => "FEATURE_LEVEL_DOWNGRADE",
+        FeatureLevelTooLow { .. } => "FEATURE_LEVEL_TOO_LOW",
     }
 }
 

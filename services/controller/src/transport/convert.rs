@@ -192,6 +192,8 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
             read_round: *read_round,
             rejected_index: *rejected_index,
             liveness_only: false,
+            // Set by the server, which knows what this node supports.
+            feature_level_max: 0,
         },
         _ => pb::AppendEntriesResponse::default(),
     }

@@ -120,6 +120,13 @@ impl PeerState {
     }
 }
 
+/// What an answer says besides its core message.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extra {
+    liveness_only: bool,
+    feature_level_max: u32,
+}
+
 /// The deadlines of one peer's RPCs.
 #[derive(Clone, Copy, Debug)]
 struct Deadlines {
@@ -190,7 +197,7 @@ pub(crate) fn spawn(
                 let result = call(client, m, me, chunk_bytes, deadlines).await;
                 drop(permit);
                 match result {
-                    Ok(Some((message, liveness_only))) => {
+                    Ok(Some((message, extra))) => {
                         peer.answered();
                         // A full peer queue drops the answer (it cannot fill up while the
                         // thread runs: peers' windows bound it); Raft retransmits.
@@ -198,7 +205,8 @@ pub(crate) fn spawn(
                             message,
                             sent_at,
                             request_term,
-                            liveness_only,
+                            liveness_only: extra.liveness_only,
+                            feature_level_max: extra.feature_level_max,
                         });
                     }
                     Ok(None) => peer.answered(),
@@ -218,7 +226,7 @@ async fn call(
     me: NodeId,
     chunk_bytes: usize,
     deadlines: Deadlines,
-) -> Result<Option<(Message, bool)>, tonic::Status> {
+) -> Result<Option<(Message, Extra)>, tonic::Status> {
     let deadline = match lane(&m) {
         Lane::Control => deadlines.control,
         Lane::Data => deadlines.data,
@@ -229,15 +237,18 @@ async fn call(
             let mut req = tonic::Request::new(req);
             req.set_timeout(deadline);
             let resp = client.append_entries(req).await?.into_inner();
-            let liveness_only = resp.liveness_only;
-            Ok(convert::append_response_from_pb(resp, me).map(|m| (m, liveness_only)))
+            let extra = Extra {
+                liveness_only: resp.liveness_only,
+                feature_level_max: resp.feature_level_max,
+            };
+            Ok(convert::append_response_from_pb(resp, me).map(|m| (m, extra)))
         }
         MessageBody::RequestVote { .. } => {
             let mut req =
                 tonic::Request::new(convert::vote_request_to_pb(&m).expect("a vote request"));
             req.set_timeout(deadline);
             let resp = client.request_vote(req).await?.into_inner();
-            Ok(convert::vote_response_from_pb(resp, me).map(|m| (m, false)))
+            Ok(convert::vote_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }
         MessageBody::InstallSnapshot { .. } => {
             let chunks = convert::snapshot_to_chunks(&m, chunk_bytes).expect("a snapshot");
@@ -245,7 +256,7 @@ async fn call(
             // A snapshot may be large: allow it far longer than an append.
             req.set_timeout(deadline * 6);
             let resp = client.install_snapshot(req).await?.into_inner();
-            Ok(convert::snapshot_response_from_pb(resp, me).map(|m| (m, false)))
+            Ok(convert::snapshot_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }
         MessageBody::TimeoutNow => {
             let mut req =

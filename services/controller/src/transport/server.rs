@@ -23,6 +23,7 @@ pub struct RaftServer {
     driver: Inbox,
     follower_view: Arc<FollowerView>,
     busy_answer_after: Duration,
+    faults: Arc<crate::faults::Faults>,
     answer_timeout: Duration,
     snapshot_max_bytes: usize,
 }
@@ -34,6 +35,7 @@ impl RaftServer {
             driver: node.inbox(),
             follower_view: node.follower_view.clone(),
             busy_answer_after: node.busy_answer_after,
+            faults: node.faults.clone(),
             answer_timeout: Duration::from_secs(5),
             snapshot_max_bytes,
         }
@@ -70,6 +72,17 @@ impl RaftServer {
                 "the Raft thread did not answer in time",
             )),
         }
+    }
+}
+
+impl RaftServer {
+    /// An append answer, saying which feature levels this node supports.
+    fn append_answer(
+        &self,
+        mut answer: pb::AppendEntriesResponse,
+    ) -> Response<pb::AppendEntriesResponse> {
+        answer.feature_level_max = crate::metadata::features::supported_max(&self.faults);
+        Response::new(answer)
     }
 }
 
@@ -116,21 +129,17 @@ impl RaftService for RaftServer {
                 Ok(answer) => {
                     let answer =
                         answer.map_err(|_| Status::unavailable("controller is shutting down"))?;
-                    return Ok(Response::new(convert::append_response_to_pb(
-                        answer.as_ref(),
-                    )));
+                    return Ok(self.append_answer(convert::append_response_to_pb(answer.as_ref())));
                 }
                 Err(_) => {
                     if let Some(busy) = self.follower_view.heartbeat_answer(self.me, &request) {
-                        return Ok(Response::new(busy));
+                        return Ok(self.append_answer(busy));
                     }
                 }
             }
         }
         let answer = Self::answer(rx, self.answer_timeout).await?;
-        Ok(Response::new(convert::append_response_to_pb(
-            answer.as_ref(),
-        )))
+        Ok(self.append_answer(convert::append_response_to_pb(answer.as_ref())))
     }
 
     async fn install_snapshot(
