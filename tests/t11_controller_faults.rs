@@ -555,6 +555,116 @@ async fn t11_8_a_silent_broker_is_fenced_although_leadership_keeps_moving() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 2: a wiped data dir neither loses a committed entry nor elects two leaders
+
+/// Waits until every node in `ids` reports the same non-empty cluster id; returns it.
+async fn cluster_id(cluster: &ControllerCluster, ids: &[u64]) -> String {
+    wait_until(deadline(WAIT), || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for &id in ids {
+            let i = cluster
+                .info(id)
+                .await
+                .map_err(|e| format!("node {id}: {e}"))?;
+            seen.insert(i.cluster_id);
+        }
+        match seen.len() {
+            1 if !seen.first().unwrap().is_empty() => Ok(seen.pop_first().unwrap()),
+            _ => Err(format!("cluster ids {seen:?}")),
+        }
+    })
+    .await
+    .expect("the cluster names itself")
+}
+
+/// Item 2: a node that came back empty voted at term 0 and counted toward commits. The
+/// committed topic lives on the leader and one follower; the follower is wiped and the leader
+/// is down. The wiped node and the other follower (which never got the topic) must not elect a
+/// leader; once the old leader is back the topic is there on every node, and the wiped node,
+/// caught up, votes and counts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_2_a_wiped_follower_does_not_vote_a_committed_entry_away() {
+    use dmq_proto::v1::ControllerRole;
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, ClusterOpts::default()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let _brokers = start_brokers(&cluster, &[1], heartbeat_interval(&cluster)).await;
+    let id = cluster_id(&cluster, &cluster.ids()).await;
+    let followers: Vec<u64> = cluster.ids().into_iter().filter(|&n| n != leader).collect();
+    let (wiped, behind) = (followers[0], followers[1]);
+
+    cluster.kill(behind);
+    create_topic(&cluster.router(), "acked", 1, 1)
+        .await
+        .unwrap();
+    cluster.kill(leader);
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).unwrap();
+    cluster.restart(wiped).await;
+    cluster.restart(behind).await;
+
+    // Ten election timeouts and more: no leader between the two (one has nothing, the other
+    // lacks the topic).
+    let t = Instant::now();
+    let mut catching_up_seen = false;
+    while t.elapsed() < Duration::from_secs(4) {
+        for n in [wiped, behind] {
+            if let Ok(i) = cluster.info(n).await {
+                assert_ne!(
+                    i.role(),
+                    ControllerRole::Leader,
+                    "node {n} leads (term {}) without the committed topic: the wiped node \
+                     {wiped} voted",
+                    i.term
+                );
+                if n == wiped {
+                    catching_up_seen |= i.catching_up;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        catching_up_seen,
+        "node {wiped} never said it was catching up"
+    );
+
+    cluster.restart(leader).await;
+    cluster.wait_for_leader(WAIT).await;
+    let m = dmq_tests::controller_ops::wait_converged(&cluster, &cluster.ids(), WAIT).await;
+    assert!(
+        m.topics.iter().any(|t| t.name == "acked"),
+        "the acknowledged topic was lost: {:?}",
+        m.topics
+    );
+    assert_eq!(cluster_id(&cluster, &cluster.ids()).await, id);
+    wait_until(deadline(WAIT), || async {
+        match cluster.info(wiped).await {
+            Ok(i) if !i.catching_up => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("the wiped node catches up");
+
+    // Caught up, it is a full member again: with the other follower down it is the majority.
+    let now_leading = cluster.wait_for_leader(WAIT).await;
+    let stop = *cluster
+        .ids()
+        .iter()
+        .find(|&&n| n != wiped && n != now_leading)
+        .unwrap();
+    cluster.kill(stop);
+    create_topic(&cluster.router(), "after", 1, 1)
+        .await
+        .unwrap();
+    println!(
+        "t11_2: cluster {id}; node {wiped} wiped, node {behind} behind, leader {leader} down: \
+         no leader for 4 s; topic kept; node {wiped} caught up and formed a majority"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,10 +102,11 @@ pub enum RaftStorageError {
     },
     /// Stored data failed its checksum or breaks the layout's invariants; nothing of it was used.
     #[error(
-        "the raft storage in {} is corrupt: {what}: {detail}. This node must not run on it. \
-         Restore it from a snapshot: stop the node, move the data directory {} aside and restart \
-         it empty so that it catches up from the leader (only while the other controllers form \
-         a majority, since the node forgets its term and vote)",
+        "the raft storage in {} is corrupt: {what}: {detail}. This node must not run on it: \
+         stop it, move the data directory {} aside and restart it empty. It then catches up \
+         from the leader and neither votes nor counts toward commits until it has (this needs \
+         the other controllers to form a majority; with a majority lost, restore the cluster \
+         from a backup: dmq controller restore)",
         path.display(),
         path.display()
     )]
@@ -1054,11 +1055,17 @@ fn decode_kind(kind: u8) -> Result<EntryKind, String> {
     }
 }
 
+/// `term · vote · commit` (u64 BE each), then one flags byte (bit 0: catching up) only when a
+/// flag is set, so that a store without flags reads the same in every version.
 fn encode_hard_state(hs: &HardState) -> Vec<u8> {
-    seal(KEY_HARD_STATE, 24, |v| {
+    let flags = u8::from(hs.catching_up);
+    seal(KEY_HARD_STATE, 24 + usize::from(flags != 0), |v| {
         v.extend_from_slice(&hs.term.to_be_bytes());
         v.extend_from_slice(&hs.vote.unwrap_or(0).to_be_bytes());
         v.extend_from_slice(&hs.commit.to_be_bytes());
+        if flags != 0 {
+            v.push(flags);
+        }
     })
 }
 
@@ -1067,11 +1074,16 @@ fn decode_hard_state(payload: &[u8]) -> Result<HardState, String> {
     let term = reader.u64()?;
     let vote = reader.u64()?;
     let commit = reader.u64()?;
+    let flags = if payload.len() > 24 { reader.u8()? } else { 0 };
     reader.finish()?;
+    if flags & !1 != 0 {
+        return Err(format!("unknown hard state flags {flags:#04x}"));
+    }
     Ok(HardState {
         term,
         vote: (vote != 0).then_some(vote),
         commit,
+        catching_up: flags & 1 != 0,
     })
 }
 
@@ -1196,7 +1208,12 @@ mod tests {
     }
 
     fn hard_state(term: u64, vote: Option<u64>, commit: Index) -> HardState {
-        HardState { term, vote, commit }
+        HardState {
+            term,
+            vote,
+            commit,
+            catching_up: false,
+        }
     }
 
     fn reopen(storage: SledStorage) -> SledStorage {
@@ -1329,6 +1346,16 @@ mod tests {
         };
         assert_eq!(s.recover().unwrap(), expected);
         assert_eq!(s.synced_index(), 15);
+
+        // A node catching up after a wipe keeps the flag across a restart.
+        let mut s = s;
+        let hs = HardState {
+            catching_up: true,
+            ..hard_state(4, None, 12)
+        };
+        s.persist(None, &[], Some(&hs)).unwrap();
+        let s = reopen(s);
+        assert_eq!(s.recover().unwrap().hard_state, hs);
     }
 
     #[test]
@@ -1992,6 +2019,7 @@ mod tests {
                         term,
                         vote: rng.random_bool(0.7).then(|| rng.random_range(1..=5)),
                         commit: rng.random_range(0..=last_after + count),
+                        catching_up: rng.random_bool(0.2),
                     });
                     covered.multi_entry_persists += usize::from(count > 1);
                     let encoded = GROUP_HEADER_BYTES + new.iter().map(encoded_len).sum::<usize>();

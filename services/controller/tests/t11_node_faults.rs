@@ -117,6 +117,7 @@ fn append(
         leader_commit: commit,
         read_round: 0,
         to: 1,
+        cluster_id: String::new(),
     }
 }
 
@@ -158,6 +159,7 @@ async fn t11_6_entries_replacing_a_truncated_suffix_are_not_applied_before_they_
 /// Three real nodes over loopback gRPC, each with its own fault points.
 struct Trio {
     _dirs: Vec<tempfile::TempDir>,
+    peers: BTreeMap<u64, PeerAddrs>,
     nodes: BTreeMap<
         u64,
         (
@@ -202,7 +204,11 @@ impl Trio {
             });
             nodes.insert(id, (handle, store, faults));
         }
-        Trio { _dirs: dirs, nodes }
+        Trio {
+            _dirs: dirs,
+            peers,
+            nodes,
+        }
     }
 
     async fn leader(&self) -> u64 {
@@ -322,4 +328,27 @@ async fn t11_9_the_feature_level_rises_only_once_every_controller_supports_it() 
             && !ids.iter().next().unwrap().is_empty()
     })
     .await;
+}
+
+/// Item 2: Raft RPCs carry the cluster id, and a node of another cluster is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_2_a_request_from_another_cluster_is_refused() {
+    let trio = Trio::start(|_, _| {}).await;
+    trio.wait("the cluster is named", |t| {
+        t.nodes.values().all(|(_, s, _)| !s.cluster_id().is_empty())
+    })
+    .await;
+    let addr = format!("http://{}", trio.peers[&1].raft);
+    let mut client = RaftServiceClient::connect(addr).await.unwrap();
+    let mut request = append(99, (0, 0), Vec::new(), 0);
+    request.cluster_id = "another-cluster".into();
+    let err = client.append_entries(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("cluster id mismatch"),
+        "{}",
+        err.message()
+    );
+    let term = trio.nodes[&1].0.status().term;
+    assert!(term < 99, "the refused request moved the term to {term}");
 }

@@ -1,7 +1,8 @@
 //! What a leader knows of one follower's log, and how it sends to it.
 //!
 //! # To ensure correctness
-//! - `match_index < next_index` always; `match_index` only grows within a term.
+//! - `match_index < next_index` always; `match_index` only grows within a term, except when the
+//!   follower lost its storage ([`Progress::lost_log`]): then it starts over from nothing.
 //! - In `Replicate` at most `max_inflight_appends` appends are unacknowledged; in `Probe` at most
 //!   one (until the next heartbeat interval); in `Snapshot` none until the snapshot is answered.
 
@@ -39,6 +40,8 @@ pub(crate) struct Progress {
     pub(crate) match_at_last_heartbeat: Index,
     /// The highest commit index this follower can have learnt from what we sent it.
     pub(crate) commit_sent: Index,
+    /// Its last answer said it is catching up after coming back empty: it counts for nothing.
+    pub(crate) catching_up: bool,
 }
 
 impl Progress {
@@ -55,6 +58,7 @@ impl Progress {
             stalled_heartbeats: 0,
             match_at_last_heartbeat: 0,
             commit_sent: 0,
+            catching_up: false,
         }
     }
 
@@ -68,6 +72,21 @@ impl Progress {
         self.inflight.clear();
         self.probe_sent = false;
         self.stalled_heartbeats = 0;
+    }
+
+    /// The follower came back with empty storage (it answers as catching up): nothing it
+    /// acknowledged before holds any more. Probe again from the end of the log; its
+    /// rejections' hints lead back to where its log ends.
+    pub(crate) fn lost_log(&mut self, last_index: Index) {
+        self.match_index = 0;
+        self.next_index = last_index + 1;
+        self.state = ProgressState::Probe;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.stalled_heartbeats = 0;
+        self.match_at_last_heartbeat = 0;
+        self.commit_sent = 0;
+        self.catching_up = true;
     }
 
     pub(crate) fn become_replicate(&mut self) {

@@ -43,6 +43,10 @@ pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
     pub commit: Index,
+    /// This node came back with empty storage into a cluster that exists (see
+    /// [`crate::Raft::rejoin`]): it forgot its votes and its log, so it must not vote,
+    /// campaign or count toward a commit until its log reaches a commit index a leader told it.
+    pub catching_up: bool,
 }
 
 /// What a snapshot replaces: the log up to and including `last_index`, whose entry had `last_term`.
@@ -102,6 +106,9 @@ pub enum MessageBody {
         rejected_index: Index,
         conflict: Option<ConflictHint>,
         read_round: u64,
+        /// The follower is catching up after coming back empty: its answer must not count
+        /// toward a commit, a read or check-quorum.
+        catching_up: bool,
     },
     /// §7. The transport chunks `snapshot.data`; the core sees whole snapshots.
     InstallSnapshot {
@@ -110,6 +117,8 @@ pub enum MessageBody {
     InstallSnapshotResponse {
         /// The index the receiver now holds up to.
         match_index: Index,
+        /// As for [`MessageBody::AppendEntriesResponse`].
+        catching_up: bool,
     },
     /// Thesis §3.10: campaign at once (leadership transfer).
     TimeoutNow,

@@ -27,7 +27,7 @@ fn snapshot_answer(c: &Cluster, mark: usize) -> u64 {
     let out = c.sent_since(mark, |_| true);
     assert_eq!(out.len(), 1, "{out:?}");
     match out[0].body {
-        MessageBody::InstallSnapshotResponse { match_index } => match_index,
+        MessageBody::InstallSnapshotResponse { match_index, .. } => match_index,
         ref b => panic!("expected an InstallSnapshotResponse, got {b:?}"),
     }
 }

@@ -73,7 +73,7 @@ pub enum StoreError {
     #[error(
         "the metadata store is corrupt: {what}: {detail}. This node must not run on it: stop \
          it, move its data directory aside and restart it empty so that it catches up from the \
-         leader"
+         leader (it neither votes nor counts toward commits until it has)"
     )]
     Corrupt { what: String, detail: String },
     /// A snapshot that does not describe a valid state; nothing of it was installed.

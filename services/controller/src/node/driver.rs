@@ -61,6 +61,7 @@ struct Driver {
     metadata: Arc<MetadataStore>,
     inbox: InboxReceiver,
     follower_view: Arc<FollowerView>,
+    cluster_id: Arc<super::ClusterId>,
     lease: Arc<LeaderLease>,
     lease_tracker: LeaseTracker,
     /// The highest feature level each peer said it supports (in its last append answer).
@@ -104,10 +105,24 @@ pub(crate) fn spawn(
         }
     }
     let applied = metadata.applied_index();
+    let logged_cluster_id = recovered
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Normal)
+        .find_map(|e| super::cluster_id::named_in(&e.data));
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
     let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
     let status = status_of(&cfg, &raft, true);
     let (status_tx, status_rx) = watch::channel(status);
+    let cluster_id = Arc::new(super::ClusterId::new(&metadata.cluster_id()));
+    if let Some(id) = logged_cluster_id {
+        cluster_id.set_logged(&id);
+    }
+    tracing::info!(
+        node_id = cfg.id,
+        cluster_id = %cluster_id.get(),
+        "cluster id (empty: not named yet)"
+    );
     let peers = cfg
         .peers
         .iter()
@@ -115,7 +130,14 @@ pub(crate) fn spawn(
         .map(|(&id, addrs)| {
             (
                 id,
-                peer::spawn(&runtime, &cfg, id, addrs.raft.clone(), inbox.clone()),
+                peer::spawn(
+                    &runtime,
+                    &cfg,
+                    id,
+                    addrs.raft.clone(),
+                    inbox.clone(),
+                    cluster_id.clone(),
+                ),
             )
         })
         .collect();
@@ -124,6 +146,7 @@ pub(crate) fn spawn(
     let handle = NodeHandle {
         lease: lease.clone(),
         faults: cfg.faults.clone(),
+        cluster_id: cluster_id.clone(),
         inbox,
         follower_view: follower_view.clone(),
         // Half a heartbeat interval: an idle Raft thread answers within microseconds.
@@ -141,6 +164,7 @@ pub(crate) fn spawn(
         metadata,
         inbox: inbox_rx,
         follower_view,
+        cluster_id: cluster_id.clone(),
         lease,
         lease_tracker: LeaseTracker::default(),
         peer_levels: BTreeMap::new(),
@@ -179,6 +203,7 @@ fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
         applied_index: raft.applied_index(),
         match_indexes: raft.match_indexes(),
         running,
+        catching_up: raft.is_catching_up(),
     }
 }
 
@@ -356,7 +381,29 @@ impl Driver {
                 }
                 self.raft.step(message);
             }
-            Input::PeerRequest(m, reply) => {
+            Input::PeerRequest {
+                message: m,
+                reply,
+                from_named_cluster,
+            } => {
+                if from_named_cluster
+                    && !self.raft.is_catching_up()
+                    && self.raft.last_index() == 0
+                    && self.metadata.cluster_id().is_empty()
+                {
+                    // An empty log, and a peer of a named cluster: this node lost its disk (or
+                    // is new) while the cluster runs; it forgot its votes and its log. (A
+                    // leader names the cluster only once every voter answered its appends, so
+                    // no member of a named cluster has an empty log otherwise. Its term may
+                    // have moved already: answers to its own pre-votes carry theirs.)
+                    tracing::warn!(
+                        node_id = self.cfg.id,
+                        from = m.from,
+                        "empty storage in a running cluster: not voting or counting toward \
+                         commits until caught up with a leader"
+                    );
+                    self.raft.rejoin();
+                }
                 let kind = match m.body {
                     MessageBody::RequestVote { .. } => Some(ResponseKind::Vote),
                     MessageBody::AppendEntries { .. } => Some(ResponseKind::Append),
@@ -409,7 +456,7 @@ impl Driver {
                 let target = to.or_else(|| {
                     // The most up-to-date follower takes over fastest.
                     self.raft
-                        .match_indexes()
+                        .transfer_candidates()
                         .into_iter()
                         .max_by_key(|&(id, m)| (m, id))
                         .map(|(id, _)| id)
@@ -490,6 +537,14 @@ impl Driver {
                 .map_err(|e| Fatal::Storage(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
             crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
+            if let Some(id) = rd
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Normal)
+                .find_map(|e| super::cluster_id::named_in(&e.data))
+            {
+                self.cluster_id.set_logged(&id);
+            }
             if let Some(last) = rd.entries.last() {
                 assert!(
                     synced >= last.index,
@@ -871,6 +926,7 @@ impl Driver {
     }
 
     fn publish_status(&mut self, running: bool) {
+        self.cluster_id.set_applied(&self.metadata.cluster_id());
         self.follower_view
             .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
         self.publish_lease();

@@ -27,6 +27,9 @@ pub struct NodeStatus {
     pub match_indexes: BTreeMap<NodeId, Index>,
     /// False once the Raft thread stopped (shutdown or a fatal storage error).
     pub running: bool,
+    /// Back with empty storage in a named cluster and not caught up yet (see
+    /// [`dmq_raft::Raft::rejoin`]): it neither votes nor counts toward a commit.
+    pub catching_up: bool,
 }
 
 /// Why a request to the node failed, and what the caller should do. Every variant says whether
@@ -197,7 +200,12 @@ pub(crate) enum Input {
     },
     /// A request from a peer whose RPC waits for the core's answer (sent only once the Ready
     /// that produced it is durable).
-    PeerRequest(Message, oneshot::Sender<Option<Message>>),
+    PeerRequest {
+        message: Message,
+        reply: oneshot::Sender<Option<Message>>,
+        /// The sender belongs to a named cluster (its request carried a cluster id).
+        from_named_cluster: bool,
+    },
     Propose {
         data: Vec<u8>,
         reply: Reply<ApplyOutcome>,
@@ -227,6 +235,8 @@ pub struct NodeHandle {
     pub(crate) lease: Arc<super::lease::LeaderLease>,
     /// Test-only fault points (inert in a default build).
     pub(crate) faults: Arc<crate::faults::Faults>,
+    /// The cluster this node belongs to (empty until named).
+    pub(crate) cluster_id: Arc<super::ClusterId>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,

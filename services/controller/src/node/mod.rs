@@ -2,12 +2,14 @@
 //! (persist with one sync per Ready, send, apply, advance); everything else talks to it through
 //! a [`NodeHandle`] over a bounded queue.
 
+mod cluster_id;
 mod config;
 mod driver;
 pub(crate) mod follower_view;
 pub(crate) mod handle;
 pub mod lease;
 
+pub use cluster_id::{ClusterId, same_cluster};
 pub use config::{NodeConfig, PeerAddrs};
 pub use handle::{NodeError, NodeHandle, NodeStatus, Unknown};
 pub use lease::LeaderLease;

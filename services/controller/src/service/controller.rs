@@ -275,6 +275,7 @@ impl<N: Consensus> Inner<N> {
             feature_level: self.store.feature_level(),
             cluster_id: self.store.cluster_id(),
             feature_level_max: self.node.feature_level_max(),
+            catching_up: s.catching_up,
         }
     }
 

@@ -55,6 +55,7 @@ impl FakeNode {
             applied_index: 0,
             match_indexes: BTreeMap::new(),
             running: true,
+            catching_up: false,
         });
         FakeNode(Arc::new(Fake {
             store,
@@ -251,6 +252,7 @@ async fn any_node_describes_itself_and_its_leader() {
             feature_level: 0,
             cluster_id: String::new(),
             feature_level_max: crate::metadata::features::FEATURE_LEVEL_MAX,
+            catching_up: false,
         }
     );
     node.set_role(Role::Candidate, 5, None);

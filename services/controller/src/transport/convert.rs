@@ -68,6 +68,8 @@ pub fn vote_request_to_pb(m: &Message) -> Option<pb::RequestVoteRequest> {
             pre_vote,
             leadership_transfer,
             to: m.to,
+            // Set by the sender, which knows its cluster.
+            cluster_id: String::new(),
         }),
         _ => None,
     }
@@ -138,6 +140,7 @@ pub fn append_request_to_pb(m: &Message) -> Option<pb::AppendEntriesRequest> {
             leader_commit: *leader_commit,
             read_round: *read_round,
             to: m.to,
+            cluster_id: String::new(),
         }),
         _ => None,
     }
@@ -179,6 +182,7 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
                     rejected_index,
                     conflict,
                     read_round,
+                    catching_up,
                 },
             ..
         }) => pb::AppendEntriesResponse {
@@ -194,6 +198,7 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
             liveness_only: false,
             // Set by the server, which knows what this node supports.
             feature_level_max: 0,
+            catching_up: *catching_up,
         },
         _ => pb::AppendEntriesResponse::default(),
     }
@@ -213,6 +218,7 @@ pub fn append_response_from_pb(r: pb::AppendEntriesResponse, me: NodeId) -> Opti
                 first_index: r.conflict_index,
             }),
             read_round: r.read_round,
+            catching_up: r.catching_up,
         },
     })
 }
@@ -241,6 +247,7 @@ pub fn snapshot_to_chunks(
             data: data[offset..end].to_vec(),
             done: end == data.len(),
             to: m.to,
+            cluster_id: String::new(),
         });
         offset = end;
         if offset >= data.len() {
@@ -342,12 +349,17 @@ pub fn snapshot_response_to_pb(m: Option<&Message>) -> pb::InstallSnapshotRespon
         Some(Message {
             from,
             term,
-            body: MessageBody::InstallSnapshotResponse { match_index },
+            body:
+                MessageBody::InstallSnapshotResponse {
+                    match_index,
+                    catching_up,
+                },
             ..
         }) => pb::InstallSnapshotResponse {
             term: *term,
             from: *from,
             match_index: *match_index,
+            catching_up: *catching_up,
         },
         _ => pb::InstallSnapshotResponse::default(),
     }
@@ -360,6 +372,7 @@ pub fn snapshot_response_from_pb(r: pb::InstallSnapshotResponse, me: NodeId) -> 
         term: r.term,
         body: MessageBody::InstallSnapshotResponse {
             match_index: r.match_index,
+            catching_up: r.catching_up,
         },
     })
 }
@@ -369,6 +382,7 @@ pub fn timeout_now_to_pb(m: &Message) -> Option<pb::TimeoutNowRequest> {
         term: m.term,
         leader_id: m.from,
         to: m.to,
+        cluster_id: String::new(),
     })
 }
 
@@ -439,6 +453,7 @@ mod tests {
                     rejected_index: 4,
                     conflict,
                     read_round: 9,
+                    catching_up: conflict.is_some(),
                 },
             };
             assert_eq!(
@@ -458,6 +473,7 @@ mod tests {
             term: 1,
             leader_id: 1,
             to: 3,
+            cluster_id: String::new(),
         };
         let err = timeout_now_from_pb(r, 2).unwrap_err();
         assert!(err.to_string().contains("check --peers"));

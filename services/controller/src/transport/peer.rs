@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert;
-use crate::node::NodeConfig;
 use crate::node::handle::{Inbox, Input};
+use crate::node::{ClusterId, NodeConfig};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -141,6 +141,7 @@ pub(crate) fn spawn(
     id: NodeId,
     addr: String,
     driver: Inbox,
+    cluster_id: Arc<ClusterId>,
 ) -> mpsc::Sender<Message> {
     let (tx, mut rx) = mpsc::channel::<Message>(cfg.peer_queue_depth);
     let me = cfg.id;
@@ -190,11 +191,12 @@ pub(crate) fn spawn(
             let client = client.clone();
             let driver = driver.clone();
             let peer = peer.clone();
+            let cluster = cluster_id.get();
             tokio::spawn(async move {
                 let request_term = m.term;
                 // Taken before the call: a leader lease may only count from here.
                 let sent_at = std::time::Instant::now();
-                let result = call(client, m, me, chunk_bytes, deadlines).await;
+                let result = call(client, m, me, &cluster, chunk_bytes, deadlines).await;
                 drop(permit);
                 match result {
                     Ok(Some((message, extra))) => {
@@ -224,6 +226,7 @@ async fn call(
     mut client: RaftServiceClient<Channel>,
     m: Message,
     me: NodeId,
+    cluster: &str,
     chunk_bytes: usize,
     deadlines: Deadlines,
 ) -> Result<Option<(Message, Extra)>, tonic::Status> {
@@ -233,7 +236,8 @@ async fn call(
     };
     match &m.body {
         MessageBody::AppendEntries { .. } => {
-            let req = convert::append_request_to_pb(&m).expect("an append");
+            let mut req = convert::append_request_to_pb(&m).expect("an append");
+            req.cluster_id = cluster.to_string();
             let mut req = tonic::Request::new(req);
             req.set_timeout(deadline);
             let resp = client.append_entries(req).await?.into_inner();
@@ -244,14 +248,18 @@ async fn call(
             Ok(convert::append_response_from_pb(resp, me).map(|m| (m, extra)))
         }
         MessageBody::RequestVote { .. } => {
-            let mut req =
-                tonic::Request::new(convert::vote_request_to_pb(&m).expect("a vote request"));
+            let mut req = convert::vote_request_to_pb(&m).expect("a vote request");
+            req.cluster_id = cluster.to_string();
+            let mut req = tonic::Request::new(req);
             req.set_timeout(deadline);
             let resp = client.request_vote(req).await?.into_inner();
             Ok(convert::vote_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }
         MessageBody::InstallSnapshot { .. } => {
-            let chunks = convert::snapshot_to_chunks(&m, chunk_bytes).expect("a snapshot");
+            let mut chunks = convert::snapshot_to_chunks(&m, chunk_bytes).expect("a snapshot");
+            for c in &mut chunks {
+                c.cluster_id = cluster.to_string();
+            }
             let mut req = tonic::Request::new(tokio_stream::iter(chunks));
             // A snapshot may be large: allow it far longer than an append.
             req.set_timeout(deadline * 6);
@@ -259,8 +267,9 @@ async fn call(
             Ok(convert::snapshot_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }
         MessageBody::TimeoutNow => {
-            let mut req =
-                tonic::Request::new(convert::timeout_now_to_pb(&m).expect("a timeout-now"));
+            let mut req = convert::timeout_now_to_pb(&m).expect("a timeout-now");
+            req.cluster_id = cluster.to_string();
+            let mut req = tonic::Request::new(req);
             req.set_timeout(deadline);
             client.timeout_now(req).await?;
             Ok(None)

@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, AssembleError, ConvertError, SnapshotAssembler};
-use crate::node::NodeHandle;
 use crate::node::follower_view::FollowerView;
 use crate::node::handle::{Inbox, InboxError, Input};
+use crate::node::{ClusterId, NodeHandle, same_cluster};
 
 /// RaftService backed by a node's Raft thread.
 pub struct RaftServer {
@@ -24,6 +24,7 @@ pub struct RaftServer {
     follower_view: Arc<FollowerView>,
     busy_answer_after: Duration,
     faults: Arc<crate::faults::Faults>,
+    cluster_id: Arc<ClusterId>,
     answer_timeout: Duration,
     snapshot_max_bytes: usize,
 }
@@ -36,6 +37,7 @@ impl RaftServer {
             follower_view: node.follower_view.clone(),
             busy_answer_after: node.busy_answer_after,
             faults: node.faults.clone(),
+            cluster_id: node.cluster_id.clone(),
             answer_timeout: Duration::from_secs(5),
             snapshot_max_bytes,
         }
@@ -47,16 +49,39 @@ impl RaftServer {
             .max_encoding_message_size(super::peer::RPC_BYTES_MAX)
     }
 
+    /// Refuses a request of another cluster; says whether the sender's cluster is named.
+    fn admit(&self, from: NodeId, theirs: &str) -> Result<bool, Status> {
+        let ours = self.cluster_id.applied();
+        if same_cluster(&ours, theirs) {
+            Ok(!theirs.is_empty())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "cluster id mismatch: node {} belongs to cluster {ours}, node {from} to cluster \
+                 {theirs}. A node of another cluster (or one restored into a new cluster) cannot \
+                 join this one: check --peers, or give it a data dir of this cluster",
+                self.me
+            )))
+        }
+    }
+
     /// Hands `m` to the Raft thread and waits for the core's answer (`None` if it gave none).
-    async fn exchange(&self, m: Message) -> Result<Option<Message>, Status> {
-        let rx = self.hand_over(m)?;
+    async fn exchange(&self, m: Message, named: bool) -> Result<Option<Message>, Status> {
+        let rx = self.hand_over(m, named)?;
         Self::answer(rx, self.answer_timeout).await
     }
 
-    fn hand_over(&self, m: Message) -> Result<oneshot::Receiver<Option<Message>>, Status> {
+    fn hand_over(
+        &self,
+        m: Message,
+        from_named_cluster: bool,
+    ) -> Result<oneshot::Receiver<Option<Message>>, Status> {
         let (tx, rx) = oneshot::channel();
         self.driver
-            .send_peer(Input::PeerRequest(m, tx))
+            .send_peer(Input::PeerRequest {
+                message: m,
+                reply: tx,
+                from_named_cluster,
+            })
             .map_err(inbox_error)?;
         Ok(rx)
     }
@@ -108,9 +133,10 @@ impl RaftService for RaftServer {
         &self,
         request: Request<pb::RequestVoteRequest>,
     ) -> Answer<pb::RequestVoteResponse> {
-        let m =
-            convert::vote_request_from_pb(request.into_inner(), self.me).map_err(bad_request)?;
-        let answer = self.exchange(m).await?;
+        let request = request.into_inner();
+        let named = self.admit(request.candidate_id, &request.cluster_id)?;
+        let m = convert::vote_request_from_pb(request, self.me).map_err(bad_request)?;
+        let answer = self.exchange(m, named).await?;
         Ok(Response::new(convert::vote_response_to_pb(answer.as_ref())))
     }
 
@@ -119,9 +145,14 @@ impl RaftService for RaftServer {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Answer<pb::AppendEntriesResponse> {
         let request = request.into_inner();
-        let heartbeat = request.entries.is_empty().then(|| request.clone());
+        let named = self.admit(request.leader_id, &request.cluster_id)?;
+        let heartbeat = request.entries.is_empty().then(|| {
+            let mut probe = request.clone();
+            probe.cluster_id.clear();
+            probe
+        });
         let m = convert::append_request_from_pb(request, self.me).map_err(bad_request)?;
-        let mut rx = self.hand_over(m)?;
+        let mut rx = self.hand_over(m, named)?;
         if let Some(request) = heartbeat {
             // A heartbeat is never kept waiting behind a slow sync: past a short bound it is
             // answered from what this node already promised (see `FollowerView`).
@@ -148,13 +179,18 @@ impl RaftService for RaftServer {
     ) -> Answer<pb::InstallSnapshotResponse> {
         let mut stream = request.into_inner();
         let mut assembler = SnapshotAssembler::default();
+        let mut named = None;
         while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if named.is_none() {
+                named = Some(self.admit(chunk.leader_id, &chunk.cluster_id)?);
+            }
             assembler
-                .push(chunk?, self.snapshot_max_bytes)
+                .push(chunk, self.snapshot_max_bytes)
                 .map_err(assemble_error)?;
         }
         let m = assembler.finish(self.me).map_err(assemble_error)?;
-        let answer = self.exchange(m).await?;
+        let answer = self.exchange(m, named.unwrap_or(false)).await?;
         Ok(Response::new(convert::snapshot_response_to_pb(
             answer.as_ref(),
         )))
@@ -164,7 +200,9 @@ impl RaftService for RaftServer {
         &self,
         request: Request<pb::TimeoutNowRequest>,
     ) -> Answer<pb::TimeoutNowResponse> {
-        let m = convert::timeout_now_from_pb(request.into_inner(), self.me).map_err(bad_request)?;
+        let request = request.into_inner();
+        self.admit(request.leader_id, &request.cluster_id)?;
+        let m = convert::timeout_now_from_pb(request, self.me).map_err(bad_request)?;
         self.driver.send_peer(Input::Peer(m)).map_err(inbox_error)?;
         Ok(Response::new(pb::TimeoutNowResponse {}))
     }
