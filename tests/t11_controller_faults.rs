@@ -665,6 +665,145 @@ async fn t11_2_a_wiped_follower_does_not_vote_a_committed_entry_away() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Item 1: a follower behind a big snapshot catches up
+
+/// How many topics node `id` holds (a stale read of its applied state, in pages small enough
+/// for big topics).
+async fn count_topics(cluster: &ControllerCluster, id: u64) -> usize {
+    let mut c = cluster.client(id).max_decoding_message_size(64 << 20);
+    let (mut n, mut token) = (0, String::new());
+    loop {
+        let page = c
+            .list_topics(dmq_proto::v1::ListTopicsRequest {
+                page_size: 100,
+                page_token: token.clone(),
+                allow_stale: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ListTopics on node {id}: {e}"))
+            .into_inner();
+        n += page.topics.len();
+        if page.next_page_token.is_empty() {
+            return n;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Item 1: a follower behind the compaction point got a whole-snapshot copy about every
+/// 0.5 s (probe resends), many in flight, each held twice, and the receiver buffered each
+/// stream whole: past a few seconds of transfer nothing ever completed. Here the metadata
+/// grows past 100 MiB (6,500 topics of 1,000 partitions, replication factor 3) while one
+/// follower is down and the leader compacts its log; the follower comes back behind a link
+/// of 4 MiB/s (a test-only fault point on its receiving side: about 25 s for the transfer)
+/// and must catch up with one transfer. Transfer time and the peak RSS of leader and follower
+/// are printed.
+/// `DMQ_T11_1_TOPICS` changes the number of topics (to look at smaller states).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_1_a_follower_behind_a_100_mib_snapshot_catches_up() {
+    let _slot = cluster_slot().await;
+    let topics: u32 = std::env::var("DMQ_T11_1_TOPICS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6500);
+    let opts = ClusterOpts {
+        snapshot_every_entries: u64::from(topics / 4).max(50),
+        // A big apply or snapshot holds the Raft thread for a while in a debug build.
+        replication_timeout_ms: 20_000,
+        rpc_timeout: Duration::from_secs(20),
+        ..production_timing()
+    };
+    let mut cluster = ControllerCluster::start(3, opts).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let _brokers = start_brokers(&cluster, &[1, 2, 3], heartbeat_interval(&cluster)).await;
+    let lagging = *cluster.ids().iter().find(|&&id| id != leader).unwrap();
+    cluster.stop(lagging).await;
+
+    let router = cluster.router();
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let router = router.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= u64::from(topics) {
+                        return;
+                    }
+                    let name = format!("big-{i:05}");
+                    create_topic(&router, &name, 1000, 3)
+                        .await
+                        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("a writer panicked");
+    }
+    let loaded = t.elapsed();
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let target = cluster.info(leader).await.unwrap().commit_index;
+    let snapshots =
+        dmq_tests::controller_ops::count_lines(cluster.log_path(leader), "snapshot taken");
+    assert!(snapshots >= 1, "the leader never compacted its log");
+
+    cluster.set_faults(lagging, "snapshot_receive_bytes_per_sec=4194304");
+    let t = Instant::now();
+    cluster.restart(lagging).await;
+    dmq_tests::controller_ops::wait_applied(&cluster, lagging, target, Duration::from_secs(600))
+        .await;
+    let caught_up = t.elapsed();
+    let sent = dmq_tests::controller_ops::count_lines(cluster.log_path(leader), "snapshot sent");
+    let failed = dmq_tests::controller_ops::count_lines(
+        cluster.log_path(leader),
+        "snapshot transfer failed",
+    );
+    assert_eq!(
+        (sent, failed),
+        (1, 0),
+        "one transfer, not {sent} (and {failed} failed)"
+    );
+    let log = dmq_tests::controller_ops::latest_run(cluster.log_path(lagging));
+    assert!(
+        log.contains("installed snapshot"),
+        "node {lagging} caught up without a snapshot"
+    );
+    let size = log
+        .lines()
+        .find(|l| l.contains("installed snapshot"))
+        .and_then(|l| l.split("bytes=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    let rss = |id| cluster.pid(id).and_then(peak_rss_mib);
+    for id in cluster.ids() {
+        assert_eq!(
+            count_topics(&cluster, id).await,
+            topics as usize,
+            "node {id} does not hold every topic"
+        );
+    }
+    println!(
+        "t11_1: {topics} topics of 1000 partitions loaded in {loaded:?} ({snapshots} snapshots \
+         on the leader); node {lagging} restarted and applied {target} after {caught_up:?} \
+         (snapshot of {size} bytes, one transfer); peak RSS: leader {:?} MiB, follower {:?} MiB",
+        rss(leader),
+        rss(lagging)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

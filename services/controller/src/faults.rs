@@ -12,6 +12,7 @@
 //! | `sync_stall_ms=N` | every sync of the Raft storage first sleeps N ms (a slow disk) |
 //! | `fail_writes=1` | the next Raft storage write fails as if the disk returned EIO |
 //! | `feature_level_max=N` | the node claims to support metadata feature levels up to N only (an older version) |
+//! | `snapshot_receive_bytes_per_sec=N` | InstallSnapshot streams into this node take at most N bytes/s together (a slow link or disk) |
 
 use std::time::Duration;
 
@@ -90,6 +91,11 @@ mod enabled {
                 || self.fail_writes.load(Ordering::SeqCst)
         }
 
+        pub(crate) fn snapshot_receive_rate(&self) -> Option<u64> {
+            self.read_file("snapshot_receive_bytes_per_sec")
+                .filter(|&n| n > 0)
+        }
+
         pub(crate) fn feature_level_max(&self) -> Option<u32> {
             if let Some(level) = self.read_file("feature_level_max") {
                 return u32::try_from(level).ok();
@@ -127,6 +133,11 @@ mod disabled {
         #[inline(always)]
         pub(crate) fn fail_write(&self) -> bool {
             false
+        }
+
+        #[inline(always)]
+        pub(crate) fn snapshot_receive_rate(&self) -> Option<u64> {
+            None
         }
 
         #[inline(always)]

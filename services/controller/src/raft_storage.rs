@@ -593,7 +593,7 @@ impl SledStorage {
         Ok((
             Snapshot {
                 meta: stored.meta,
-                data,
+                data: data.into(),
             },
             count,
         ))

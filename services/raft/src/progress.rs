@@ -4,7 +4,8 @@
 //! - `match_index < next_index` always; `match_index` only grows within a term, except when the
 //!   follower lost its storage ([`Progress::lost_log`]): then it starts over from nothing.
 //! - In `Replicate` at most `max_inflight_appends` appends are unacknowledged; in `Probe` at most
-//!   one (until the next heartbeat interval); in `Snapshot` none until the snapshot is answered.
+//!   one (until the next heartbeat interval); in `Snapshot` none, and no second snapshot, until
+//!   the snapshot is answered or its transfer is reported failed.
 
 use std::collections::VecDeque;
 
@@ -33,8 +34,8 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest heartbeat round it echoed (ReadIndex).
     pub(crate) acked_read_round: u64,
-    /// Ticks since the snapshot was sent, to retry one that was lost.
-    pub(crate) snapshot_elapsed_ticks: u32,
+    /// After a failed snapshot transfer: ticks before another may start.
+    pub(crate) snapshot_retry_ticks: u32,
     /// Heartbeats in a row that saw no progress while behind (Replicate only).
     pub(crate) stalled_heartbeats: u32,
     pub(crate) match_at_last_heartbeat: Index,
@@ -54,7 +55,7 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             acked_read_round: 0,
-            snapshot_elapsed_ticks: 0,
+            snapshot_retry_ticks: 0,
             stalled_heartbeats: 0,
             match_at_last_heartbeat: 0,
             commit_sent: 0,
@@ -99,7 +100,6 @@ impl Progress {
     pub(crate) fn become_snapshot(&mut self, pending: Index) {
         self.state = ProgressState::Snapshot { pending };
         self.inflight.clear();
-        self.snapshot_elapsed_ticks = 0;
     }
 
     /// Whether the window allows another append now.

@@ -305,13 +305,7 @@ impl Raft {
         }
         let min = self.cfg.election_timeout_min_ticks;
         for p in self.progress.values_mut() {
-            if let ProgressState::Snapshot { .. } = p.state {
-                p.snapshot_elapsed_ticks += 1;
-                if p.snapshot_elapsed_ticks >= min {
-                    // The snapshot or its answer was lost: probe again.
-                    p.become_probe();
-                }
-            }
+            p.snapshot_retry_ticks = p.snapshot_retry_ticks.saturating_sub(1);
         }
         if let Some(_t) = self.transferee {
             self.transfer_elapsed_ticks += 1;
@@ -443,10 +437,30 @@ impl Raft {
 
     /// Records that the application snapshotted its state at `index` (at most the applied
     /// index) as `data`, and drops the log up to it. The caller stores the snapshot itself.
-    pub fn compact(&mut self, index: Index, data: Vec<u8>) {
+    pub fn compact(&mut self, index: Index, data: impl Into<Bytes>) {
         self.assert_not_in_ready();
         let voters = self.cfg.voters.clone();
-        self.log.compact(index, data, voters);
+        self.log.compact(index, data.into(), voters);
+    }
+
+    /// The caller's transport reports the end of the InstallSnapshot transfer of the snapshot
+    /// at `index` to `to`: `ok` when the follower answered (its answer is stepped as usual),
+    /// else it failed (unreachable, refused, past its deadline). One transfer per follower is
+    /// under way at a time: the leader sends no other snapshot to it until this report (or the
+    /// follower's answer), and after a failure waits the minimum election timeout before the
+    /// next, so a snapshot that cannot get through is not resent over and over.
+    pub fn report_snapshot(&mut self, to: NodeId, index: Index, ok: bool) {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader || ok {
+            return;
+        }
+        let retry = self.cfg.election_timeout_min_ticks;
+        if let Some(p) = self.progress.get_mut(&to)
+            && p.state == (ProgressState::Snapshot { pending: index })
+        {
+            p.become_probe();
+            p.snapshot_retry_ticks = retry;
+        }
     }
 
     /// The snapshot the log starts after (with data), for the caller to store after `compact`.
@@ -821,7 +835,12 @@ impl Raft {
         let replicate = p.state == ProgressState::Replicate;
         let prev = next - 1;
         let Some(prev_term) = self.log.term(prev) else {
-            // The entries it needs are compacted: send the snapshot instead (§7).
+            // The entries it needs are compacted: send the snapshot instead (§7), unless the
+            // last transfer failed a moment ago.
+            if p.snapshot_retry_ticks > 0 {
+                return false;
+            }
+            // Its data is shared, not copied.
             let snapshot = self.log.snapshot.clone();
             let pending = snapshot.meta.last_index;
             self.progress

@@ -57,11 +57,15 @@ pub struct SnapshotMeta {
     pub voters: Vec<NodeId>,
 }
 
-/// A state-machine snapshot (§7). `data` is opaque to the core.
+pub use bytes::Bytes;
+
+/// A state-machine snapshot (§7). `data` is opaque to the core and shared, not copied: a
+/// leader sends the same bytes to every follower that needs them, and a clone of a snapshot
+/// is a reference count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// Why a follower rejected an append: enough for the leader to skip back a whole term at a time.
@@ -110,7 +114,8 @@ pub enum MessageBody {
         /// toward a commit, a read or check-quorum.
         catching_up: bool,
     },
-    /// §7. The transport chunks `snapshot.data`; the core sees whole snapshots.
+    /// §7. The transport chunks `snapshot.data`; the core sees whole snapshots. The caller
+    /// reports the end of each transfer ([`crate::Raft::report_snapshot`]).
     InstallSnapshot {
         snapshot: Snapshot,
     },

@@ -102,7 +102,8 @@ impl State {
     }
 
     /// Checks the invariants every applied state keeps; the message names the first violation.
-    /// Run after every apply in debug builds, and on whatever `open` or `restore` loads.
+    /// Run after every apply in debug builds while the state is small (see `store.rs`), and on
+    /// whatever `open` or `restore` loads.
     ///
     /// - version <= applied index; topic ids unique and below `next_topic_id`.
     /// - Brokers: id != 0, status ONLINE or OFFLINE, epoch in `1..=applied index`.

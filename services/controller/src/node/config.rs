@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub snapshot_chunk_bytes: usize,
     /// Largest snapshot accepted from a leader.
     pub snapshot_max_bytes: usize,
+    /// The slowest rate an InstallSnapshot transfer may run at before it is given up: its
+    /// deadline grows with the snapshot's size at this rate.
+    pub snapshot_min_rate_bytes_per_sec: u64,
     /// Seed of the Raft core's RNG (election timeouts). Defaults to the node id.
     pub seed: u64,
     /// Test-only fault points; inert unless built with the `fault-injection` feature.
@@ -87,6 +90,7 @@ impl NodeConfig {
             max_append_bytes: 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_max_bytes: 512 * 1024 * 1024,
+            snapshot_min_rate_bytes_per_sec: 1024 * 1024,
             seed: id,
             faults: Arc::new(Faults::none()),
         }

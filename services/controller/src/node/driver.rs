@@ -70,6 +70,9 @@ struct Driver {
     level_proposal: Option<(Index, Term)>,
     /// The index of this leader's no-op.
     term_start_index: Index,
+    /// InstallSnapshots that never reached the transport (its queue was full): failed
+    /// transfers, reported at the next iteration.
+    unsent_snapshots: Vec<(NodeId, Index)>,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
@@ -99,9 +102,8 @@ pub(crate) fn spawn(
         // The metadata trees are synced with the log but may lag a snapshot the log was
         // compacted to (or one installed from the leader): catch up from the snapshot.
         if metadata.applied_index() < snap.meta.last_index {
-            let ms =
-                MetadataSnapshot::decode(snap.data.as_slice()).map_err(StartError::Snapshot)?;
-            metadata.restore(&ms)?;
+            let ms = MetadataSnapshot::decode(&snap.data[..]).map_err(StartError::Snapshot)?;
+            metadata.restore_owned(ms)?;
         }
     }
     let applied = metadata.applied_index();
@@ -147,6 +149,8 @@ pub(crate) fn spawn(
         lease: lease.clone(),
         faults: cfg.faults.clone(),
         cluster_id: cluster_id.clone(),
+        data_dir: cfg.data_dir.clone(),
+        snapshot_min_rate_bytes_per_sec: cfg.snapshot_min_rate_bytes_per_sec,
         inbox,
         follower_view: follower_view.clone(),
         // Half a heartbeat interval: an idle Raft thread answers within microseconds.
@@ -170,6 +174,7 @@ pub(crate) fn spawn(
         peer_levels: BTreeMap::new(),
         level_proposal: None,
         term_start_index: Index::MAX,
+        unsent_snapshots: Vec::new(),
         peers,
         status_tx,
         proposals: BTreeMap::new(),
@@ -300,6 +305,9 @@ impl Driver {
     /// inputs, so peers always go first and a flood of clients cannot starve them, the ticks
     /// or the syncs. Returns whether client inputs are left over, or `None` on shutdown.
     fn take_inputs(&mut self) -> Option<bool> {
+        for (to, index) in std::mem::take(&mut self.unsent_snapshots) {
+            self.raft.report_snapshot(to, index, false);
+        }
         for _ in 0..PEER_INPUTS_PER_ITERATION_MAX {
             match self.inbox.peers.try_recv() {
                 Ok(input) => {
@@ -356,6 +364,7 @@ impl Driver {
     fn handle(&mut self, input: Input) -> bool {
         match input {
             Input::Peer(m) => self.raft.step(m),
+            Input::SnapshotReport { to, index, ok } => self.raft.report_snapshot(to, index, ok),
             Input::Response {
                 message,
                 sent_at,
@@ -553,12 +562,12 @@ impl Driver {
                 );
             }
             if let Some(s) = &rd.snapshot {
-                let ms = MetadataSnapshot::decode(s.data.as_slice()).map_err(|e| {
+                let ms = MetadataSnapshot::decode(&s.data[..]).map_err(|e| {
                     Fatal::CannotApply(format!(
                         "the snapshot from the leader cannot be decoded by this version: {e}"
                     ))
                 })?;
-                self.metadata.restore(&ms).map_err(|e| match e {
+                self.metadata.restore_owned(ms).map_err(|e| match e {
                     crate::metadata::StoreError::InvalidSnapshot { .. } => Fatal::CannotApply(
                         format!("the snapshot from the leader cannot be installed: {e}"),
                     ),
@@ -567,6 +576,7 @@ impl Driver {
                 tracing::info!(
                     node_id = self.cfg.id,
                     index = s.meta.last_index,
+                    bytes = s.data.len(),
                     "installed snapshot"
                 );
             }
@@ -675,8 +685,18 @@ impl Driver {
             return;
         }
         if let Some(tx) = self.peers.get(&m.to) {
-            // A full queue means the peer is slow or down: Raft retransmits what matters.
-            let _ = tx.try_send(m);
+            // A full queue means the peer is slow or down: Raft retransmits what matters. A
+            // snapshot that did not even leave is a failed transfer, reported as such.
+            let snapshot = match &m.body {
+                MessageBody::InstallSnapshot { snapshot } => Some(snapshot.meta.last_index),
+                _ => None,
+            };
+            let to = m.to;
+            if tx.try_send(m).is_err()
+                && let Some(index) = snapshot
+            {
+                self.unsent_snapshots.push((to, index));
+            }
         }
     }
 
@@ -893,15 +913,19 @@ impl Driver {
         if applied < self.raft.snapshot_meta().last_index + self.cfg.snapshot_every_entries {
             return Ok(());
         }
-        let snapshot = self.metadata.snapshot();
-        debug_assert_eq!(snapshot.applied_index, applied);
-        self.raft.compact(applied, snapshot.encode_to_vec());
+        let t = Instant::now();
+        let (at, data) = self.metadata.snapshot_bytes();
+        debug_assert_eq!(at, applied);
+        let bytes = data.len();
+        self.raft.compact(applied, data);
         self.storage
             .compact(self.raft.snapshot())
             .map_err(|e| Fatal::Storage(format!("storing a snapshot failed: {e}")))?;
         tracing::info!(
             node_id = self.cfg.id,
             index = applied,
+            bytes,
+            took = ?t.elapsed(),
             "snapshot taken, log compacted"
         );
         Ok(())

@@ -187,6 +187,12 @@ impl From<TrySendError<Input>> for InboxError {
 pub(crate) enum Input {
     /// A message from a peer that needs no answer (TimeoutNow).
     Peer(Message),
+    /// The transport's report of the end of an InstallSnapshot transfer.
+    SnapshotReport {
+        to: NodeId,
+        index: Index,
+        ok: bool,
+    },
     /// A peer's answer to one of our RPCs.
     Response {
         message: Message,
@@ -237,6 +243,10 @@ pub struct NodeHandle {
     pub(crate) faults: Arc<crate::faults::Faults>,
     /// The cluster this node belongs to (empty until named).
     pub(crate) cluster_id: Arc<super::ClusterId>,
+    /// Where incoming snapshot transfers are written.
+    pub(crate) data_dir: std::path::PathBuf,
+    /// See [`super::NodeConfig::snapshot_min_rate_bytes_per_sec`].
+    pub(crate) snapshot_min_rate_bytes_per_sec: u64,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,

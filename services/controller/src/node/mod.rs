@@ -51,6 +51,7 @@ pub fn start_on(
     peer_runtime: tokio::runtime::Handle,
 ) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
     let mut storage = SledStorage::open(&cfg.data_dir)?;
+    crate::transport::snapshot::remove_leftovers(&cfg.data_dir);
     storage.set_faults(cfg.faults.clone());
     let metadata = Arc::new(MetadataStore::open(storage.db())?);
     let handle = driver::spawn(cfg, storage, metadata.clone(), peer_runtime)?;

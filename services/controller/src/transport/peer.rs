@@ -7,9 +7,13 @@
 //!   bound ([`CONTROL_INFLIGHT_MAX`]) and a deadline of the minimum election timeout; never
 //!   skipped while the peer is backed off (a heartbeat to a dead peer costs one refused
 //!   connection).
-//! - **data**: appends with entries and snapshots, at most `peer_inflight_max` in flight, with
-//!   a deadline of the replication timeout: a follower whose disk is slow answers late, and
-//!   that is not a reason to give up on it.
+//! - **data**: appends with entries, at most `peer_inflight_max` in flight, with a deadline of
+//!   the replication timeout: a follower whose disk is slow answers late, and that is not a
+//!   reason to give up on it.
+//! - **snapshot**: one InstallSnapshot transfer at a time, streamed lazily from the shared
+//!   snapshot bytes, with a deadline that grows with its size (`snapshot.rs`). Its end, either
+//!   way, is reported to the Raft thread (`Raft::report_snapshot`), which sends no other
+//!   snapshot to this peer before.
 //!
 //! A missed deadline is not unreachability: only a failed connection backs the peer off (50 ms
 //! doubling to 1 s), and only the data lane is skipped meanwhile. Everything is bounded: the
@@ -44,13 +48,22 @@ pub(crate) const RPC_BYTES_MAX: usize = 64 * 1024 * 1024;
 enum Lane {
     Control,
     Data,
+    Snapshot,
 }
 
 fn lane(m: &Message) -> Lane {
     match &m.body {
         MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => Lane::Data,
-        MessageBody::InstallSnapshot { .. } => Lane::Data,
+        MessageBody::InstallSnapshot { .. } => Lane::Snapshot,
         _ => Lane::Control,
+    }
+}
+
+/// The index of the snapshot an InstallSnapshot carries.
+fn snapshot_index(m: &Message) -> Option<dmq_raft::Index> {
+    match &m.body {
+        MessageBody::InstallSnapshot { snapshot } => Some(snapshot.meta.last_index),
+        _ => None,
     }
 }
 
@@ -132,6 +145,7 @@ struct Extra {
 struct Deadlines {
     control: Duration,
     data: Duration,
+    snapshot_min_rate_bytes_per_sec: u64,
 }
 
 /// Starts the sender for peer `id` at `addr` and returns its queue.
@@ -147,12 +161,14 @@ pub(crate) fn spawn(
     let me = cfg.id;
     let control = Arc::new(Semaphore::new(CONTROL_INFLIGHT_MAX));
     let data = Arc::new(Semaphore::new(cfg.peer_inflight_max));
+    let snapshots = Arc::new(Semaphore::new(1));
     let chunk_bytes = cfg.snapshot_chunk_bytes;
     let control_deadline =
         (cfg.tick * cfg.election_timeout_min_ticks).max(Duration::from_millis(500));
     let deadlines = Deadlines {
         control: control_deadline,
         data: cfg.replication_timeout.max(control_deadline),
+        snapshot_min_rate_bytes_per_sec: cfg.snapshot_min_rate_bytes_per_sec,
     };
     runtime.spawn(async move {
         let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
@@ -175,17 +191,26 @@ pub(crate) fn spawn(
         });
         while let Some(m) = rx.recv().await {
             let lane = lane(&m);
-            if lane == Lane::Data && peer.is_down() {
+            let snapshot = snapshot_index(&m);
+            let report = |ok: bool| {
+                if let Some(index) = snapshot {
+                    let _ = driver.send_peer(Input::SnapshotReport { to: id, index, ok });
+                }
+            };
+            if lane != Lane::Control && peer.is_down() {
+                report(false);
                 continue;
             }
             let pool = match lane {
                 Lane::Control => &control,
                 Lane::Data => &data,
+                Lane::Snapshot => &snapshots,
             };
             // Never wait for a slot: waiting would hold up every later message, heartbeats
             // included. A dropped message is retransmitted by Raft if it still matters.
             let Ok(permit) = pool.clone().try_acquire_owned() else {
                 tracing::debug!(peer = id, ?lane, "raft rpcs in flight at their bound; message dropped");
+                report(false);
                 continue;
             };
             let client = client.clone();
@@ -196,8 +221,20 @@ pub(crate) fn spawn(
                 let request_term = m.term;
                 // Taken before the call: a leader lease may only count from here.
                 let sent_at = std::time::Instant::now();
+                let started = std::time::Instant::now();
                 let result = call(client, m, me, &cluster, chunk_bytes, deadlines).await;
                 drop(permit);
+                if let Some(index) = snapshot {
+                    match &result {
+                        Ok(_) => tracing::info!(peer = id, index, took = ?started.elapsed(), "snapshot sent"),
+                        Err(e) => tracing::warn!(peer = id, index, took = ?started.elapsed(), error = %e.message(), "snapshot transfer failed; it is retried"),
+                    }
+                    let _ = driver.send_peer(Input::SnapshotReport {
+                        to: id,
+                        index,
+                        ok: result.is_ok(),
+                    });
+                }
                 match result {
                     Ok(Some((message, extra))) => {
                         peer.answered();
@@ -232,7 +269,7 @@ async fn call(
 ) -> Result<Option<(Message, Extra)>, tonic::Status> {
     let deadline = match lane(&m) {
         Lane::Control => deadlines.control,
-        Lane::Data => deadlines.data,
+        Lane::Data | Lane::Snapshot => deadlines.data,
     };
     match &m.body {
         MessageBody::AppendEntries { .. } => {
@@ -255,14 +292,16 @@ async fn call(
             let resp = client.request_vote(req).await?.into_inner();
             Ok(convert::vote_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }
-        MessageBody::InstallSnapshot { .. } => {
-            let mut chunks = convert::snapshot_to_chunks(&m, chunk_bytes).expect("a snapshot");
-            for c in &mut chunks {
-                c.cluster_id = cluster.to_string();
-            }
+        MessageBody::InstallSnapshot { snapshot } => {
+            let len = snapshot.data.len();
+            let chunks = super::snapshot::chunks(&m, chunk_bytes, cluster).expect("a snapshot");
+            // Lazy: a chunk is made when HTTP/2 flow control lets the stream take one.
             let mut req = tonic::Request::new(tokio_stream::iter(chunks));
-            // A snapshot may be large: allow it far longer than an append.
-            req.set_timeout(deadline * 6);
+            req.set_timeout(super::snapshot::deadline(
+                deadline,
+                len,
+                deadlines.snapshot_min_rate_bytes_per_sec,
+            ));
             let resp = client.install_snapshot(req).await?.into_inner();
             Ok(convert::snapshot_response_from_pb(resp, me).map(|m| (m, Extra::default())))
         }

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{self, AssembleError, ConvertError, SnapshotAssembler};
+use super::convert::{self, ConvertError};
+use super::snapshot::{ReceiveError, Receiver};
 use crate::node::follower_view::FollowerView;
 use crate::node::handle::{Inbox, InboxError, Input};
 use crate::node::{ClusterId, NodeHandle, same_cluster};
@@ -27,6 +28,10 @@ pub struct RaftServer {
     cluster_id: Arc<ClusterId>,
     answer_timeout: Duration,
     snapshot_max_bytes: usize,
+    data_dir: std::path::PathBuf,
+    snapshot_min_rate_bytes_per_sec: u64,
+    /// When the node's (test-only) snapshot receive rate next lets bytes in.
+    receive_budget: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
 }
 
 impl RaftServer {
@@ -40,7 +45,24 @@ impl RaftServer {
             cluster_id: node.cluster_id.clone(),
             answer_timeout: Duration::from_secs(5),
             snapshot_max_bytes,
+            data_dir: node.data_dir.clone(),
+            snapshot_min_rate_bytes_per_sec: node.snapshot_min_rate_bytes_per_sec,
+            receive_budget: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
         }
+    }
+
+    /// Test-only (`snapshot_receive_bytes_per_sec`): holds `bytes` back as a slow link would.
+    async fn throttle(&self, bytes: usize) {
+        let Some(rate) = self.faults.snapshot_receive_rate() else {
+            return;
+        };
+        let wait_until = {
+            let mut next = self.receive_budget.lock().await;
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / rate as f64);
+            *next
+        };
+        tokio::time::sleep_until(wait_until).await;
     }
 
     pub fn into_service(self) -> RaftServiceServer<RaftServer> {
@@ -177,20 +199,30 @@ impl RaftService for RaftServer {
         &self,
         request: Request<Streaming<pb::InstallSnapshotRequest>>,
     ) -> Answer<pb::InstallSnapshotResponse> {
+        // Written to a file as it comes, one chunk in memory (see `snapshot.rs`).
         let mut stream = request.into_inner();
-        let mut assembler = SnapshotAssembler::default();
+        let mut receiver = Receiver::create(&self.data_dir, self.snapshot_max_bytes)
+            .await
+            .map_err(receive_error)?;
         let mut named = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if named.is_none() {
                 named = Some(self.admit(chunk.leader_id, &chunk.cluster_id)?);
             }
-            assembler
-                .push(chunk, self.snapshot_max_bytes)
-                .map_err(assemble_error)?;
+            self.throttle(chunk.data.len()).await;
+            receiver.push(chunk).await.map_err(receive_error)?;
         }
-        let m = assembler.finish(self.me).map_err(assemble_error)?;
-        let answer = self.exchange(m, named.unwrap_or(false)).await?;
+        let bytes = receiver.received() as usize;
+        let m = receiver.finish(self.me).await.map_err(receive_error)?;
+        // Storing and installing a big snapshot takes the Raft thread a while.
+        let timeout = super::snapshot::deadline(
+            self.answer_timeout,
+            bytes,
+            self.snapshot_min_rate_bytes_per_sec,
+        );
+        let rx = self.hand_over(m, named.unwrap_or(false))?;
+        let answer = Self::answer(rx, timeout).await?;
         Ok(Response::new(convert::snapshot_response_to_pb(
             answer.as_ref(),
         )))
@@ -208,10 +240,11 @@ impl RaftService for RaftServer {
     }
 }
 
-fn assemble_error(e: AssembleError) -> Status {
+fn receive_error(e: ReceiveError) -> Status {
     match e {
-        AssembleError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
-        AssembleError::Convert(c) => bad_request(c),
+        ReceiveError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        ReceiveError::Convert(c) => bad_request(c),
+        ReceiveError::Io { .. } => Status::unavailable(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
 }
