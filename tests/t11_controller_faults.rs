@@ -804,6 +804,161 @@ async fn t11_1_a_follower_behind_a_100_mib_snapshot_catches_up() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backup and restore
+
+/// Runs the program under test with `args`; panics with its output unless it exits 0.
+fn run_dmq(args: &[&str]) -> String {
+    let out = std::process::Command::new(dmq_tests::dmq_bin())
+        .args(args)
+        .env_remove("DMQ_BOOTSTRAP")
+        .output()
+        .expect("run dmq");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "dmq {args:?} failed ({}): {text}",
+        out.status
+    );
+    text
+}
+
+/// Backup and restore: `dmq cluster snapshot save FILE` on a running cluster, the cluster
+/// destroyed (every process killed, every data dir deleted), `dmq controller restore` of the
+/// three members, and the restored cluster holds every topic with its partition assignment
+/// and every broker registration, under a new cluster id, and takes new writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_backup_save_destroy_restore_finds_every_topic_assignment_and_broker() {
+    use dmq_proto::v1::GetMetadataRequest;
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, ClusterOpts::default()).await;
+    cluster.wait_for_leader(WAIT).await;
+    let brokers = start_brokers(&cluster, &[1, 2, 3], heartbeat_interval(&cluster)).await;
+    let router = cluster.router();
+    for (i, (p, rf)) in [(3, 3), (6, 2), (1, 1), (12, 3)].into_iter().enumerate() {
+        create_topic(&router, &format!("kept-{i}"), p, rf)
+            .await
+            .unwrap();
+    }
+    let old_id = cluster_id(&cluster, &cluster.ids()).await;
+    let metadata = |router: dmq_tests::LeaderRouter| async move {
+        router
+            .call(|mut c| async move {
+                c.get_metadata(GetMetadataRequest { allow_stale: false })
+                    .await
+            })
+            .await
+            .expect("GetMetadata")
+    };
+    let before = metadata(cluster.router()).await;
+    let identity = |m: &dmq_proto::v1::GetMetadataResponse| {
+        m.brokers
+            .iter()
+            .map(|b| {
+                (
+                    b.broker_id,
+                    b.broker_epoch,
+                    b.host.clone(),
+                    b.port,
+                    b.rack.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.snap");
+    let bootstrap = cluster
+        .addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let saved = run_dmq(&[
+        "cluster",
+        "snapshot",
+        "save",
+        file.to_str().unwrap(),
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(saved.contains(&old_id), "{saved}");
+
+    // Destroy the cluster: every process and every data dir.
+    for id in cluster.ids() {
+        cluster.kill(id);
+        std::fs::remove_dir_all(cluster.data_dir(id)).unwrap();
+    }
+    let peers = cluster
+        .ids()
+        .iter()
+        .map(|&id| format!("{id}={}/{}", cluster.peer_addr(id), cluster.addr(id)))
+        .collect::<Vec<_>>()
+        .join(",");
+    for id in cluster.ids() {
+        let out = run_dmq(&[
+            "controller",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            cluster.data_dir(id).to_str().unwrap(),
+            "--node-id",
+            &id.to_string(),
+            "--peers",
+            &peers,
+        ]);
+        assert!(out.contains("restored node"), "{out}");
+    }
+    for id in cluster.ids() {
+        cluster.restart(id).await;
+    }
+    cluster.wait_for_leader(WAIT).await;
+    let new_id = cluster_id(&cluster, &cluster.ids()).await;
+    assert_ne!(new_id, old_id, "the restored cluster must have a new id");
+    let after = metadata(cluster.router()).await;
+    assert_eq!(
+        after.topics, before.topics,
+        "topics or their assignments changed"
+    );
+    assert_eq!(
+        identity(&after),
+        identity(&before),
+        "broker registrations changed"
+    );
+    dmq_tests::controller_ops::wait_brokers_status(
+        &cluster.router(),
+        &[1, 2, 3],
+        dmq_proto::v1::BrokerStatus::Online,
+        WAIT,
+    )
+    .await;
+    // It takes new writes; a new registration gets an epoch above every restored one.
+    create_topic(&cluster.router(), "after-restore", 2, 3)
+        .await
+        .unwrap();
+    let max_epoch = brokers.iter().map(|b| b.epoch()).max().unwrap();
+    let r = cluster
+        .router()
+        .call(|mut c| async move { c.register_broker(register_request(4)).await })
+        .await
+        .unwrap();
+    assert!(
+        r.broker_epoch > max_epoch,
+        "{} <= {max_epoch}",
+        r.broker_epoch
+    );
+    println!(
+        "t11_backup: saved cluster {old_id} ({} topics, {} brokers), destroyed it, restored 3 \
+         members as cluster {new_id}: everything there",
+        before.topics.len(),
+        before.brokers.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Item 10: a storage failure leaves the outcome of a proposal unknown
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

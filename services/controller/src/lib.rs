@@ -1,6 +1,7 @@
 //! The DistributedMQ metadata controller: the Raft driver over sled, the RaftService transport,
 //! the metadata state machine and ControllerService.
 
+pub mod backup;
 mod checksum;
 pub mod faults;
 pub mod metadata;

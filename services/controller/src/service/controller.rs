@@ -31,9 +31,10 @@ use dmq_proto::v1::{
     DeleteTopicCommand, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse, FenceBrokerCommand,
     GetControllerInfoRequest, GetControllerInfoResponse, GetMetadataRequest, GetMetadataResponse,
-    ListTopicsRequest, ListTopicsResponse, MetadataCommand, RegisterBrokerCommand,
-    RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment, UnfenceBrokerCommand,
-    UnregisterBrokerCommand, UnregisterBrokerRequest, UnregisterBrokerResponse,
+    GetSnapshotRequest, ListTopicsRequest, ListTopicsResponse, MetadataCommand,
+    RegisterBrokerCommand, RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment,
+    SnapshotChunk, SnapshotHeader, UnfenceBrokerCommand, UnregisterBrokerCommand,
+    UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use dmq_raft::Role;
 use tokio::task::JoinHandle;
@@ -581,6 +582,29 @@ impl<N: Consensus> Inner<N> {
         })
     }
 
+    /// A consistent snapshot for a backup: on the leader, after a read barrier, the state at
+    /// its applied index, encoded once.
+    async fn get_snapshot(&self) -> Result<(SnapshotHeader, Vec<u8>), Status> {
+        let status = self.ensure_leader()?;
+        self.barrier().await?;
+        let (applied_index, data) = self.store.snapshot_bytes();
+        let header = SnapshotHeader {
+            applied_index,
+            term: status.term,
+            cluster_id: self.store.cluster_id(),
+            feature_level: self.store.feature_level(),
+            metadata_version: self.store.version(),
+            data_bytes: data.len() as u64,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        tracing::info!(
+            applied_index,
+            bytes = data.len(),
+            "metadata snapshot taken for a backup"
+        );
+        Ok((header, data))
+    }
+
     async fn get_metadata(
         &self,
         request: GetMetadataRequest,
@@ -721,8 +745,52 @@ impl<N: Consensus> Inner<N> {
     }
 }
 
+/// The bytes of data in one `SnapshotChunk`.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The chunks of a backup stream (see `SnapshotChunk` in controller.proto), made one at a time
+/// as the stream is read.
+fn snapshot_chunks(
+    header: SnapshotHeader,
+    data: Vec<u8>,
+) -> impl Iterator<Item = SnapshotChunk> + Send + 'static {
+    let crc = crc32fast::hash(&data);
+    let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+    let mut header = Some(header);
+    (0..count).map(move |i| {
+        let start = i * SNAPSHOT_CHUNK_BYTES;
+        let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        let last = i + 1 == count;
+        SnapshotChunk {
+            header: header.take(),
+            data: data[start..end].to_vec(),
+            done: last,
+            data_crc32: if last { crc } else { 0 },
+        }
+    })
+}
+
+/// The stream GetSnapshot answers with.
+pub type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
+    type GetSnapshotStream = SnapshotStream;
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(
+        node_id = self.inner.node.status().id,
+        term = self.inner.term(),
+    ))]
+    async fn get_snapshot(
+        &self,
+        _request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let (header, data) = self.inner.get_snapshot().await?;
+        let chunks = snapshot_chunks(header, data).map(Ok);
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     #[tracing::instrument(skip_all, fields(
         node_id = self.inner.node.status().id,
         term = self.inner.term(),

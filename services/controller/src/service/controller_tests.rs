@@ -878,3 +878,49 @@ fn start_offsets_differ_between_names_and_are_stable() {
     assert_ne!(start_offset("orders"), start_offset("orders2"));
     assert_eq!(start_offset(""), 0xcbf2_9ce4_8422_2325);
 }
+
+#[tokio::test]
+async fn get_snapshot_streams_a_checksummed_consistent_snapshot_from_the_leader_only() {
+    use futures::StreamExt;
+    let node = FakeNode::leader();
+    let svc = service(&node, ServiceConfig::default());
+    register(&svc, 1).await;
+    create(&svc, "t", 2, 1).await.unwrap();
+    let mut stream = svc
+        .get_snapshot(Request::new(GetSnapshotRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut header = None;
+    let mut data = Vec::new();
+    let mut crc = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        header = header.or(chunk.header);
+        data.extend_from_slice(&chunk.data);
+        if chunk.done {
+            crc = Some(chunk.data_crc32);
+        }
+    }
+    let header = header.expect("a header");
+    assert_eq!(header.data_bytes as usize, data.len());
+    assert_eq!(crc, Some(crc32fast::hash(&data)));
+    assert_eq!(
+        (header.applied_index, data),
+        node.store().snapshot_bytes(),
+        "the snapshot is the applied state"
+    );
+    assert!(
+        node.0.barriers.load(Ordering::SeqCst) > 0,
+        "taken after a read barrier"
+    );
+
+    node.set_role(Role::Follower, 3, Some(2));
+    let err = svc
+        .get_snapshot(Request::new(GetSnapshotRequest {}))
+        .await
+        .err()
+        .expect("a follower refuses");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(leader_hint(&err).is_some());
+}
