@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("dmq_v1_descriptor.bin"))
+        // Snapshot chunks are slices of one shared buffer, not copies.
+        .bytes(".dmq.v1.InstallSnapshotRequest.data")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -104,6 +104,7 @@ async fn t10_one_leader_and_followers_redirect_with_the_hint() {
         assert_eq!(i.leader_id, leader, "node {id}");
         assert_eq!(i.leader_address, leader_addr, "node {id}");
         assert_eq!(i.term, linfo.term, "node {id}");
+        assert_eq!(i.version, env!("CARGO_PKG_VERSION"), "node {id}");
         if id != leader {
             assert_eq!(i.role(), ControllerRole::Follower, "node {id}");
         }

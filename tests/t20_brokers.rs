@@ -129,6 +129,7 @@ async fn brokers_register_and_report_online_with_the_leader() {
             })
             .await;
         assert_eq!(info.broker_id, id);
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"), "broker {id}");
         assert_eq!(info.broker_epoch, epochs[&id], "broker {id}");
         assert_eq!(info.status(), BrokerStatus::Online, "broker {id}");
         assert_eq!(

@@ -188,7 +188,13 @@ impl ControllerCluster {
         for &(id, client, peer) in &specs {
             let data_dir = dir.path().join(format!("node-{id}"));
             let args = node_args(&opts, id, client, peer, &peers, &data_dir);
-            let env = vec![(OsString::from("RUST_LOG"), OsString::from(&opts.rust_log))];
+            let env = vec![
+                (OsString::from("RUST_LOG"), OsString::from(&opts.rust_log)),
+                (
+                    OsString::from("DMQ_FAULT_FILE"),
+                    fault_file(dir.path(), id).into_os_string(),
+                ),
+            ];
             let log = dir.path().join(format!("node-{id}.log"));
             let process = ChildProcess::new(format!("controller {id}"), &opts.bin, args, env, log);
             nodes.insert(
@@ -437,6 +443,17 @@ impl ControllerCluster {
         node.paused = false;
     }
 
+    /// Sets node `id`'s test-only fault points (see `dmq_controller::faults`), e.g.
+    /// `"sync_stall_ms=2000"`; `""` clears them. Takes effect at the node's next check (its
+    /// next storage write or sync), also while it runs.
+    pub fn set_faults(&self, id: u64, faults: &str) {
+        let dir = self.dir.as_ref().expect("the cluster's temp dir").path();
+        let path = fault_file(dir, id);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, faults).expect("write the fault file");
+        std::fs::rename(&tmp, &path).expect("install the fault file");
+    }
+
     /// Prints the tail of every node's log to stderr (shown by the test runner on failure).
     pub fn dump_logs(&self) {
         for &id in self.nodes.keys() {
@@ -477,6 +494,11 @@ impl Drop for ControllerCluster {
             eprintln!("harness: kept {}", dir.keep().display());
         }
     }
+}
+
+/// Where node `id` reads its fault points (`DMQ_FAULT_FILE`).
+fn fault_file(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node-{id}.faults"))
 }
 
 fn node_args(

@@ -93,6 +93,7 @@ impl BrokerService for Svc {
             controller_term: term,
             // No data plane: it holds no partition replicas.
             replicas: Vec::new(),
+            version: "fake".to_string(),
         }))
     }
 

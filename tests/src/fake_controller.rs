@@ -183,6 +183,21 @@ impl ControllerService for Svc {
         Err(Status::unimplemented("describe_cluster"))
     }
 
+    type GetSnapshotStream = std::pin::Pin<
+        Box<
+            dyn tonic::codegen::tokio_stream::Stream<
+                    Item = Result<dmq_proto::v1::SnapshotChunk, Status>,
+                > + Send,
+        >,
+    >;
+
+    async fn get_snapshot(
+        &self,
+        _: Request<dmq_proto::v1::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        Err(Status::unimplemented("get_snapshot"))
+    }
+
     async fn get_metadata(
         &self,
         _: Request<GetMetadataRequest>,

@@ -29,4 +29,9 @@ pub use fake_broker::{FakeBroker, HeartbeatOutcome};
 pub use grpc::ServerHandle;
 pub use process::ChildProcess;
 pub use router::{LEADER_HINT_KEY, LeaderRouter, leader_hint};
+
+/// A lazily connected channel to a controller's client address (2 s call timeout).
+pub fn router_channel(addr: &str) -> tonic::transport::Channel {
+    router::channel(addr, std::time::Duration::from_secs(2))
+}
 pub use wait::{WaitTimeout, deadline, wait_until};

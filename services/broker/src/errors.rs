@@ -667,7 +667,7 @@ mod tests {
             assert!(e.outcome_unknown(), "{e:?}");
             let (reason, c) = read(e);
             assert!(
-                matches!(c, ClientError::UnknownOutcome { .. }) && !c.is_retryable(),
+                matches!(c, ClientError::OutcomeUnknown { .. }) && c.outcome_unknown(),
                 "{reason} read as {c:?}"
             );
             assert!(seen.insert(reason), "reasons are distinct");

@@ -96,6 +96,7 @@ impl BrokerService for BrokerServiceImpl {
             controller_leader_address: leader.as_ref().map_or(String::new(), |l| l.address.clone()),
             controller_term: self.broker.locator.term(),
             replicas,
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 

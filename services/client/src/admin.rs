@@ -9,11 +9,13 @@
 //!   leader next, at once.
 //! - UNAVAILABLE, a timeout or a connection failure: the cached leader is forgotten and
 //!   rediscovered (every bootstrap controller is asked), after a backoff pause.
+//! - RESOURCE_EXHAUSTED (CONTROLLER_OVERLOADED): retried at the same leader after a pause.
 //! - Anything else (NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT, …) is returned at once.
 //!
 //! Reads are linearizable (served by the leader after a ReadIndex barrier). Mutations are not
-//! idempotent on the wire, so a retry after an unknown outcome (a timeout, a dropped
-//! connection, a commit that did not finish) may find its own earlier attempt's effect:
+//! idempotent on the wire, so a retry after an unknown outcome (OUTCOME_UNKNOWN, a timeout, a
+//! dropped connection, an UNAVAILABLE that does not say nothing was applied; see
+//! [`ClientError::outcome_unknown`]) may find its own earlier attempt's effect:
 //! [`Admin::create_topic`] then reports `AlreadyExists` saying so, and [`Admin::delete_topic`]
 //! reports success (the topic is gone either way).
 
@@ -371,12 +373,17 @@ impl Admin {
                     outcome_unknown,
                 });
             }
+            if error.outcome_unknown() {
+                // Not a refusal: the leader may have applied the request.
+                outcome_unknown = true;
+            }
             if !matches!(
                 error,
-                ClientError::NotLeader { .. } | ClientError::NoLeader { .. }
+                ClientError::NotLeader { .. }
+                    | ClientError::NoLeader { .. }
+                    | ClientError::Overloaded { .. }
             ) {
-                // Not a refusal: the leader may have applied the request. Find it again.
-                outcome_unknown = true;
+                // The node asked may no longer lead: find the leader again.
                 locator.invalidate();
             }
             tracing::debug!(%address, %error, retries, "controller call failed; retrying");

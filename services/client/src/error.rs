@@ -31,8 +31,15 @@ pub const REASONS_AFTER_APPEND: [&str; 4] = [
 pub const REASON_BROKER_OVERLOADED: &str = "BROKER_OVERLOADED";
 /// `ErrorInfo` reason of a fetch outside the log; metadata `log_start_offset`, `high_watermark`.
 pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
-/// `ErrorInfo` reason of a controller that knows no leader (an election is under way).
+/// `ErrorInfo` reason of a controller that knows no leader (an election is under way) or could
+/// not confirm its leadership: nothing was applied.
 pub const REASON_NO_LEADER: &str = "NO_LEADER";
+/// `ErrorInfo` reason of a controller too busy to take a request: nothing was applied.
+pub const REASON_CONTROLLER_OVERLOADED: &str = "CONTROLLER_OVERLOADED";
+/// `ErrorInfo` reason of a controller mutation that was proposed but is not known to be
+/// committed (timeout, leader change, the controller stopped or its disk failed): it may or
+/// may not be applied.
+pub const REASON_OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
 
 /// A failed client call. Cheap to clone: one batch failure is handed to every record in it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -67,10 +74,24 @@ pub enum ClientError {
     #[error("not the leader: {message}; retry (the client follows the new leader)")]
     NotLeader { message: String },
 
-    /// The node is up but cannot serve now (starting, shutting down, overloaded, a commit
-    /// that did not finish). Retryable; for a mutation the outcome may be unknown.
+    /// The node is up but cannot serve now (starting, shutting down, a commit that did not
+    /// finish). Retryable; for a mutation the outcome may be unknown.
     #[error("unavailable: {message}; retry later")]
     Unavailable { message: String },
+
+    /// The controller is too busy to take the request; nothing was applied. Retryable after
+    /// a pause.
+    #[error("overloaded: {message}; retry later")]
+    Overloaded { message: String },
+
+    /// A mutation may or may not have been applied: a controller change proposed but not
+    /// known to be committed, or a Produce whose records the broker appended but could not
+    /// confirm (the ISR shrank below `min_insync_replicas`, the leader changed, the replication
+    /// timed out, its disk failed) — or an earlier attempt of the same batch ended that way, so
+    /// the records may become visible later. Retryable, but a retry may apply it twice: check
+    /// (or make the retry harmless) first.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
 
     /// acks=ALL with the ISR below `min_insync_replicas`: nothing was appended. Retryable
     /// once enough replicas are back in sync.
@@ -98,13 +119,6 @@ pub enum ClientError {
     #[error("timed out: {what}")]
     Timeout { what: String },
 
-    /// A Produce may or may not have been appended: the broker appended the records but could
-    /// not confirm them (the ISR shrank below `min_insync_replicas`, the leader changed, the
-    /// replication timed out, its disk failed), or an earlier attempt of the same batch ended
-    /// that way. The records may become visible later; sending them again may duplicate them.
-    #[error("outcome unknown: {message}; the records may or may not have been written")]
-    UnknownOutcome { message: String },
-
     /// The node could not be reached (connection refused or reset, DNS, TLS). Retryable.
     #[error("cannot reach {address}: {message}")]
     Transport { address: String, message: String },
@@ -119,17 +133,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether a mutation that failed with this error may nevertheless have been applied
-    /// (then a retry may apply it twice).
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            ClientError::UnknownOutcome { .. }
-                | ClientError::Timeout { .. }
-                | ClientError::Transport { .. }
-        )
-    }
-
     /// Whether the same call may succeed if tried again later, unchanged. For a Produce see
     /// also [`outcome_unknown`](Self::outcome_unknown): a retry after an unknown outcome may
     /// duplicate records.
@@ -139,7 +142,23 @@ impl ClientError {
             ClientError::NoLeader { .. }
                 | ClientError::NotLeader { .. }
                 | ClientError::Unavailable { .. }
+                | ClientError::Overloaded { .. }
+                | ClientError::OutcomeUnknown { .. }
                 | ClientError::NotEnoughReplicas { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Transport { .. }
+        )
+    }
+
+    /// Whether a mutation that failed this way may still have taken effect: an answer that
+    /// says so (OUTCOME_UNKNOWN), or one that says nothing about it (an unexplained
+    /// UNAVAILABLE, a timeout, a lost connection). Refusals (NOT_LEADER, NO_LEADER,
+    /// CONTROLLER_OVERLOADED, INVALID_ARGUMENT, …) were certainly not applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::OutcomeUnknown { .. }
+                | ClientError::Unavailable { .. }
                 | ClientError::Timeout { .. }
                 | ClientError::Transport { .. }
         )
@@ -169,11 +188,14 @@ impl ClientError {
                     what: "the controllers (an election is under way)".into(),
                 }
             }
-            Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::Unknown => ClientError::Unavailable { message },
+            Code::Unavailable if reason(&status).as_deref() == Some(REASON_OUTCOME_UNKNOWN) => {
+                ClientError::OutcomeUnknown { message }
+            }
+            // A controller refuses what it cannot take before proposing it.
+            Code::ResourceExhausted => ClientError::Overloaded { message },
+            Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown => {
+                ClientError::Unavailable { message }
+            }
             Code::DeadlineExceeded => ClientError::Timeout {
                 what: format!("controller {address}: {message}"),
             },
@@ -197,13 +219,13 @@ impl ClientError {
             .as_deref()
             .is_some_and(|r| REASONS_AFTER_APPEND.contains(&r))
         {
-            return ClientError::UnknownOutcome { message };
+            return ClientError::OutcomeUnknown { message };
         }
         match status.code() {
             Code::NotFound => ClientError::NotFound { what: message },
             Code::InvalidArgument => ClientError::InvalidArgument { message },
             Code::ResourceExhausted if reason.as_deref() == Some(REASON_BROKER_OVERLOADED) => {
-                ClientError::Unavailable { message }
+                ClientError::Overloaded { message }
             }
             Code::ResourceExhausted => ClientError::TooLarge { message },
             Code::FailedPrecondition
@@ -226,6 +248,12 @@ impl ClientError {
                 address: address.to_string(),
                 message: transport_message(&status),
             },
+            // Refusals while leadership moves: nothing was appended; retry (after a refresh).
+            Code::Unavailable
+                if matches!(reason.as_deref(), Some("NOT_READY" | "STORAGE_FAILED")) =>
+            {
+                ClientError::NotLeader { message }
+            }
             Code::Unavailable if reason.as_deref() == Some(REASON_NOT_ENOUGH_REPLICAS) => {
                 ClientError::NotEnoughReplicas { message }
             }
@@ -365,10 +393,10 @@ mod tests {
         ] {
             let e = broker(with_info(code, reason, &[]));
             assert!(
-                matches!(e, ClientError::UnknownOutcome { .. }),
+                matches!(e, ClientError::OutcomeUnknown { .. }),
                 "{reason}: {e:?}"
             );
-            assert!(e.outcome_unknown() && !e.is_retryable(), "{reason}");
+            assert!(e.outcome_unknown(), "{reason}");
         }
         let busy = broker(with_info(
             Code::ResourceExhausted,

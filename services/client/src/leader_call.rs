@@ -9,12 +9,12 @@
 //! | NOT_LEADER without a usable hint, no leader, UNAVAILABLE, timeout, connection failure | pause, refresh the metadata, retry |
 //! | NOT_ENOUGH_REPLICAS | pause, retry (the leader has not changed) |
 //! | NOT_FOUND from the broker | pause, refresh: gone from the metadata -> NOT_FOUND, else the broker lags; retry |
-//! | an unknown outcome of a Produce (an after-append reason, a timeout, a transport error) | with `retry_unknown`: pause, refresh (following a leader hint), retry; else return [`ClientError::UnknownOutcome`] |
+//! | an unknown outcome of a Produce (an after-append reason, a timeout, a transport error) | with `retry_unknown`: pause, refresh (following a leader hint), retry; else return [`ClientError::OutcomeUnknown`] |
 //! | anything else (OFFSET_OUT_OF_RANGE, INVALID_ARGUMENT, too large, INTERNAL, …) | return it |
 //!
 //! Every retry, redirects included, counts against [`RetryPolicy::retries`]; pauses follow its
 //! backoff. When the retries run out the last error is returned — for a Produce of which some
-//! attempt had an unknown outcome, as [`ClientError::UnknownOutcome`] whatever the last
+//! attempt had an unknown outcome, as [`ClientError::OutcomeUnknown`] whatever the last
 //! attempt said: an earlier attempt may have appended the records.
 
 use std::future::Future;
@@ -68,7 +68,7 @@ where
     let mut retries = 0u32;
     // The first attempt whose outcome was unknown, if any.
     let mut maybe_applied: Option<ClientError> = None;
-    let unknown = |first: &ClientError, last: &ClientError| ClientError::UnknownOutcome {
+    let unknown = |first: &ClientError, last: &ClientError| ClientError::OutcomeUnknown {
         message: format!("an attempt ended with an unknown outcome ({first}); then: {last}"),
     };
     loop {
@@ -90,15 +90,15 @@ where
                             maybe_applied.get_or_insert_with(|| error.clone());
                             if produce == Some(false) {
                                 return Err(match error {
-                                    e @ ClientError::UnknownOutcome { .. } => e,
-                                    e => ClientError::UnknownOutcome {
+                                    e @ ClientError::OutcomeUnknown { .. } => e,
+                                    e => ClientError::OutcomeUnknown {
                                         message: e.to_string(),
                                     },
                                 });
                             }
                         }
                         let next = match &error {
-                            ClientError::UnknownOutcome { .. } => {
+                            ClientError::OutcomeUnknown { .. } => {
                                 // A leader change after the append names the new leader.
                                 metadata.on_not_leader(topic, partition, address, hint.as_ref());
                                 Next::Pause { refresh: true }
@@ -133,7 +133,7 @@ where
                         if produce.is_some() {
                             maybe_applied.get_or_insert_with(|| error.clone());
                             if produce == Some(false) {
-                                return Err(ClientError::UnknownOutcome {
+                                return Err(ClientError::OutcomeUnknown {
                                     message: error.to_string(),
                                 });
                             }
@@ -145,7 +145,7 @@ where
         };
         if retries >= retry.retries {
             return Err(match &maybe_applied {
-                Some(first) if !matches!(error, ClientError::UnknownOutcome { .. }) => {
+                Some(first) if !matches!(error, ClientError::OutcomeUnknown { .. }) => {
                     unknown(first, &error)
                 }
                 _ => error,

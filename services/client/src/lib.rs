@@ -55,7 +55,8 @@ pub use consumer::{
     Consumer, ConsumerConfig, OffsetReset, PartitionOffsets, Start, TopicPartition,
 };
 pub use error::{
-    ClientError, REASON_NO_LEADER, REASON_NOT_ENOUGH_REPLICAS, REASON_OFFSET_OUT_OF_RANGE,
+    ClientError, REASON_CONTROLLER_OVERLOADED, REASON_NO_LEADER, REASON_NOT_ENOUGH_REPLICAS,
+    REASON_OFFSET_OUT_OF_RANGE, REASON_OUTCOME_UNKNOWN,
 };
 pub use metadata::{
     BrokerInfo, ClusterMetadata, MetadataOptions, MetadataView, PartitionInfo, PartitionLeader,

@@ -1,7 +1,9 @@
 //! The DistributedMQ metadata controller: the Raft driver over sled, the RaftService transport,
 //! the metadata state machine and ControllerService.
 
+pub mod backup;
 mod checksum;
+pub mod faults;
 pub mod metadata;
 mod metrics;
 pub mod node;

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dmq_durable::{DurableError, DurableSync};
 use dmq_raft::{
@@ -37,6 +38,7 @@ use sled::Batch;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::checksum::{Reader, seal, unseal};
+use crate::faults::Faults;
 
 /// The tree holding the log entries.
 const LOG_TREE: &str = "raft_log";
@@ -100,10 +102,11 @@ pub enum RaftStorageError {
     },
     /// Stored data failed its checksum or breaks the layout's invariants; nothing of it was used.
     #[error(
-        "the raft storage in {} is corrupt: {what}: {detail}. This node must not run on it. \
-         Restore it from a snapshot: stop the node, move the data directory {} aside and restart \
-         it empty so that it catches up from the leader (only while the other controllers form \
-         a majority, since the node forgets its term and vote)",
+        "the raft storage in {} is corrupt: {what}: {detail}. This node must not run on it: \
+         stop it, move the data directory {} aside and restart it empty. It then catches up \
+         from the leader and neither votes nor counts toward commits until it has (this needs \
+         the other controllers to form a majority; with a majority lost, restore the cluster \
+         from a backup: dmq controller restore)",
         path.display(),
         path.display()
     )]
@@ -217,6 +220,8 @@ pub struct SledStorage {
     groups: BTreeMap<Index, Index>,
     synced_index: Index,
     failed: bool,
+    /// Test-only fault points (see [`crate::faults`]); inert in a default build.
+    faults: Arc<Faults>,
 }
 
 impl fmt::Debug for SledStorage {
@@ -257,6 +262,7 @@ impl SledStorage {
             groups: BTreeMap::new(),
             synced_index: 0,
             failed: false,
+            faults: Arc::new(Faults::none()),
         };
         let loaded = storage.load()?;
         storage.hard_state = loaded.state.hard_state;
@@ -288,6 +294,11 @@ impl SledStorage {
             "opened raft storage"
         );
         Ok(storage)
+    }
+
+    /// Uses `faults` from now on (test-only fault points; inert in a default build).
+    pub fn set_faults(&mut self, faults: Arc<Faults>) {
+        self.faults = faults;
     }
 
     /// The data directory.
@@ -582,7 +593,7 @@ impl SledStorage {
         Ok((
             Snapshot {
                 meta: stored.meta,
-                data,
+                data: data.into(),
             },
             count,
         ))
@@ -745,12 +756,29 @@ impl SledStorage {
     /// Makes everything written so far durable: sled's flush (which ends in
     /// `sync_file_range`), then an fsync of new blob files, then `sync_data` on the data file.
     fn sync(&mut self) -> Result<(), RaftStorageError> {
+        let stall = self.faults.sync_stall();
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
+        }
         Ok(self.durable.sync(&self.db)?)
     }
 
     /// Syncs the directory entries of a newly created database.
     fn sync_directories(&self) -> Result<(), RaftStorageError> {
         Ok(self.durable.sync_directories()?)
+    }
+
+    /// A write failure injected by a test (see [`crate::faults`]); never in a default build.
+    fn injected_failure(&mut self) -> Result<(), RaftStorageError> {
+        if self.faults.fail_write() {
+            self.failed = true;
+            return Err(RaftStorageError::Io {
+                op: "write (injected fault)",
+                path: self.dir.clone(),
+                source: io::Error::from_raw_os_error(5),
+            });
+        }
+        Ok(())
     }
 
     fn check_usable(&self) -> Result<(), RaftStorageError> {
@@ -798,6 +826,7 @@ impl Storage for SledStorage {
         if snapshot.is_none() && entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
+        self.injected_failure()?;
         let mut bounds = self.bounds;
         let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();
@@ -875,6 +904,7 @@ impl Storage for SledStorage {
         if snapshot.meta.last_index <= self.bounds.snapshot_index {
             return Ok(());
         }
+        self.injected_failure()?;
         let mut bounds = self.bounds;
         let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();
@@ -1025,11 +1055,17 @@ fn decode_kind(kind: u8) -> Result<EntryKind, String> {
     }
 }
 
+/// `term · vote · commit` (u64 BE each), then one flags byte (bit 0: catching up) only when a
+/// flag is set, so that a store without flags reads the same in every version.
 fn encode_hard_state(hs: &HardState) -> Vec<u8> {
-    seal(KEY_HARD_STATE, 24, |v| {
+    let flags = u8::from(hs.catching_up);
+    seal(KEY_HARD_STATE, 24 + usize::from(flags != 0), |v| {
         v.extend_from_slice(&hs.term.to_be_bytes());
         v.extend_from_slice(&hs.vote.unwrap_or(0).to_be_bytes());
         v.extend_from_slice(&hs.commit.to_be_bytes());
+        if flags != 0 {
+            v.push(flags);
+        }
     })
 }
 
@@ -1038,11 +1074,16 @@ fn decode_hard_state(payload: &[u8]) -> Result<HardState, String> {
     let term = reader.u64()?;
     let vote = reader.u64()?;
     let commit = reader.u64()?;
+    let flags = if payload.len() > 24 { reader.u8()? } else { 0 };
     reader.finish()?;
+    if flags & !1 != 0 {
+        return Err(format!("unknown hard state flags {flags:#04x}"));
+    }
     Ok(HardState {
         term,
         vote: (vote != 0).then_some(vote),
         commit,
+        catching_up: flags & 1 != 0,
     })
 }
 
@@ -1167,7 +1208,12 @@ mod tests {
     }
 
     fn hard_state(term: u64, vote: Option<u64>, commit: Index) -> HardState {
-        HardState { term, vote, commit }
+        HardState {
+            term,
+            vote,
+            commit,
+            catching_up: false,
+        }
     }
 
     fn reopen(storage: SledStorage) -> SledStorage {
@@ -1300,6 +1346,16 @@ mod tests {
         };
         assert_eq!(s.recover().unwrap(), expected);
         assert_eq!(s.synced_index(), 15);
+
+        // A node catching up after a wipe keeps the flag across a restart.
+        let mut s = s;
+        let hs = HardState {
+            catching_up: true,
+            ..hard_state(4, None, 12)
+        };
+        s.persist(None, &[], Some(&hs)).unwrap();
+        let s = reopen(s);
+        assert_eq!(s.recover().unwrap().hard_state, hs);
     }
 
     #[test]
@@ -1963,6 +2019,7 @@ mod tests {
                         term,
                         vote: rng.random_bool(0.7).then(|| rng.random_range(1..=5)),
                         commit: rng.random_range(0..=last_after + count),
+                        catching_up: rng.random_bool(0.2),
                     });
                     covered.multi_entry_persists += usize::from(count > 1);
                     let encoded = GROUP_HEADER_BYTES + new.iter().map(encoded_len).sum::<usize>();

@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::node::{self, NodeConfig, NodeHandle, StartError};
-use crate::service::{ControllerServiceImpl, ServiceConfig};
+use crate::service::{Admission, AdmissionLimits, ControllerServiceImpl, ServiceConfig};
 use crate::transport::RaftServer;
 
 /// The health service name that reports SERVING while the process runs (for liveness
@@ -48,14 +48,49 @@ pub enum ServerError {
     Serve(#[from] tonic::transport::Error),
     #[error("the metadata node stopped on a fatal error (see the log above); restart the process")]
     NodeFailed,
+    #[error("could not start the Raft transport's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs a controller until `shutdown` resolves (then hands leadership over, stops the node
 /// and the servers) or the node fails.
-pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    mut cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    // Test-only fault points, from DMQ_FAULT_FILE (inert in a default build).
+    cfg.node.faults = std::sync::Arc::new(crate::faults::Faults::from_env());
+    // The Raft transport (RaftService and the senders to the peers) gets a runtime of its
+    // own: when a client flood saturates the main runtime, heartbeats and append answers must
+    // still go out and come in on time, or the leader loses its quorum.
+    let raft_net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RAFT_NET_THREADS)
+        .thread_name(format!("raft-net-{}", cfg.node.id))
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    let result = run_with(cfg, shutdown, raft_net.handle().clone()).await;
+    // Dropping a runtime inside another one would block it; let its threads wind down alone.
+    raft_net.shutdown_background();
+    result
+}
+
+/// Threads of the Raft transport's runtime.
+const RAFT_NET_THREADS: usize = 2;
+
+async fn run_with(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    raft_net: tokio::runtime::Handle,
+) -> Result<(), ServerError> {
     let client_listener = bind(cfg.listen).await?;
-    let peer_listener = bind(cfg.peer_listen).await?;
-    let (node, store) = node::start(cfg.node.clone())?;
+    // Bound on the transport's runtime, so that its reactor serves the peer connections.
+    let peer_addr = cfg.peer_listen;
+    let peer_listener = raft_net
+        .spawn(async move { bind(peer_addr).await })
+        .await
+        .expect("binding the peer port does not panic")?;
+    let (node, store) = node::start_on(cfg.node.clone(), raft_net.clone())?;
     let node_id = cfg.node.id;
     tracing::info!(node_id, listen = %cfg.listen, peer_listen = %cfg.peer_listen, "controller starting");
 
@@ -70,7 +105,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let client_server = tonic::transport::Server::builder()
-        .add_service(service.into_server())
+        .add_service(Admission::new(
+            service.into_server(),
+            AdmissionLimits::default(),
+        ))
         .add_service(health_service.clone())
         .add_service(dmq_proto::reflection::v1())
         .add_service(dmq_proto::reflection::v1alpha())
@@ -82,7 +120,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .add_service(dmq_proto::reflection::v1alpha())
         .serve_with_incoming_shutdown(incoming(peer_listener), wait_true(stop_rx));
     let client_task = tokio::spawn(client_server);
-    let peer_task = tokio::spawn(peer_server);
+    let peer_task = raft_net.spawn(peer_server);
     // "liveness" is SERVING while the process runs, whatever the cluster's state, so a
     // liveness probe never restarts a controller merely because there is no leader.
     health

@@ -105,7 +105,8 @@ pub enum BenchCommand {
                   each with its own ports and data dir):\n  dmq controller --node-id 1 \
                   --listen 127.0.0.1:9001 --peer-listen 127.0.0.1:9101 \\\n    --peers \
                   1=127.0.0.1:9101/127.0.0.1:9001,2=127.0.0.1:9102/127.0.0.1:9002,3=127.0.0.1:9103/127.0.0.1:9003 \
-                  \\\n    --data-dir /var/lib/dmq/c1"
+                  \\\n    --data-dir /var/lib/dmq/c1\n\nSeed a new cluster's member from a backup \
+                  (`dmq cluster snapshot save`): dmq controller restore --help"
 )]
 pub struct ControllerArgs {
     /// This controller's id: a positive integer that appears in --peers.

@@ -17,6 +17,9 @@ use crate::output::{self, OutputFormat, Table, broker_status_name, role_name};
 pub enum ClusterCommand {
     /// Controllers (role, term, commit and applied index) and brokers (status, epoch, rack).
     Status(StatusArgs),
+    /// Backups of all controller metadata (restore one with `dmq controller restore`).
+    #[command(subcommand)]
+    Snapshot(crate::snapshot_cmd::SnapshotCommand),
 }
 
 /// `dmq cluster status`.
@@ -29,6 +32,7 @@ pub struct StatusArgs {
 pub async fn run(command: ClusterCommand) -> Result<(), CliError> {
     match command {
         ClusterCommand::Status(args) => status(args).await,
+        ClusterCommand::Snapshot(command) => crate::snapshot_cmd::run(command).await,
     }
 }
 
@@ -283,6 +287,7 @@ mod tests {
             commit_index: 40,
             applied_index: 39,
             address: format!("h:{id}"),
+            ..Default::default()
         }
     }
 

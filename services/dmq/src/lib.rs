@@ -24,7 +24,9 @@ pub mod output;
 pub mod peers;
 pub mod produce_cmd;
 pub mod record_format;
+pub mod restore_cmd;
 pub mod signal;
+pub mod snapshot_cmd;
 pub mod topic_cmd;
 
 use std::process::ExitCode;
@@ -40,6 +42,23 @@ use crate::error::CliError;
 /// printed as one line on stderr.
 pub fn main_entry() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `dmq controller restore` runs offline, with flags of its own.
+    if let Some(restore) = restore_cmd::invocation(&args) {
+        return match restore_cmd::RestoreArgs::try_parse_from(restore) {
+            Ok(a) => match restore_cmd::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            },
+            Err(e) => {
+                let _ = e.print();
+                if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+        };
+    }
     if let Err(e) = config_file::apply(&args) {
         return fail(e);
     }

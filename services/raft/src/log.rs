@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::types::{Entry, Index, Snapshot, SnapshotMeta, Term};
+use crate::types::{Bytes, Entry, Index, Snapshot, SnapshotMeta, Term};
 
 #[derive(Clone, Debug)]
 pub(crate) struct RaftLog {
@@ -176,7 +176,7 @@ impl RaftLog {
     }
 
     /// Drops entries up to `index`, which the application snapshotted as `data`.
-    pub(crate) fn compact(&mut self, index: Index, data: Vec<u8>, voters: Vec<u64>) {
+    pub(crate) fn compact(&mut self, index: Index, data: Bytes, voters: Vec<u64>) {
         assert!(index <= self.applied, "compacting unapplied entry {index}");
         if index <= self.snapshot_index() {
             return;

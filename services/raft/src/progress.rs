@@ -1,9 +1,11 @@
 //! What a leader knows of one follower's log, and how it sends to it.
 //!
 //! # To ensure correctness
-//! - `match_index < next_index` always; `match_index` only grows within a term.
+//! - `match_index < next_index` always; `match_index` only grows within a term, except when the
+//!   follower lost its storage ([`Progress::lost_log`]): then it starts over from nothing.
 //! - In `Replicate` at most `max_inflight_appends` appends are unacknowledged; in `Probe` at most
-//!   one (until the next heartbeat interval); in `Snapshot` none until the snapshot is answered.
+//!   one (until the next heartbeat interval); in `Snapshot` none, and no second snapshot, until
+//!   the snapshot is answered or its transfer is reported failed.
 
 use std::collections::VecDeque;
 
@@ -32,13 +34,15 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest heartbeat round it echoed (ReadIndex).
     pub(crate) acked_read_round: u64,
-    /// Ticks since the snapshot was sent, to retry one that was lost.
-    pub(crate) snapshot_elapsed_ticks: u32,
+    /// After a failed snapshot transfer: ticks before another may start.
+    pub(crate) snapshot_retry_ticks: u32,
     /// Heartbeats in a row that saw no progress while behind (Replicate only).
     pub(crate) stalled_heartbeats: u32,
     pub(crate) match_at_last_heartbeat: Index,
     /// The highest commit index this follower can have learnt from what we sent it.
     pub(crate) commit_sent: Index,
+    /// Its last answer said it is catching up after coming back empty: it counts for nothing.
+    pub(crate) catching_up: bool,
 }
 
 impl Progress {
@@ -51,10 +55,11 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             acked_read_round: 0,
-            snapshot_elapsed_ticks: 0,
+            snapshot_retry_ticks: 0,
             stalled_heartbeats: 0,
             match_at_last_heartbeat: 0,
             commit_sent: 0,
+            catching_up: false,
         }
     }
 
@@ -70,6 +75,21 @@ impl Progress {
         self.stalled_heartbeats = 0;
     }
 
+    /// The follower came back with empty storage (it answers as catching up): nothing it
+    /// acknowledged before holds any more. Probe again from the end of the log; its
+    /// rejections' hints lead back to where its log ends.
+    pub(crate) fn lost_log(&mut self, last_index: Index) {
+        self.match_index = 0;
+        self.next_index = last_index + 1;
+        self.state = ProgressState::Probe;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.stalled_heartbeats = 0;
+        self.match_at_last_heartbeat = 0;
+        self.commit_sent = 0;
+        self.catching_up = true;
+    }
+
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
@@ -80,7 +100,6 @@ impl Progress {
     pub(crate) fn become_snapshot(&mut self, pending: Index) {
         self.state = ProgressState::Snapshot { pending };
         self.inflight.clear();
-        self.snapshot_elapsed_ticks = 0;
     }
 
     /// Whether the window allows another append now.

@@ -85,6 +85,12 @@ pub struct Raft {
     handout: Option<Handout>,
     /// Proposals were appended since the last broadcast (leader only).
     append_pending: bool,
+    /// Back with empty storage in an existing cluster: no vote, no campaign, answers marked so
+    /// that they count for nothing, until the log reaches `catch_up_target` (see
+    /// [`Raft::rejoin`]). Persisted in the hard state.
+    catching_up: bool,
+    /// The highest commit index a leader of this node's term told it while catching up.
+    catch_up_target: Index,
 }
 
 impl Raft {
@@ -130,6 +136,8 @@ impl Raft {
             uncommitted_bytes: 0,
             handout: None,
             append_pending: false,
+            catching_up: hs.catching_up,
+            catch_up_target: 0,
         };
         raft.persisted_hard_state.commit = raft.log.committed;
         raft.reset_election_timer();
@@ -181,6 +189,14 @@ impl Raft {
     pub fn entry(&self, index: Index) -> Option<&Entry> {
         self.log.entry(index)
     }
+    /// On a leader handing leadership over (thesis §3.10), the node it hands it to.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        self.transferee
+    }
+    /// The number of votes (or acknowledgments) that make a majority.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
     /// On a leader, each follower's match index; empty elsewhere.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
         self.progress
@@ -199,7 +215,41 @@ impl Raft {
             term: self.term,
             vote: self.vote,
             commit: self.log.committed,
+            catching_up: self.catching_up,
         }
+    }
+
+    /// Whether this node is catching up after coming back empty (see [`Raft::rejoin`]).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up
+    }
+
+    /// Marks this node as a member that came back with empty (wiped or lost) storage into a
+    /// cluster that exists. It forgot its votes and its log, so until its log reaches a commit
+    /// index a leader told it (durably), it neither votes nor campaigns, and its answers say
+    /// so, so that a leader does not count them toward a commit, a read or check-quorum.
+    /// Then it votes again, having taken the leader's term and counting its vote in it as
+    /// given to that leader. Persisted with the hard state, so a restart keeps it. The caller
+    /// decides when a node is such a member (the controllers: empty storage, and a peer that
+    /// belongs to a named cluster); a brand-new cluster, every node empty, never calls it.
+    pub fn rejoin(&mut self) {
+        self.assert_not_in_ready();
+        self.catching_up = true;
+        self.catch_up_target = 0;
+        if self.role != Role::Follower {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// Each voting follower's match index on a leader (followers still catching up are left
+    /// out: they cannot take over).
+    pub fn transfer_candidates(&self) -> BTreeMap<NodeId, Index> {
+        self.progress
+            .iter()
+            .filter(|(_, p)| !p.catching_up)
+            .map(|(&id, p)| (id, p.match_index))
+            .collect()
     }
 
     fn bug(&self, bug: PlantedBug) -> bool {
@@ -223,7 +273,9 @@ impl Raft {
             self.tick_leader();
         } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
             self.election_elapsed_ticks = 0;
-            self.campaign(self.cfg.pre_vote, false);
+            if !self.catching_up {
+                self.campaign(self.cfg.pre_vote, false);
+            }
         }
     }
 
@@ -253,13 +305,7 @@ impl Raft {
         }
         let min = self.cfg.election_timeout_min_ticks;
         for p in self.progress.values_mut() {
-            if let ProgressState::Snapshot { .. } = p.state {
-                p.snapshot_elapsed_ticks += 1;
-                if p.snapshot_elapsed_ticks >= min {
-                    // The snapshot or its answer was lost: probe again.
-                    p.become_probe();
-                }
-            }
+            p.snapshot_retry_ticks = p.snapshot_retry_ticks.saturating_sub(1);
         }
         if let Some(_t) = self.transferee {
             self.transfer_elapsed_ticks += 1;
@@ -287,7 +333,7 @@ impl Raft {
     /// their own when the election timeout elapses.
     pub fn campaign_now(&mut self) {
         self.assert_not_in_ready();
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && !self.catching_up {
             self.campaign(false, false);
         }
     }
@@ -376,7 +422,7 @@ impl Raft {
         if to == self.cfg.id {
             return Ok(());
         }
-        if !self.progress.contains_key(&to) {
+        if self.progress.get(&to).is_none_or(|p| p.catching_up) {
             return Err(ProposeError::UnknownNode { node: to });
         }
         self.transferee = Some(to);
@@ -391,10 +437,30 @@ impl Raft {
 
     /// Records that the application snapshotted its state at `index` (at most the applied
     /// index) as `data`, and drops the log up to it. The caller stores the snapshot itself.
-    pub fn compact(&mut self, index: Index, data: Vec<u8>) {
+    pub fn compact(&mut self, index: Index, data: impl Into<Bytes>) {
         self.assert_not_in_ready();
         let voters = self.cfg.voters.clone();
-        self.log.compact(index, data, voters);
+        self.log.compact(index, data.into(), voters);
+    }
+
+    /// The caller's transport reports the end of the InstallSnapshot transfer of the snapshot
+    /// at `index` to `to`: `ok` when the follower answered (its answer is stepped as usual),
+    /// else it failed (unreachable, refused, past its deadline). One transfer per follower is
+    /// under way at a time: the leader sends no other snapshot to it until this report (or the
+    /// follower's answer), and after a failure waits the minimum election timeout before the
+    /// next, so a snapshot that cannot get through is not resent over and over.
+    pub fn report_snapshot(&mut self, to: NodeId, index: Index, ok: bool) {
+        self.assert_not_in_ready();
+        if self.role != Role::Leader || ok {
+            return;
+        }
+        let retry = self.cfg.election_timeout_min_ticks;
+        if let Some(p) = self.progress.get_mut(&to)
+            && p.state == (ProgressState::Snapshot { pending: index })
+        {
+            p.become_probe();
+            p.snapshot_retry_ticks = retry;
+        }
     }
 
     /// The snapshot the log starts after (with data), for the caller to store after `compact`.
@@ -453,6 +519,7 @@ impl Raft {
                             rejected_index: prev_log_index,
                             conflict: None,
                             read_round,
+                            catching_up: self.catching_up,
                         },
                     );
                 }
@@ -508,8 +575,10 @@ impl Raft {
                 rejected_index,
                 conflict,
                 read_round,
+                catching_up,
             } => {
                 if self.role == Role::Leader {
+                    self.note_catching_up(m.from, catching_up);
                     self.handle_append_response(
                         m.from,
                         success,
@@ -528,16 +597,31 @@ impl Raft {
                 self.election_elapsed_ticks = 0;
                 self.handle_snapshot(m.from, snapshot);
             }
-            MessageBody::InstallSnapshotResponse { match_index } => {
+            MessageBody::InstallSnapshotResponse {
+                match_index,
+                catching_up,
+            } => {
                 if self.role == Role::Leader {
+                    self.note_catching_up(m.from, catching_up);
                     self.handle_snapshot_response(m.from, match_index);
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.role != Role::Leader {
+                if self.role != Role::Leader && !self.catching_up {
                     self.campaign(false, true);
                 }
             }
+        }
+    }
+
+    /// A follower's answer says whether it is catching up; one that newly is lost its log.
+    fn note_catching_up(&mut self, from: NodeId, catching_up: bool) {
+        let last = self.log.last_index();
+        if let Some(p) = self.progress.get_mut(&from) {
+            if catching_up && !p.catching_up {
+                p.lost_log(last);
+            }
+            p.catching_up = catching_up;
         }
     }
 
@@ -633,9 +717,11 @@ impl Raft {
         last_index: Index,
         last_term: Term,
     ) {
-        let can_vote = self.vote == Some(from)
-            || (self.vote.is_none() && self.leader_id.is_none())
-            || (pre_vote && term > self.term);
+        // A node catching up forgot the votes it gave: it gives none until caught up.
+        let can_vote = !self.catching_up
+            && (self.vote == Some(from)
+                || (self.vote.is_none() && self.leader_id.is_none())
+                || (pre_vote && term > self.term));
         let up_to_date =
             self.bug(PlantedBug::VoteForStaleLog) || self.log.is_up_to_date(last_index, last_term);
         if can_vote && up_to_date {
@@ -749,7 +835,12 @@ impl Raft {
         let replicate = p.state == ProgressState::Replicate;
         let prev = next - 1;
         let Some(prev_term) = self.log.term(prev) else {
-            // The entries it needs are compacted: send the snapshot instead (§7).
+            // The entries it needs are compacted: send the snapshot instead (§7), unless the
+            // last transfer failed a moment ago.
+            if p.snapshot_retry_ticks > 0 {
+                return false;
+            }
+            // Its data is shared, not copied.
             let snapshot = self.log.snapshot.clone();
             let pending = snapshot.meta.last_index;
             self.progress
@@ -848,6 +939,9 @@ impl Raft {
         leader_commit: Index,
         read_round: u64,
     ) {
+        if self.catching_up {
+            self.catch_up_target = self.catch_up_target.max(leader_commit);
+        }
         let committed = self.log.committed;
         if prev < committed {
             // Everything up to our commit matches the leader (Leader Completeness).
@@ -859,6 +953,7 @@ impl Raft {
                     rejected_index: 0,
                     conflict: None,
                     read_round,
+                    catching_up: self.catching_up,
                 },
             );
             return;
@@ -885,6 +980,7 @@ impl Raft {
                         rejected_index: 0,
                         conflict: None,
                         read_round,
+                        catching_up: self.catching_up,
                     },
                 );
             }
@@ -907,6 +1003,7 @@ impl Raft {
                         rejected_index: prev,
                         conflict: Some(conflict),
                         read_round,
+                        catching_up: self.catching_up,
                     },
                 );
             }
@@ -927,8 +1024,11 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        p.recent_active = true;
-        p.acked_read_round = p.acked_read_round.max(read_round);
+        if !p.catching_up {
+            // A node catching up counts for nothing: not as live, not as confirming a read.
+            p.recent_active = true;
+            p.acked_read_round = p.acked_read_round.max(read_round);
+        }
         if success {
             let updated = p.maybe_update(match_index.min(last));
             match p.state {
@@ -1000,14 +1100,20 @@ impl Raft {
             self.pending_snapshot = Some(snapshot);
             index
         };
-        self.send(from, MessageBody::InstallSnapshotResponse { match_index });
+        self.send(
+            from,
+            MessageBody::InstallSnapshotResponse {
+                match_index,
+                catching_up: self.catching_up,
+            },
+        );
     }
 
     fn handle_snapshot_response(&mut self, from: NodeId, match_index: Index) {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        p.recent_active = true;
+        p.recent_active |= !p.catching_up;
         let updated = p.maybe_update(match_index);
         if let ProgressState::Snapshot { pending } = p.state {
             if p.match_index >= pending {
@@ -1025,7 +1131,13 @@ impl Raft {
     /// §5.3, §5.4.2: commits the highest index durable on a majority, if its entry is of the
     /// current term. Returns whether the commit index moved.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
+        // Followers catching up hold what they acknowledged, but they forgot their votes and
+        // may have taken entries from a stale leader: they count as holding nothing.
+        let mut matches: Vec<Index> = self
+            .progress
+            .values()
+            .map(|p| if p.catching_up { 0 } else { p.match_index })
+            .collect();
         matches.push(self.log.stable_index);
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_index = matches[self.quorum - 1];
@@ -1150,6 +1262,21 @@ impl Raft {
         // Our own entries just became durable: they may complete a majority.
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_commit();
+        }
+        // Caught up: the log durably holds what a leader of this term said was committed, so
+        // it holds every entry committed before this node lost its storage.
+        let target = self.catch_up_target;
+        if self.catching_up
+            && target > 0
+            && self.log.stable_index >= target
+            && self.log.committed >= target
+        {
+            self.catching_up = false;
+            // It may have voted in this term before it lost its storage: count the vote as
+            // given to the leader it caught up with, so it gives no second one.
+            if self.vote.is_none() {
+                self.vote = self.leader_id;
+            }
         }
     }
 }

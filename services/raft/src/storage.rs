@@ -192,7 +192,7 @@ mod tests {
                 last_term: 1,
                 voters: vec![1],
             },
-            data: vec![9],
+            data: vec![9].into(),
         };
         s.compact(&snap).unwrap();
         let r = s.recover().unwrap();

@@ -43,6 +43,10 @@ pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
     pub commit: Index,
+    /// This node came back with empty storage into a cluster that exists (see
+    /// [`crate::Raft::rejoin`]): it forgot its votes and its log, so it must not vote,
+    /// campaign or count toward a commit until its log reaches a commit index a leader told it.
+    pub catching_up: bool,
 }
 
 /// What a snapshot replaces: the log up to and including `last_index`, whose entry had `last_term`.
@@ -53,11 +57,15 @@ pub struct SnapshotMeta {
     pub voters: Vec<NodeId>,
 }
 
-/// A state-machine snapshot (§7). `data` is opaque to the core.
+pub use bytes::Bytes;
+
+/// A state-machine snapshot (§7). `data` is opaque to the core and shared, not copied: a
+/// leader sends the same bytes to every follower that needs them, and a clone of a snapshot
+/// is a reference count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// Why a follower rejected an append: enough for the leader to skip back a whole term at a time.
@@ -102,14 +110,20 @@ pub enum MessageBody {
         rejected_index: Index,
         conflict: Option<ConflictHint>,
         read_round: u64,
+        /// The follower is catching up after coming back empty: its answer must not count
+        /// toward a commit, a read or check-quorum.
+        catching_up: bool,
     },
-    /// §7. The transport chunks `snapshot.data`; the core sees whole snapshots.
+    /// §7. The transport chunks `snapshot.data`; the core sees whole snapshots. The caller
+    /// reports the end of each transfer ([`crate::Raft::report_snapshot`]).
     InstallSnapshot {
         snapshot: Snapshot,
     },
     InstallSnapshotResponse {
         /// The index the receiver now holds up to.
         match_index: Index,
+        /// As for [`MessageBody::AppendEntriesResponse`].
+        catching_up: bool,
     },
     /// Thesis §3.10: campaign at once (leadership transfer).
     TimeoutNow,

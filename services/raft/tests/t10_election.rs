@@ -180,6 +180,7 @@ fn s5_1_leader_steps_down_on_higher_term() {
             rejected_index: 0,
             conflict: None,
             read_round: 0,
+            catching_up: false,
         },
     });
     let r = c.raft(1);

@@ -255,6 +255,7 @@ fn leader_counts_own_entry_only_after_persist_and_advance() {
             rejected_index: 0,
             conflict: None,
             read_round: 0,
+            catching_up: false,
         },
     });
     assert_eq!(

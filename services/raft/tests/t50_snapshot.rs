@@ -17,7 +17,7 @@ fn install(from: u64, to: u64, term: u64, index: u64, last_term: u64) -> Message
                     last_term,
                     voters: vec![1, 2, 3],
                 },
-                data: format!("state@{index}").into_bytes(),
+                data: format!("state@{index}").into_bytes().into(),
             },
         },
     }
@@ -27,7 +27,7 @@ fn snapshot_answer(c: &Cluster, mark: usize) -> u64 {
     let out = c.sent_since(mark, |_| true);
     assert_eq!(out.len(), 1, "{out:?}");
     match out[0].body {
-        MessageBody::InstallSnapshotResponse { match_index } => match_index,
+        MessageBody::InstallSnapshotResponse { match_index, .. } => match_index,
         ref b => panic!("expected an InstallSnapshotResponse, got {b:?}"),
     }
 }
@@ -227,4 +227,63 @@ fn s7_received_snapshot_replaces_the_stored_log_across_restart() {
         is_refusal(&out[0], false),
         "voted for a candidate missing committed entry 5@3"
     );
+}
+
+/// §7, issue 13 item 1: one InstallSnapshot transfer per follower at a time. While a transfer
+/// is under way (its message or answer may take long with a big snapshot) the leader sends no
+/// second one, however many heartbeats and election timeouts pass; only a failure reported by
+/// the transport starts another, after a pause of the minimum election timeout.
+#[test]
+fn s7_one_snapshot_transfer_at_a_time_until_the_transport_reports_its_end() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..10u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.deliver_all();
+    c.heartbeat(1);
+    let commit = c.raft(1).commit_index();
+    c.compact(1, commit, b"state");
+    c.heal();
+    // The transfer never arrives (a slow link): every InstallSnapshot is held.
+    c.filter = Some(Box::new(|m| {
+        if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+            Verdict::Hold
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    let installs = |c: &Cluster| {
+        c.sent
+            .iter()
+            .filter(|m| m.to == 3 && matches!(m.body, MessageBody::InstallSnapshot { .. }))
+            .count()
+    };
+    let min = c.raft(1).config().election_timeout_min_ticks as usize;
+    for _ in 0..10 * min {
+        c.heartbeat(1);
+    }
+    assert_eq!(
+        installs(&c),
+        1,
+        "a second transfer started while one was under way"
+    );
+    assert_eq!(c.raft(1).role(), dmq_raft::Role::Leader);
+    // The transport gives up on it: another transfer, but not at once.
+    c.node_mut(1).raft.report_snapshot(3, commit, false);
+    c.heartbeat(1);
+    assert_eq!(installs(&c), 1, "resent at once after a failure");
+    for _ in 0..min {
+        c.heartbeat(1);
+    }
+    assert_eq!(installs(&c), 2, "no new transfer after the retry pause");
+    // A late failure report of an older transfer changes nothing; this one gets through.
+    c.node_mut(1).raft.report_snapshot(3, commit - 1, false);
+    c.filter = None;
+    c.release_held();
+    c.deliver_all();
+    c.heartbeat(1);
+    assert_eq!(c.raft(3).commit_index(), commit);
+    assert_eq!(installs(&c), 2);
 }

@@ -328,7 +328,7 @@ async fn requests_beyond_the_memory_budget_are_refused_not_queued() {
     assert_eq!(error_info(&refused).unwrap().0, "BROKER_OVERLOADED");
     assert!(matches!(
         dmq_client::ClientError::from_broker_status(refused, "b1", "m", 0, 0),
-        dmq_client::ClientError::Unavailable { .. }
+        dmq_client::ClientError::Overloaded { .. }
     ));
     // A fetch's answer needs budget too.
     let busy = fetch(&b1, "m", 0, 0)

@@ -386,6 +386,20 @@ impl ControllerService for MiniController {
         Err(Status::unimplemented("mini controller"))
     }
 
+    type GetSnapshotStream = std::pin::Pin<
+        Box<
+            dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::SnapshotChunk, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn get_snapshot(
+        &self,
+        _: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<Self::GetSnapshotStream>, Status> {
+        Err(Status::unimplemented("get_snapshot"))
+    }
+
     async fn get_metadata(
         &self,
         _: Request<pb::GetMetadataRequest>,

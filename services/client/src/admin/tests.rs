@@ -74,6 +74,65 @@ async fn retries_unavailable_and_reports_a_retried_create_that_finds_the_topic()
     assert!(matches!(gone, ClientError::NotFound { .. }) && !gone.is_retryable());
 }
 
+fn with_reason(code: Code, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        "refused",
+        tonic_types::ErrorDetails::with_error_info(
+            reason,
+            "dmq.v1",
+            std::collections::HashMap::new(),
+        ),
+    )
+}
+
+#[tokio::test]
+async fn only_an_answer_that_may_have_applied_the_change_makes_a_retry_ambiguous() {
+    let c = FakeController::start(1).await;
+    let admin = Admin::new(vec![c.address()], fast_admin_options()).unwrap();
+    admin
+        .create_topic("t", 1, 1, pb::TopicConfig::default())
+        .await
+        .unwrap();
+    // Refusals that say nothing was applied: the retry's ALREADY_EXISTS is the plain answer.
+    for refusal in [
+        with_reason(Code::ResourceExhausted, "CONTROLLER_OVERLOADED"),
+        with_reason(Code::Unavailable, "NO_LEADER"),
+    ] {
+        c.script().failures = vec![refusal.clone()];
+        let error = admin
+            .create_topic("t", 1, 1, pb::TopicConfig::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ClientError::AlreadyExists { .. })
+                && !error.to_string().contains("may have created it"),
+            "after {refusal:?}: {error}"
+        );
+    }
+    // OUTCOME_UNKNOWN: the change may have been applied, and the client says so.
+    c.script().failures = vec![with_reason(Code::Unavailable, "OUTCOME_UNKNOWN")];
+    let error = admin
+        .create_topic("t", 1, 1, pb::TopicConfig::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("may have created it"), "{error}");
+    let c = |s| ClientError::from_controller_status(s, "c1:9000");
+    let overloaded = c(with_reason(
+        Code::ResourceExhausted,
+        "CONTROLLER_OVERLOADED",
+    ));
+    assert!(
+        overloaded.is_retryable() && !overloaded.outcome_unknown(),
+        "{overloaded}"
+    );
+    let unknown = c(with_reason(Code::Unavailable, "OUTCOME_UNKNOWN"));
+    assert!(
+        unknown.is_retryable() && unknown.outcome_unknown(),
+        "{unknown}"
+    );
+}
+
 #[tokio::test]
 async fn lists_every_page_and_reports_unknown_topics_in_one_line() {
     let c = FakeController::start(1).await;

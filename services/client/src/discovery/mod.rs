@@ -32,4 +32,4 @@ pub use error::DiscoveryError;
 pub use locator::{LeaderInfo, LeaderLocator};
 pub use options::DiscoveryOptions;
 pub use probe::{ControllerProbe, GrpcProbe};
-pub use status::{ControllerFailure, LEADER_METADATA_KEY, classify, leader_hint};
+pub use status::{ControllerFailure, LEADER_METADATA_KEY, classify, leader_hint, outcome_unknown};

@@ -23,14 +23,22 @@ pub enum ControllerFailure {
     /// [`on_not_leader`]: super::LeaderLocator::on_not_leader
     NotLeader { hint: Option<String> },
     /// The controller could not be reached, timed out, knows no leader or is overloaded: count
-    /// a failure ([`on_heartbeat_failure`]) and retry after a pause; the outcome of a mutation
-    /// is unknown, so only idempotent retries are safe.
+    /// a failure ([`on_heartbeat_failure`]) and retry after a pause. Whether a mutation may
+    /// have been applied is [`outcome_unknown`]: only an OUTCOME_UNKNOWN answer or one that
+    /// says nothing (a timeout, a lost connection, an UNAVAILABLE without a reason) leaves it
+    /// open; NO_LEADER and CONTROLLER_OVERLOADED mean nothing was applied.
     ///
     /// [`on_heartbeat_failure`]: super::LeaderLocator::on_heartbeat_failure
     Unavailable,
     /// The controller refused the request itself (bad argument, unknown broker, …): retrying
     /// the same request will fail the same way until something else changes.
     Refused,
+}
+
+/// Whether a controller mutation that failed with `status` may still have been applied (see
+/// [`crate::ClientError::outcome_unknown`]).
+pub fn outcome_unknown(status: &Status) -> bool {
+    crate::ClientError::from_controller_status(status.clone(), "").outcome_unknown()
 }
 
 /// Sorts a controller's error answer by what the caller should do about it.
@@ -101,5 +109,35 @@ mod tests {
             classify(&Status::invalid_argument("bad")),
             ControllerFailure::Refused
         );
+    }
+
+    #[test]
+    fn tells_not_applied_from_unknown_by_the_reason() {
+        use tonic_types::StatusExt;
+        let with = |code, reason: &str| {
+            Status::with_error_details(
+                code,
+                "x",
+                tonic_types::ErrorDetails::with_error_info(
+                    reason,
+                    "dmq.v1",
+                    std::collections::HashMap::new(),
+                ),
+            )
+        };
+        assert!(!outcome_unknown(&with(Code::Unavailable, "NO_LEADER")));
+        assert!(!outcome_unknown(&with(
+            Code::ResourceExhausted,
+            "CONTROLLER_OVERLOADED"
+        )));
+        assert!(outcome_unknown(&with(Code::Unavailable, "OUTCOME_UNKNOWN")));
+        assert!(outcome_unknown(&Status::unavailable("no reason given")));
+        assert!(!outcome_unknown(&not_leader("c2:9000")));
+        for s in [
+            with(Code::ResourceExhausted, "CONTROLLER_OVERLOADED"),
+            with(Code::Unavailable, "OUTCOME_UNKNOWN"),
+        ] {
+            assert_eq!(classify(&s), ControllerFailure::Unavailable, "{s:?}");
+        }
     }
 }

@@ -58,7 +58,7 @@ pub struct ProducerConfig {
     /// Whether a batch whose attempt had an unknown outcome (appended but not confirmed: the
     /// ISR shrank, the leader changed, a timeout, a lost connection) is sent again (default
     /// true: at least once, a retry may duplicate it). With false the batch fails at once with
-    /// [`ClientError::UnknownOutcome`] and the caller decides (at most once per send).
+    /// [`ClientError::OutcomeUnknown`] and the caller decides (at most once per send).
     pub retry_unknown_outcomes: bool,
     /// Bound on one Produce attempt (default 30 s). The broker is asked to give up waiting
     /// for the ISR after three quarters of it (at most 60 s), so it usually answers first.

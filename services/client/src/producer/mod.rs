@@ -15,7 +15,7 @@
 //! times. A batch whose attempt had an unknown outcome (an after-append reason such as
 //! NOT_ENOUGH_REPLICAS_AFTER_APPEND or LEADER_CHANGED_AFTER_APPEND, a timeout, a lost
 //! connection) is sent again only with [`ProducerConfig::retry_unknown_outcomes`] (the
-//! default); when it finally fails, its error is [`ClientError::UnknownOutcome`] even if the
+//! default); when it finally fails, its error is [`ClientError::OutcomeUnknown`] even if the
 //! last attempt was a plain refusal, because an earlier one may have appended it.
 //! Other failures (unknown topic, record too large, …) fail its records at once. With
 //! [`ProducerConfig::max_in_flight_per_partition`] 1 (the default) a partition has one batch

@@ -154,7 +154,7 @@ async fn an_unknown_outcome_is_never_reported_as_a_refusal() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ClientError::UnknownOutcome { .. }) && error.outcome_unknown(),
+        matches!(error, ClientError::OutcomeUnknown { .. }) && error.outcome_unknown(),
         "{error:?}"
     );
     assert_eq!(broker.script().produce_attempts, 1, "not retried");
@@ -177,7 +177,7 @@ async fn an_unknown_outcome_is_never_reported_as_a_refusal() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ClientError::UnknownOutcome { .. }),
+        matches!(error, ClientError::OutcomeUnknown { .. }),
         "{error:?}"
     );
     assert_eq!(broker.script().produce_attempts, 4);

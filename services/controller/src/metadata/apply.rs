@@ -54,6 +54,10 @@ pub enum CommandReply {
     TopicDeleted,
     /// The partition after the change.
     PartitionAltered(PartitionMetadata),
+    /// The agreed feature level (and the cluster id) after the change.
+    FeaturesSet {
+        feature_level: u32,
+    },
 }
 
 /// Topics changed so far while planning one command, overriding the state's.
@@ -117,6 +121,27 @@ impl State {
                 Ok((delta, CommandReply::TopicDeleted))
             }
             Command::AlterPartition(c) => self.plan_alter_partition(c),
+            Command::SetFeatureLevel(c) => {
+                if c.feature_level < self.feature_level {
+                    return Err(MetadataError::FeatureLevelDowngrade {
+                        current: self.feature_level,
+                        requested: c.feature_level,
+                    });
+                }
+                let delta = Delta {
+                    feature_level: Some(c.feature_level),
+                    // The cluster is named once.
+                    cluster_id: (self.cluster_id.is_empty() && !c.cluster_id.is_empty())
+                        .then(|| c.cluster_id.clone()),
+                    ..Delta::default()
+                };
+                Ok((
+                    delta,
+                    CommandReply::FeaturesSet {
+                        feature_level: c.feature_level,
+                    },
+                ))
+            }
         }
     }
 

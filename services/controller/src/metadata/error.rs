@@ -162,6 +162,21 @@ pub enum MetadataError {
     )]
     AssignedBrokerUnavailable { topic: String, broker_id: u64 },
 
+    /// A SetFeatureLevel below the agreed level: levels never go down.
+    #[error(
+        "feature level {requested} is below the agreed level {current}: the metadata feature \
+         level never goes down"
+    )]
+    FeatureLevelDowngrade { current: u32, requested: u32 },
+
+    /// The command needs a feature level the cluster has not agreed on yet (some controller
+    /// runs an older version).
+    #[error(
+        "this request needs metadata feature level {required} but the controllers agreed on \
+         {agreed} only: upgrade every controller, the level rises once all of them support it"
+    )]
+    FeatureLevelTooLow { required: u32, agreed: u32 },
+
     /// A page token this controller did not hand out.
     #[error(
         "invalid page token {token:?}: pass the next_page_token of the previous page, or an \
@@ -197,7 +212,9 @@ impl MetadataError {
             | NotPartitionLeader { .. }
             | StaleLeaderEpoch { .. }
             | StalePartitionEpoch { .. }
-            | IneligibleReplica { .. } => tonic::Code::FailedPrecondition,
+            | IneligibleReplica { .. }
+            | FeatureLevelDowngrade { .. }
+            | FeatureLevelTooLow { .. } => tonic::Code::FailedPrecondition,
             AssignedBrokerUnavailable { .. } => tonic::Code::Unavailable,
         }
     }

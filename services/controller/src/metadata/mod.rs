@@ -13,6 +13,7 @@
 mod apply;
 mod assign;
 mod error;
+pub mod features;
 mod feed;
 mod page;
 mod state;

@@ -21,6 +21,10 @@ pub(super) struct State {
     pub next_topic_id: u64,
     pub brokers: BTreeMap<u64, BrokerMetadata>,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// The agreed metadata feature level (see `features.rs`).
+    pub feature_level: u32,
+    /// The cluster's id, empty until the first SetFeatureLevel names it.
+    pub cluster_id: String,
 }
 
 impl Default for State {
@@ -31,6 +35,8 @@ impl Default for State {
             next_topic_id: FIRST_TOPIC_ID,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
+            feature_level: 0,
+            cluster_id: String::new(),
         }
     }
 }
@@ -42,6 +48,8 @@ pub(super) struct Delta {
     pub brokers: BTreeMap<u64, Option<BrokerMetadata>>,
     pub topics: BTreeMap<String, Option<TopicMetadata>>,
     pub next_topic_id: Option<u64>,
+    pub feature_level: Option<u32>,
+    pub cluster_id: Option<String>,
 }
 
 impl Delta {
@@ -78,6 +86,12 @@ impl State {
         if let Some(next) = delta.next_topic_id {
             self.next_topic_id = next;
         }
+        if let Some(level) = delta.feature_level {
+            self.feature_level = level;
+        }
+        if let Some(id) = delta.cluster_id {
+            self.cluster_id = id;
+        }
     }
 
     /// Whether `id` is a registered, ONLINE broker.
@@ -88,7 +102,8 @@ impl State {
     }
 
     /// Checks the invariants every applied state keeps; the message names the first violation.
-    /// Run after every apply in debug builds, and on whatever `open` or `restore` loads.
+    /// Run after every apply in debug builds while the state is small (see `store.rs`), and on
+    /// whatever `open` or `restore` loads.
     ///
     /// - version <= applied index; topic ids unique and below `next_topic_id`.
     /// - Brokers: id != 0, status ONLINE or OFFLINE, epoch in `1..=applied index`.
@@ -102,6 +117,13 @@ impl State {
             return Err(format!(
                 "version {} is above the applied index {}",
                 self.version, self.applied_index
+            ));
+        }
+        if self.feature_level > super::features::FEATURE_LEVEL_MAX {
+            return Err(format!(
+                "metadata feature level {} needs a newer version (this one supports up to {}):                  upgrade this controller",
+                self.feature_level,
+                super::features::FEATURE_LEVEL_MAX
             ));
         }
         for (&id, broker) in &self.brokers {

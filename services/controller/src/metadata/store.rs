@@ -40,6 +40,8 @@ const FORMAT_V1: &[u8] = b"dmq-metadata-sled/1";
 const KEY_APPLIED_INDEX: &[u8] = b"applied_index";
 const KEY_VERSION: &[u8] = b"version";
 const KEY_NEXT_TOPIC_ID: &[u8] = b"next_topic_id";
+const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// What applying one log entry did, for its proposer. A storage failure is not an outcome: it
 /// is the `Err` of [`ApplyResult`].
@@ -72,7 +74,7 @@ pub enum StoreError {
     #[error(
         "the metadata store is corrupt: {what}: {detail}. This node must not run on it: stop \
          it, move its data directory aside and restart it empty so that it catches up from the \
-         leader"
+         leader (it neither votes nor counts toward commits until it has)"
     )]
     Corrupt { what: String, detail: String },
     /// A snapshot that does not describe a valid state; nothing of it was installed.
@@ -162,7 +164,7 @@ impl MetadataStore {
             self.feed.record(state.version, index, &delta);
         }
         state.commit(index, delta);
-        debug_assert_eq!(state.check_invariants(), Ok(()), "after index {index}");
+        debug_check(&state, index);
         Ok(outcome)
     }
 
@@ -215,7 +217,7 @@ impl MetadataStore {
         if let Some(index) = last {
             meta.insert(KEY_APPLIED_INDEX, seal_u64(KEY_APPLIED_INDEX, index));
             self.commit(&brokers, &topics, &meta)?;
-            debug_assert_eq!(state.check_invariants(), Ok(()), "after index {index}");
+            debug_check(&state, index);
         }
         Ok(outcomes)
     }
@@ -252,42 +254,91 @@ impl MetadataStore {
             brokers: state.brokers.values().cloned().collect(),
             topics: state.topics.values().cloned().collect(),
             next_topic_id: state.next_topic_id,
+            feature_level: state.feature_level,
+            cluster_id: state.cluster_id.clone(),
         }
+    }
+
+    /// The state at the applied index as an encoded [`MetadataSnapshot`], with that index:
+    /// encoded straight from the state, without the copy [`MetadataStore::snapshot`] makes
+    /// (the state can be hundreds of MiB). Decodes to what `snapshot()` returns.
+    pub fn snapshot_bytes(&self) -> (u64, Vec<u8>) {
+        use prost::encoding::{message, string, uint32, uint64};
+        let state = self.read();
+        let brokers = state.brokers.values();
+        let topics = state.topics.values();
+        let mut len = 0;
+        len += uint64::encoded_len(1, &state.applied_index);
+        len += uint64::encoded_len(2, &state.version);
+        len += brokers
+            .clone()
+            .map(|b| message::encoded_len(3, b))
+            .sum::<usize>();
+        len += topics
+            .clone()
+            .map(|t| message::encoded_len(4, t))
+            .sum::<usize>();
+        len += uint64::encoded_len(5, &state.next_topic_id);
+        len += uint32::encoded_len(6, &state.feature_level);
+        len += string::encoded_len(7, &state.cluster_id);
+        let mut out = Vec::with_capacity(len);
+        // Proto3: default values are not written, as prost's derived encoding does.
+        if state.applied_index != 0 {
+            uint64::encode(1, &state.applied_index, &mut out);
+        }
+        if state.version != 0 {
+            uint64::encode(2, &state.version, &mut out);
+        }
+        for b in brokers {
+            message::encode(3, b, &mut out);
+        }
+        for t in topics {
+            message::encode(4, t, &mut out);
+        }
+        if state.next_topic_id != 0 {
+            uint64::encode(5, &state.next_topic_id, &mut out);
+        }
+        if state.feature_level != 0 {
+            uint32::encode(6, &state.feature_level, &mut out);
+        }
+        if !state.cluster_id.is_empty() {
+            string::encode(7, &state.cluster_id, &mut out);
+        }
+        (state.applied_index, out)
     }
 
     /// Replaces the whole state with `snapshot`, in one transaction: after a crash the store
     /// holds either the old state or the snapshot. A snapshot that breaks the state's
     /// invariants is refused and nothing changes.
     pub fn restore(&self, snapshot: &MetadataSnapshot) -> Result<(), StoreError> {
+        self.restore_owned(snapshot.clone())
+    }
+
+    /// [`MetadataStore::restore`], moving the snapshot's brokers and topics into the state
+    /// instead of copying them: a big snapshot is then held once, not twice.
+    pub fn restore_owned(&self, snapshot: MetadataSnapshot) -> Result<(), StoreError> {
+        let applied_index = snapshot.applied_index;
         let invalid = |detail: String| StoreError::InvalidSnapshot {
-            applied_index: snapshot.applied_index,
+            applied_index,
             detail,
         };
         let mut new = State {
             applied_index: snapshot.applied_index,
             version: snapshot.metadata_version,
             next_topic_id: snapshot.next_topic_id,
+            feature_level: snapshot.feature_level,
+            cluster_id: snapshot.cluster_id,
             ..State::default()
         };
-        for broker in &snapshot.brokers {
-            if new
-                .brokers
-                .insert(broker.broker_id, broker.clone())
-                .is_some()
-            {
-                return Err(invalid(format!(
-                    "broker {} appears twice",
-                    broker.broker_id
-                )));
+        for broker in snapshot.brokers {
+            let id = broker.broker_id;
+            if new.brokers.insert(id, broker).is_some() {
+                return Err(invalid(format!("broker {id} appears twice")));
             }
         }
-        for topic in &snapshot.topics {
-            if new
-                .topics
-                .insert(topic.name.clone(), topic.clone())
-                .is_some()
-            {
-                return Err(invalid(format!("topic {:?} appears twice", topic.name)));
+        for topic in snapshot.topics {
+            if let Some(twice) = new.topics.insert(topic.name.clone(), topic) {
+                return Err(invalid(format!("topic {:?} appears twice", twice.name)));
             }
         }
         new.check_invariants().map_err(invalid)?;
@@ -319,6 +370,14 @@ impl MetadataStore {
         meta.insert(
             KEY_NEXT_TOPIC_ID,
             seal_u64(KEY_NEXT_TOPIC_ID, new.next_topic_id),
+        );
+        meta.insert(
+            KEY_FEATURE_LEVEL,
+            seal_u64(KEY_FEATURE_LEVEL, u64::from(new.feature_level)),
+        );
+        meta.insert(
+            KEY_CLUSTER_ID,
+            seal_bytes(KEY_CLUSTER_ID, new.cluster_id.as_bytes()),
         );
         self.commit(&brokers, &topics, &meta)?;
         self.feed.reset(new.version);
@@ -418,6 +477,22 @@ impl MetadataStore {
         self.read().version
     }
 
+    /// The agreed metadata feature level (0 before the first SetFeatureLevel).
+    pub fn feature_level(&self) -> u32 {
+        self.read().feature_level
+    }
+
+    /// The cluster id, empty before the first SetFeatureLevel named it.
+    pub fn cluster_id(&self) -> String {
+        self.read().cluster_id.clone()
+    }
+
+    /// Whether nothing was ever applied that changed brokers, topics or the feature level.
+    pub fn is_pristine(&self) -> bool {
+        let s = self.read();
+        s.version == 0 && s.feature_level == 0 && s.brokers.is_empty() && s.topics.is_empty()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().expect("a metadata apply panicked")
     }
@@ -496,6 +571,14 @@ impl MetadataStore {
         state.applied_index = read_u64(KEY_APPLIED_INDEX, 0)?;
         state.version = read_u64(KEY_VERSION, 0)?;
         state.next_topic_id = read_u64(KEY_NEXT_TOPIC_ID, FIRST_TOPIC_ID)?;
+        state.feature_level = u32::try_from(read_u64(KEY_FEATURE_LEVEL, 0)?)
+            .map_err(|_| corrupt("meta_state key \"feature_level\"")("out of range".to_string()))?;
+        if let Some(value) = self.meta.get(KEY_CLUSTER_ID)? {
+            let what = "meta_state key \"cluster_id\"";
+            let payload = unseal(KEY_CLUSTER_ID, &value).map_err(corrupt(what))?;
+            state.cluster_id = String::from_utf8(payload.to_vec())
+                .map_err(|e| corrupt(what)(format!("not UTF-8: {e}")))?;
+        }
         for entry in self.brokers.iter() {
             let (key, value) = entry?;
             let what = format!("meta_brokers key {key:?}");
@@ -525,6 +608,20 @@ fn seal_message(key: &[u8], message: &impl Message) -> Vec<u8> {
     seal(key, message.encoded_len(), |v| {
         message.encode(v).expect("a Vec grows to fit any message")
     })
+}
+
+/// Debug builds check the state's invariants after every apply while the state is small: the
+/// check walks every partition, and a test that builds a big state (hundreds of thousands of
+/// partitions) would spend its time there. Every state is checked at `open` and `restore`.
+fn debug_check(state: &State, index: u64) {
+    const CHECKED_TOPICS_MAX: usize = 256;
+    if cfg!(debug_assertions) && state.topics.len() <= CHECKED_TOPICS_MAX {
+        assert_eq!(state.check_invariants(), Ok(()), "after index {index}");
+    }
+}
+
+fn seal_bytes(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+    seal(key, bytes.len(), |v| v.extend_from_slice(bytes))
 }
 
 fn seal_u64(key: &[u8], n: u64) -> Vec<u8> {
@@ -570,6 +667,15 @@ fn stage_delta(
     }
     if let Some(next) = delta.next_topic_id {
         meta.insert(KEY_NEXT_TOPIC_ID, seal_u64(KEY_NEXT_TOPIC_ID, next));
+    }
+    if let Some(level) = delta.feature_level {
+        meta.insert(
+            KEY_FEATURE_LEVEL,
+            seal_u64(KEY_FEATURE_LEVEL, u64::from(level)),
+        );
+    }
+    if let Some(id) = &delta.cluster_id {
+        meta.insert(KEY_CLUSTER_ID, seal_bytes(KEY_CLUSTER_ID, id.as_bytes()));
     }
 }
 
@@ -693,6 +799,30 @@ mod tests {
             t.ok(11, delete("audit"));
         }
         assert_eq!(target.store.snapshot(), source.store.snapshot());
+    }
+
+    #[test]
+    fn snapshot_bytes_are_the_encoded_snapshot_without_the_copy() {
+        let empty = TestStore::new();
+        assert_eq!(
+            empty.store.snapshot_bytes(),
+            (0, empty.store.snapshot().encode_to_vec())
+        );
+        let t = populated();
+        t.ok(
+            10,
+            MetadataCommand {
+                command: Some(dmq_proto::v1::metadata_command::Command::SetFeatureLevel(
+                    dmq_proto::v1::SetFeatureLevelCommand {
+                        feature_level: 1,
+                        cluster_id: "c".into(),
+                    },
+                )),
+            },
+        );
+        let (index, bytes) = t.store.snapshot_bytes();
+        assert_eq!(index, 10);
+        assert_eq!(bytes, t.store.snapshot().encode_to_vec());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmq_raft::NodeId;
+
+use crate::faults::Faults;
 
 /// Where one controller listens: `raft` for RaftService (peer port), `client` for
 /// ControllerService (what leader hints carry).
@@ -31,9 +34,18 @@ pub struct NodeConfig {
     pub replication_timeout: Duration,
     /// Snapshot the metadata and compact the log every this many applied entries.
     pub snapshot_every_entries: u64,
-    /// Inputs (peer messages, proposals, reads) queued for the Raft thread at most; beyond it
-    /// callers get RESOURCE_EXHAUSTED.
-    pub inbox_depth: usize,
+    /// Client inputs (proposals, read barriers) queued for the Raft thread at most; beyond it
+    /// callers get RESOURCE_EXHAUSTED (CONTROLLER_OVERLOADED).
+    pub client_queue_depth: usize,
+    /// Peer inputs (Raft RPCs and answers) queued for the Raft thread at most. Peer traffic
+    /// has its own queue, taken first, so a client flood cannot crowd it out; the peers'
+    /// in-flight windows keep it far below this depth.
+    pub peer_inbox_depth: usize,
+    /// Proposals waiting for their commit at most; beyond it new ones are refused with
+    /// RESOURCE_EXHAUSTED (nothing proposed).
+    pub pending_proposals_max: usize,
+    /// Read barriers waiting for their read index at most; beyond it new ones are refused.
+    pub pending_reads_max: usize,
     /// Messages queued for one peer at most; beyond it they are dropped (Raft retransmits).
     pub peer_queue_depth: usize,
     /// RPCs in flight to one peer at most (pipelining window of the transport).
@@ -44,8 +56,13 @@ pub struct NodeConfig {
     pub snapshot_chunk_bytes: usize,
     /// Largest snapshot accepted from a leader.
     pub snapshot_max_bytes: usize,
+    /// The slowest rate an InstallSnapshot transfer may run at before it is given up: its
+    /// deadline grows with the snapshot's size at this rate.
+    pub snapshot_min_rate_bytes_per_sec: u64,
     /// Seed of the Raft core's RNG (election timeouts). Defaults to the node id.
     pub seed: u64,
+    /// Test-only fault points; inert unless built with the `fault-injection` feature.
+    pub faults: Arc<Faults>,
 }
 
 impl NodeConfig {
@@ -64,13 +81,18 @@ impl NodeConfig {
             election_timeout_max_ticks: 20,
             replication_timeout: Duration::from_secs(5),
             snapshot_every_entries: 10_000,
-            inbox_depth: 4096,
+            client_queue_depth: 4096,
+            peer_inbox_depth: 16 * 1024,
+            pending_proposals_max: 16 * 1024,
+            pending_reads_max: 16 * 1024,
             peer_queue_depth: 1024,
             peer_inflight_max: 64,
             max_append_bytes: 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_max_bytes: 512 * 1024 * 1024,
+            snapshot_min_rate_bytes_per_sec: 1024 * 1024,
             seed: id,
+            faults: Arc::new(Faults::none()),
         }
     }
 

@@ -13,10 +13,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
-use dmq_proto::v1::{MetadataCommand, MetadataSnapshot};
+use dmq_proto::v1::metadata_command::Command;
+use dmq_proto::v1::{MetadataCommand, MetadataSnapshot, SetFeatureLevelCommand};
 use dmq_raft::{
     Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
     Storage, Term,
@@ -24,14 +25,20 @@ use dmq_raft::{
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::handle::{Input, Reply};
-use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError};
-use crate::metadata::{ApplyOutcome, MetadataStore};
+use super::follower_view::FollowerView;
+use super::handle::{Inbox, InboxReceiver, Input, Reply};
+use super::lease::{LeaderLease, LeaseTracker, lease_length};
+use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
+use crate::metadata::{ApplyOutcome, MetadataStore, features};
 use crate::raft_storage::SledStorage;
 use crate::transport::peer;
 
-/// Inputs taken in one iteration at most, so a flood cannot starve ticks.
-const INPUTS_PER_ITERATION_MAX: usize = 4096;
+/// Peer inputs taken in one iteration at most (all that are queued, in practice: the peers'
+/// windows bound them far below this).
+const PEER_INPUTS_PER_ITERATION_MAX: usize = 16 * 1024;
+/// Client inputs taken in one iteration at most, after the peer inputs: bounds the work (and
+/// the sync) between two looks at the peer queue and the clock.
+const CLIENT_INPUTS_PER_ITERATION_MAX: usize = 1024;
 /// Largest serialized metadata command accepted for proposal.
 pub(crate) const COMMAND_BYTES_MAX: usize = 512 * 1024;
 
@@ -52,15 +59,32 @@ struct Driver {
     raft: Raft,
     storage: SledStorage,
     metadata: Arc<MetadataStore>,
-    rx: Receiver<Input>,
+    inbox: InboxReceiver,
+    follower_view: Arc<FollowerView>,
+    cluster_id: Arc<super::ClusterId>,
+    lease: Arc<LeaderLease>,
+    lease_tracker: LeaseTracker,
+    /// The highest feature level each peer said it supports (in its last append answer).
+    peer_levels: BTreeMap<NodeId, u32>,
+    /// The SetFeatureLevel this leader proposed: (index, term).
+    level_proposal: Option<(Index, Term)>,
+    /// The index of this leader's no-op.
+    term_start_index: Index,
+    /// InstallSnapshots that never reached the transport (its queue was full): failed
+    /// transfers, reported at the next iteration.
+    unsent_snapshots: Vec<(NodeId, Index)>,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
     /// (deadline, index) in proposal order, to time proposals out cheaply.
     proposal_deadlines: VecDeque<(Instant, Index)>,
     next_read_ctx: u64,
-    /// Reads waiting for their ReadState.
-    reads_unconfirmed: HashMap<u64, (Instant, Reply<()>)>,
+    /// Read barriers taken in this iteration: they share one ReadIndex request.
+    reads_new: Vec<Reply<()>>,
+    /// Reads waiting for their ReadState, by ReadIndex request.
+    reads_unconfirmed: HashMap<u64, (Instant, Vec<Reply<()>>)>,
+    /// How many replies `reads_unconfirmed` holds.
+    reads_unconfirmed_count: usize,
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_confirmed: Vec<(Index, Reply<()>)>,
     reply_slots: HashMap<(NodeId, ResponseKind), VecDeque<oneshot::Sender<Option<Message>>>>,
@@ -71,23 +95,36 @@ pub(crate) fn spawn(
     cfg: NodeConfig,
     storage: SledStorage,
     metadata: Arc<MetadataStore>,
+    runtime: tokio::runtime::Handle,
 ) -> Result<NodeHandle, StartError> {
     let recovered = storage.recover()?;
     if let Some(snap) = &recovered.snapshot {
         // The metadata trees are synced with the log but may lag a snapshot the log was
         // compacted to (or one installed from the leader): catch up from the snapshot.
         if metadata.applied_index() < snap.meta.last_index {
-            let ms =
-                MetadataSnapshot::decode(snap.data.as_slice()).map_err(StartError::Snapshot)?;
-            metadata.restore(&ms)?;
+            let ms = MetadataSnapshot::decode(&snap.data[..]).map_err(StartError::Snapshot)?;
+            metadata.restore_owned(ms)?;
         }
     }
     let applied = metadata.applied_index();
+    let logged_cluster_id = recovered
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Normal)
+        .find_map(|e| super::cluster_id::named_in(&e.data));
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(cfg.inbox_depth);
+    let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
     let status = status_of(&cfg, &raft, true);
     let (status_tx, status_rx) = watch::channel(status);
-    let runtime = tokio::runtime::Handle::current();
+    let cluster_id = Arc::new(super::ClusterId::new(&metadata.cluster_id()));
+    if let Some(id) = logged_cluster_id {
+        cluster_id.set_logged(&id);
+    }
+    tracing::info!(
+        node_id = cfg.id,
+        cluster_id = %cluster_id.get(),
+        "cluster id (empty: not named yet)"
+    );
     let peers = cfg
         .peers
         .iter()
@@ -95,12 +132,29 @@ pub(crate) fn spawn(
         .map(|(&id, addrs)| {
             (
                 id,
-                peer::spawn(&runtime, &cfg, id, addrs.raft.clone(), tx.clone()),
+                peer::spawn(
+                    &runtime,
+                    &cfg,
+                    id,
+                    addrs.raft.clone(),
+                    inbox.clone(),
+                    cluster_id.clone(),
+                ),
             )
         })
         .collect();
+    let follower_view = Arc::new(FollowerView::default());
+    let lease = Arc::new(LeaderLease::default());
     let handle = NodeHandle {
-        tx,
+        lease: lease.clone(),
+        faults: cfg.faults.clone(),
+        cluster_id: cluster_id.clone(),
+        data_dir: cfg.data_dir.clone(),
+        snapshot_min_rate_bytes_per_sec: cfg.snapshot_min_rate_bytes_per_sec,
+        inbox,
+        follower_view: follower_view.clone(),
+        // Half a heartbeat interval: an idle Raft thread answers within microseconds.
+        busy_answer_after: cfg.tick * cfg.heartbeat_interval_ticks / 2,
         status: status_rx,
         replication_timeout: cfg.replication_timeout,
         max_command_bytes: COMMAND_BYTES_MAX,
@@ -112,13 +166,23 @@ pub(crate) fn spawn(
         raft,
         storage,
         metadata,
-        rx,
+        inbox: inbox_rx,
+        follower_view,
+        cluster_id: cluster_id.clone(),
+        lease,
+        lease_tracker: LeaseTracker::default(),
+        peer_levels: BTreeMap::new(),
+        level_proposal: None,
+        term_start_index: Index::MAX,
+        unsent_snapshots: Vec::new(),
         peers,
         status_tx,
         proposals: BTreeMap::new(),
         proposal_deadlines: VecDeque::new(),
         next_read_ctx: 1,
+        reads_new: Vec::new(),
         reads_unconfirmed: HashMap::new(),
+        reads_unconfirmed_count: 0,
         reads_confirmed: Vec::new(),
         reply_slots: HashMap::new(),
         role,
@@ -144,12 +208,39 @@ fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
         applied_index: raft.applied_index(),
         match_indexes: raft.match_indexes(),
         running,
+        catching_up: raft.is_catching_up(),
     }
+}
+
+/// How many of a Ready's `committed` entries (in index order) may be applied before the Ready
+/// is persisted: those that are durable already, i.e. at or below both the storage's synced
+/// index and the core's stable index. Both are needed: after a truncation (a conflicting
+/// suffix replaced by the leader's entries) the storage still counts the replaced entries as
+/// synced until this Ready's write returns, while the core has already lowered its stable
+/// index below them; the core alone would not know about a write in progress. With a
+/// snapshot in the Ready nothing is applied early: the snapshot must be restored first.
+fn durable_prefix_len(
+    committed: &[Entry],
+    storage_synced: Index,
+    core_stable: Index,
+    has_snapshot: bool,
+) -> usize {
+    if has_snapshot {
+        return 0;
+    }
+    let durable = storage_synced.min(core_stable);
+    committed.iter().take_while(|e| e.index <= durable).count()
 }
 
 /// A failure the node cannot continue after.
 #[derive(Debug)]
-struct Fatal(String);
+enum Fatal {
+    /// A write to (or read of) its storage failed: what is on disk is unknown.
+    Storage(String),
+    /// The log holds an entry (or the leader sent a snapshot) this version cannot apply: it
+    /// stops rather than apply it differently from the others.
+    CannotApply(String),
+}
 
 impl Driver {
     fn run(mut self) {
@@ -159,31 +250,21 @@ impl Driver {
             "raft thread started"
         );
         let mut next_tick = Instant::now() + self.cfg.tick;
+        let mut more_clients = false;
         let outcome = loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(input) => {
-                    if !self.handle(input) {
-                        break Ok(());
-                    }
-                    let mut stop = false;
-                    for _ in 0..INPUTS_PER_ITERATION_MAX {
-                        match self.rx.try_recv() {
-                            Ok(input) => {
-                                if !self.handle(input) {
-                                    stop = true;
-                                    break;
-                                }
-                            }
-                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-                        }
-                    }
-                    if stop {
-                        break Ok(());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            // Client work left from the last iteration: do not wait for the bell.
+            let wait = if more_clients {
+                std::time::Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            match self.inbox.bell.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            match self.take_inputs() {
+                Some(more) => more_clients = more,
+                None => break Ok(()),
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -199,27 +280,139 @@ impl Driver {
                 break Err(e);
             }
             self.expire_waiters(Instant::now());
+            self.maybe_raise_feature_level();
             self.publish_status(true);
         };
-        let error = match outcome {
+        let why = match outcome {
             Ok(()) => {
                 tracing::info!(node_id = self.cfg.id, "raft thread stopped");
-                NodeError::ShuttingDown
+                Unknown::Stopped
             }
-            Err(Fatal(e)) => {
+            Err(Fatal::Storage(e)) => {
                 tracing::error!(node_id = self.cfg.id, error = %e, "raft thread failed; the node stops");
-                NodeError::Fatal(e)
+                Unknown::StorageFailed(e)
+            }
+            Err(Fatal::CannotApply(e)) => {
+                tracing::error!(node_id = self.cfg.id, error = %e, "the log holds what this version cannot apply; the node stops");
+                Unknown::CannotApply(e)
             }
         };
-        self.fail_all(error);
+        self.fail_all(why);
         self.publish_status(false);
+    }
+
+    /// Takes every queued peer input, then at most [`CLIENT_INPUTS_PER_ITERATION_MAX`] client
+    /// inputs, so peers always go first and a flood of clients cannot starve them, the ticks
+    /// or the syncs. Returns whether client inputs are left over, or `None` on shutdown.
+    fn take_inputs(&mut self) -> Option<bool> {
+        for (to, index) in std::mem::take(&mut self.unsent_snapshots) {
+            self.raft.report_snapshot(to, index, false);
+        }
+        for _ in 0..PEER_INPUTS_PER_ITERATION_MAX {
+            match self.inbox.peers.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return None;
+                    }
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut more = true;
+        for _ in 0..CLIENT_INPUTS_PER_ITERATION_MAX {
+            match self.inbox.clients.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return None;
+                    }
+                }
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
+                    more = false;
+                    break;
+                }
+            }
+        }
+        self.start_reads();
+        Some(more)
+    }
+
+    /// One ReadIndex request for every read barrier taken in this iteration: each request
+    /// costs a heartbeat round, however many reads share it.
+    fn start_reads(&mut self) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.reads_new);
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                let deadline = Instant::now() + self.cfg.replication_timeout;
+                self.reads_unconfirmed_count += replies.len();
+                self.reads_unconfirmed.insert(ctx, (deadline, replies));
+            }
+            Err(e) => {
+                let error = self.propose_error(e);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 
     /// Takes one input. Returns false on shutdown.
     fn handle(&mut self, input: Input) -> bool {
         match input {
             Input::Peer(m) => self.raft.step(m),
-            Input::PeerRequest(m, reply) => {
+            Input::SnapshotReport { to, index, ok } => self.raft.report_snapshot(to, index, ok),
+            Input::Response {
+                message,
+                sent_at,
+                request_term,
+                liveness_only,
+                feature_level_max,
+            } => {
+                if let MessageBody::AppendEntriesResponse { .. } = message.body {
+                    self.peer_levels.insert(message.from, feature_level_max);
+                }
+                let term = self.raft.term();
+                let counts = self.raft.role() == Role::Leader
+                    && !liveness_only
+                    && message.term == term
+                    && request_term == term
+                    && matches!(
+                        message.body,
+                        MessageBody::AppendEntriesResponse { .. }
+                            | MessageBody::InstallSnapshotResponse { .. }
+                    );
+                if counts {
+                    self.lease_tracker.acked(message.from, term, sent_at);
+                }
+                self.raft.step(message);
+            }
+            Input::PeerRequest {
+                message: m,
+                reply,
+                from_named_cluster,
+            } => {
+                if from_named_cluster
+                    && !self.raft.is_catching_up()
+                    && self.raft.last_index() == 0
+                    && self.metadata.cluster_id().is_empty()
+                {
+                    // An empty log, and a peer of a named cluster: this node lost its disk (or
+                    // is new) while the cluster runs; it forgot its votes and its log. (A
+                    // leader names the cluster only once every voter answered its appends, so
+                    // no member of a named cluster has an empty log otherwise. Its term may
+                    // have moved already: answers to its own pre-votes carry theirs.)
+                    tracing::warn!(
+                        node_id = self.cfg.id,
+                        from = m.from,
+                        "empty storage in a running cluster: not voting or counting toward \
+                         commits until caught up with a leader"
+                    );
+                    self.raft.rejoin();
+                }
                 let kind = match m.body {
                     MessageBody::RequestVote { .. } => Some(ResponseKind::Vote),
                     MessageBody::AppendEntries { .. } => Some(ResponseKind::Append),
@@ -238,6 +431,14 @@ impl Driver {
                 }
                 self.raft.step(m);
             }
+            Input::Propose { reply, .. }
+                if self.proposals.len() >= self.cfg.pending_proposals_max =>
+            {
+                let _ = reply.send(Err(NodeError::Overloaded(format!(
+                    "{} proposals are waiting for their commit",
+                    self.proposals.len()
+                ))));
+            }
             Input::Propose { data, reply } => match self.raft.propose(data) {
                 Ok((index, term)) => {
                     let deadline = Instant::now() + self.cfg.replication_timeout;
@@ -249,23 +450,22 @@ impl Driver {
                 }
             },
             Input::ReadBarrier { reply } => {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                match self.raft.read_index(ctx) {
-                    Ok(()) => {
-                        let deadline = Instant::now() + self.cfg.replication_timeout;
-                        self.reads_unconfirmed.insert(ctx, (deadline, reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(self.propose_error(e)));
-                    }
+                let waiting = self.reads_unconfirmed_count
+                    + self.reads_confirmed.len()
+                    + self.reads_new.len();
+                if waiting >= self.cfg.pending_reads_max {
+                    let _ = reply.send(Err(NodeError::Overloaded(format!(
+                        "{waiting} reads are waiting for their read index"
+                    ))));
+                } else {
+                    self.reads_new.push(reply);
                 }
             }
             Input::TransferLeadership { to, reply } => {
                 let target = to.or_else(|| {
                     // The most up-to-date follower takes over fastest.
                     self.raft
-                        .match_indexes()
+                        .transfer_candidates()
                         .into_iter()
                         .max_by_key(|&(id, m)| (m, id))
                         .map(|(id, _)| id)
@@ -304,7 +504,7 @@ impl Driver {
             ProposeError::LeadershipTransferInProgress => NodeError::NoLeader,
             ProposeError::Backpressure { .. } => NodeError::Overloaded(e.to_string()),
             ProposeError::UnknownNode { node } => {
-                NodeError::Overloaded(format!("node {node} is not a controller"))
+                NodeError::Unconfirmed(format!("node {node} is not a controller"))
             }
         }
     }
@@ -331,24 +531,29 @@ impl Driver {
             // 0b. Committed entries that are already durable here (on a leader: all of them,
             // it counts only synced entries toward a commit) are applied and answered now,
             // not after this Ready's new entries are synced: that sync does not concern them.
-            let synced_before = self.storage.synced_index();
-            let early = if rd.snapshot.is_none() {
-                rd.committed_entries
-                    .iter()
-                    .take_while(|e| e.index <= synced_before)
-                    .count()
-            } else {
-                0
-            };
+            let early = durable_prefix_len(
+                &rd.committed_entries,
+                self.storage.synced_index(),
+                self.raft.stable_index(),
+                rd.snapshot.is_some(),
+            );
             let early: Vec<Entry> = rd.committed_entries.drain(..early).collect();
             self.apply_timed(&early)?;
             // 1. Persist: one sync for everything in this Ready.
             let t = Instant::now();
             self.storage
                 .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
-                .map_err(|e| Fatal(format!("persisting the Raft log failed: {e}")))?;
+                .map_err(|e| Fatal::Storage(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
             crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
+            if let Some(id) = rd
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Normal)
+                .find_map(|e| super::cluster_id::named_in(&e.data))
+            {
+                self.cluster_id.set_logged(&id);
+            }
             if let Some(last) = rd.entries.last() {
                 assert!(
                     synced >= last.index,
@@ -357,15 +562,21 @@ impl Driver {
                 );
             }
             if let Some(s) = &rd.snapshot {
-                let ms = MetadataSnapshot::decode(s.data.as_slice()).map_err(|e| {
-                    Fatal(format!("snapshot from the leader cannot be decoded: {e}"))
+                let ms = MetadataSnapshot::decode(&s.data[..]).map_err(|e| {
+                    Fatal::CannotApply(format!(
+                        "the snapshot from the leader cannot be decoded by this version: {e}"
+                    ))
                 })?;
-                self.metadata
-                    .restore(&ms)
-                    .map_err(|e| Fatal(format!("restoring the metadata snapshot failed: {e}")))?;
+                self.metadata.restore_owned(ms).map_err(|e| match e {
+                    crate::metadata::StoreError::InvalidSnapshot { .. } => Fatal::CannotApply(
+                        format!("the snapshot from the leader cannot be installed: {e}"),
+                    ),
+                    e => Fatal::Storage(format!("restoring the metadata snapshot failed: {e}")),
+                })?;
                 tracing::info!(
                     node_id = self.cfg.id,
                     index = s.meta.last_index,
+                    bytes = s.data.len(),
                     "installed snapshot"
                 );
             }
@@ -383,8 +594,10 @@ impl Driver {
             }
             self.apply_timed(&rd.committed_entries)?;
             for ReadState { ctx, index } in rd.read_states {
-                if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
-                    self.reads_confirmed.push((index, reply));
+                if let Some((_, replies)) = self.reads_unconfirmed.remove(&ctx) {
+                    self.reads_unconfirmed_count -= replies.len();
+                    self.reads_confirmed
+                        .extend(replies.into_iter().map(|reply| (index, reply)));
                 }
             }
             if let Some(soft) = rd.soft_state {
@@ -446,6 +659,15 @@ impl Driver {
             _ => None,
         };
         if let Some(k) = kind {
+            if let MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                ..
+            } = m.body
+            {
+                // Durable (asserted before sending): the transport may lean on it.
+                self.follower_view.acked(m.term, m.to, match_index);
+            }
             match self
                 .reply_slots
                 .get_mut(&(m.to, k))
@@ -463,8 +685,18 @@ impl Driver {
             return;
         }
         if let Some(tx) = self.peers.get(&m.to) {
-            // A full queue means the peer is slow or down: Raft retransmits what matters.
-            let _ = tx.try_send(m);
+            // A full queue means the peer is slow or down: Raft retransmits what matters. A
+            // snapshot that did not even leave is a failed transfer, reported as such.
+            let snapshot = match &m.body {
+                MessageBody::InstallSnapshot { snapshot } => Some(snapshot.meta.last_index),
+                _ => None,
+            };
+            let to = m.to;
+            if tx.try_send(m).is_err()
+                && let Some(index) = snapshot
+            {
+                self.unsent_snapshots.push((to, index));
+            }
         }
     }
 
@@ -484,44 +716,127 @@ impl Driver {
         if entries.is_empty() {
             return Ok(());
         }
-        let commands: Vec<Option<MetadataCommand>> = entries
-            .iter()
-            .map(|e| match e.kind {
+        // An entry this version cannot apply stops the node after the entries before it: it
+        // must never apply it as empty or rejected while newer controllers apply it.
+        let mut commands: Vec<Option<MetadataCommand>> = Vec::with_capacity(entries.len());
+        let mut cannot_apply = None;
+        for e in entries {
+            let command = match e.kind {
                 EntryKind::Noop => None,
                 EntryKind::Normal => match MetadataCommand::decode(e.data.as_slice()) {
-                    Ok(cmd) => Some(cmd),
+                    Ok(command) => match features::check_known(e.index, &command) {
+                        Ok(()) => Some(command),
+                        Err(why) => {
+                            cannot_apply = Some(why);
+                            break;
+                        }
+                    },
                     Err(err) => {
-                        // Only validated commands are proposed; apply an undecodable one as a
-                        // no-op on every node alike rather than stop the cluster.
-                        tracing::error!(node_id = self.cfg.id, index = e.index, error = %err, "undecodable command applied as a no-op");
-                        None
+                        cannot_apply = Some(format!(
+                            "log entry {} cannot be decoded by this version ({err}): a newer \
+                             (or a broken) controller wrote it",
+                            e.index
+                        ));
+                        break;
                     }
                 },
-            })
-            .collect();
+            };
+            commands.push(command);
+        }
+        let entries = &entries[..commands.len()];
+        let stop = |why: String| {
+            Fatal::CannotApply(format!(
+                "{why}. This controller stops rather than apply it differently from the others: \
+                 run a version that knows it (upgrade this controller), then restart it"
+            ))
+        };
+        if entries.is_empty() {
+            return match cannot_apply {
+                Some(why) => Err(stop(why)),
+                None => Ok(()),
+            };
+        }
         let batch: Vec<(Index, Option<&MetadataCommand>)> = entries
             .iter()
             .zip(&commands)
             .map(|(e, c)| (e.index, c.as_ref()))
             .collect();
         let outcomes = self.metadata.apply_batch(&batch).map_err(|err| {
-            Fatal(format!(
+            Fatal::Storage(format!(
                 "applying entries {}..={} failed: {err}",
                 entries[0].index,
                 entries[entries.len() - 1].index
             ))
         })?;
+        if entries
+            .iter()
+            .any(|e| self.proposals.contains_key(&e.index))
+        {
+            // A proposer that sees its answer must see a status that includes it.
+            self.publish_status(true);
+        }
         for (e, outcome) in entries.iter().zip(outcomes) {
             if let Some(w) = self.proposals.remove(&e.index) {
                 let answer = if w.term == e.term {
                     Ok(outcome)
                 } else {
-                    Err(NodeError::LeadershipLost)
+                    Err(NodeError::OutcomeUnknown(Unknown::LeadershipLost))
                 };
                 let _ = w.reply.send(answer);
             }
         }
-        Ok(())
+        match cannot_apply {
+            Some(why) => Err(stop(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// On the leader, once its applied state includes every earlier term: raises the agreed
+    /// metadata feature level to the highest every voter supports (each says so in its append
+    /// answers; one that has not, or an older version, counts as 0), and names the cluster with
+    /// the first raise. One such proposal in flight at most.
+    fn maybe_raise_feature_level(&mut self) {
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let term = self.raft.term();
+        let applied = self.raft.applied_index();
+        if applied < self.term_start_index
+            || self
+                .level_proposal
+                .is_some_and(|(index, t)| t == term && applied < index)
+        {
+            return;
+        }
+        let mut target = features::supported_max(&self.cfg.faults);
+        for &id in self.cfg.peers.keys().filter(|&&id| id != self.cfg.id) {
+            target = target.min(self.peer_levels.get(&id).copied().unwrap_or(0));
+        }
+        let level = self.metadata.feature_level();
+        let unnamed = self.metadata.cluster_id().is_empty();
+        if target == 0 || (target <= level && !unnamed) {
+            return;
+        }
+        let command = MetadataCommand {
+            command: Some(Command::SetFeatureLevel(SetFeatureLevelCommand {
+                feature_level: target.max(level),
+                cluster_id: if unnamed {
+                    features::new_cluster_id()
+                } else {
+                    String::new()
+                },
+            })),
+        };
+        if let Ok((index, t)) = self.raft.propose(command.encode_to_vec()) {
+            tracing::info!(
+                node_id = self.cfg.id,
+                from = level,
+                to = target.max(level),
+                index,
+                "every controller supports a higher metadata feature level: raising it"
+            );
+            self.level_proposal = Some((index, t));
+        }
     }
 
     fn on_role(&mut self, role: Role) {
@@ -531,9 +846,11 @@ impl Driver {
                 term = self.raft.term(),
                 "lost leadership"
             );
-            self.fail_all(NodeError::LeadershipLost);
+            self.fail_all(Unknown::LeadershipLost);
         }
         if role == Role::Leader && self.role != Role::Leader {
+            // Its no-op: once applied, the applied state includes every earlier term.
+            self.term_start_index = self.raft.last_index();
             tracing::info!(
                 node_id = self.cfg.id,
                 term = self.raft.term(),
@@ -543,16 +860,20 @@ impl Driver {
         self.role = role;
     }
 
-    fn fail_all(&mut self, error: NodeError) {
+    /// Answers every waiter: proposals with an unknown outcome (`why`), reads as unconfirmed.
+    fn fail_all(&mut self, why: Unknown) {
         for (_, w) in std::mem::take(&mut self.proposals) {
-            let _ = w.reply.send(Err(error.clone()));
+            let _ = w.reply.send(Err(NodeError::OutcomeUnknown(why.clone())));
         }
         self.proposal_deadlines.clear();
-        for (_, (_, reply)) in self.reads_unconfirmed.drain() {
-            let _ = reply.send(Err(error.clone()));
+        let read = NodeError::Unconfirmed(format!("read barrier failed: {why}"));
+        let unconfirmed = self.reads_unconfirmed.drain().flat_map(|(_, (_, r))| r);
+        for reply in unconfirmed.chain(std::mem::take(&mut self.reads_new)) {
+            let _ = reply.send(Err(read.clone()));
         }
+        self.reads_unconfirmed_count = 0;
         for (_, reply) in self.reads_confirmed.drain(..) {
-            let _ = reply.send(Err(error.clone()));
+            let _ = reply.send(Err(read.clone()));
         }
     }
 
@@ -564,7 +885,9 @@ impl Driver {
             }
             self.proposal_deadlines.pop_front();
             if let Some(w) = self.proposals.remove(&index) {
-                let _ = w.reply.send(Err(NodeError::Timeout(timeout)));
+                let _ = w
+                    .reply
+                    .send(Err(NodeError::OutcomeUnknown(Unknown::Timeout(timeout))));
             }
         }
         let expired: Vec<u64> = self
@@ -574,8 +897,13 @@ impl Driver {
             .map(|(&c, _)| c)
             .collect();
         for ctx in expired {
-            if let Some((_, reply)) = self.reads_unconfirmed.remove(&ctx) {
-                let _ = reply.send(Err(NodeError::Timeout(timeout)));
+            if let Some((_, replies)) = self.reads_unconfirmed.remove(&ctx) {
+                self.reads_unconfirmed_count -= replies.len();
+                for reply in replies {
+                    let _ = reply.send(Err(NodeError::Unconfirmed(format!(
+                        "leadership not confirmed within {timeout:?}"
+                    ))));
+                }
             }
         }
     }
@@ -585,21 +913,47 @@ impl Driver {
         if applied < self.raft.snapshot_meta().last_index + self.cfg.snapshot_every_entries {
             return Ok(());
         }
-        let snapshot = self.metadata.snapshot();
-        debug_assert_eq!(snapshot.applied_index, applied);
-        self.raft.compact(applied, snapshot.encode_to_vec());
+        let t = Instant::now();
+        let (at, data) = self.metadata.snapshot_bytes();
+        debug_assert_eq!(at, applied);
+        let bytes = data.len();
+        self.raft.compact(applied, data);
         self.storage
             .compact(self.raft.snapshot())
-            .map_err(|e| Fatal(format!("storing a snapshot failed: {e}")))?;
+            .map_err(|e| Fatal::Storage(format!("storing a snapshot failed: {e}")))?;
         tracing::info!(
             node_id = self.cfg.id,
             index = applied,
+            bytes,
+            took = ?t.elapsed(),
             "snapshot taken, log compacted"
         );
         Ok(())
     }
 
-    fn publish_status(&self, running: bool) {
+    /// The leader lease from the acknowledgments of this term (see `lease.rs`); none while not
+    /// leading or while handing leadership over.
+    fn publish_lease(&mut self) {
+        let term = self.raft.term();
+        let leading = self.raft.role() == Role::Leader;
+        if !leading || self.lease_tracker.term() != term {
+            self.lease_tracker.reset(term);
+        }
+        let until = (leading && self.raft.transferring_to().is_none())
+            .then(|| {
+                let length = lease_length(self.cfg.tick, self.cfg.election_timeout_min_ticks);
+                self.lease_tracker
+                    .until(self.raft.quorum(), length, Instant::now())
+            })
+            .flatten();
+        self.lease.set(term, until);
+    }
+
+    fn publish_status(&mut self, running: bool) {
+        self.cluster_id.set_applied(&self.metadata.cluster_id());
+        self.follower_view
+            .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
+        self.publish_lease();
         let status = status_of(&self.cfg, &self.raft, running);
         self.status_tx.send_if_modified(|s| {
             if *s != status {
@@ -610,5 +964,35 @@ impl Driver {
                 false
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(indexes: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_entries_both_the_storage_and_the_core_hold_durable_are_applied_early() {
+        let committed = entries(5..=9);
+        // Steady state: storage and core agree.
+        assert_eq!(durable_prefix_len(&committed, 9, 9, false), 5);
+        assert_eq!(durable_prefix_len(&committed, 7, 7, false), 3);
+        // A truncation from 8: the storage still counts the old 8..=10 as synced.
+        assert_eq!(durable_prefix_len(&committed, 10, 7, false), 3);
+        // The core may run ahead of a write the storage has not finished.
+        assert_eq!(durable_prefix_len(&committed, 6, 9, false), 2);
+        assert_eq!(durable_prefix_len(&committed, 9, 9, true), 0);
+        assert_eq!(durable_prefix_len(&[], 9, 9, false), 0);
     }
 }

@@ -2,12 +2,17 @@
 //! (persist with one sync per Ready, send, apply, advance); everything else talks to it through
 //! a [`NodeHandle`] over a bounded queue.
 
+mod cluster_id;
 mod config;
 mod driver;
+pub(crate) mod follower_view;
 pub(crate) mod handle;
+pub mod lease;
 
+pub use cluster_id::{ClusterId, same_cluster};
 pub use config::{NodeConfig, PeerAddrs};
-pub use handle::{NodeError, NodeHandle, NodeStatus};
+pub use handle::{NodeError, NodeHandle, NodeStatus, Unknown};
+pub use lease::LeaderLease;
 
 use std::sync::Arc;
 
@@ -35,8 +40,20 @@ pub enum StartError {
 /// peer senders (on the current tokio runtime). Returns the handle and the metadata store,
 /// which readers may use directly (it is always a consistent applied state).
 pub fn start(cfg: NodeConfig) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
-    let storage = SledStorage::open(&cfg.data_dir)?;
+    start_on(cfg, tokio::runtime::Handle::current())
+}
+
+/// [`start`], with the peer senders on `peer_runtime`: a controller process gives its Raft
+/// transport a runtime of its own, so that a flood of client requests on the main runtime
+/// cannot delay heartbeats, appends and their answers.
+pub fn start_on(
+    cfg: NodeConfig,
+    peer_runtime: tokio::runtime::Handle,
+) -> Result<(NodeHandle, Arc<MetadataStore>), StartError> {
+    let mut storage = SledStorage::open(&cfg.data_dir)?;
+    crate::transport::snapshot::remove_leftovers(&cfg.data_dir);
+    storage.set_faults(cfg.faults.clone());
     let metadata = Arc::new(MetadataStore::open(storage.db())?);
-    let handle = driver::spawn(cfg, storage, metadata.clone())?;
+    let handle = driver::spawn(cfg, storage, metadata.clone(), peer_runtime)?;
     Ok((handle, metadata))
 }

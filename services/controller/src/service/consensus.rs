@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Instant;
 
 use dmq_proto::v1::MetadataCommand;
 use dmq_raft::NodeId;
@@ -28,6 +29,11 @@ pub trait Consensus: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send;
     /// Returns once reading the applied state is linearizable.
     fn read_barrier(&self) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// Until when no other controller can lead, if this one leads (its leader lease, on the
+    /// monotonic clock).
+    fn leader_lease(&self) -> Option<Instant>;
+    /// The highest metadata feature level this node supports.
+    fn feature_level_max(&self) -> u32;
 }
 
 impl Consensus for NodeHandle {
@@ -56,5 +62,13 @@ impl Consensus for NodeHandle {
 
     fn read_barrier(&self) -> impl Future<Output = Result<(), NodeError>> + Send {
         NodeHandle::read_barrier(self)
+    }
+
+    fn leader_lease(&self) -> Option<Instant> {
+        NodeHandle::leader_lease(self)
+    }
+
+    fn feature_level_max(&self) -> u32 {
+        crate::metadata::features::supported_max(&self.faults)
     }
 }

@@ -31,10 +31,10 @@ use dmq_proto::v1::{
     DeleteTopicCommand, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse, FenceBrokerCommand,
     GetControllerInfoRequest, GetControllerInfoResponse, GetMetadataRequest, GetMetadataResponse,
-    ListTopicsRequest, ListTopicsResponse, MetadataCommand, RegisterBrokerCommand,
-    RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment, UnfenceBrokerCommand,
-    UnregisterBrokerCommand, UnregisterBrokerRequest, UnregisterBrokerResponse,
-    WatchMetadataRequest,
+    GetSnapshotRequest, ListTopicsRequest, ListTopicsResponse, MetadataCommand,
+    RegisterBrokerCommand, RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment,
+    SnapshotChunk, SnapshotHeader, UnfenceBrokerCommand, UnregisterBrokerCommand,
+    UnregisterBrokerRequest, UnregisterBrokerResponse, WatchMetadataRequest,
 };
 use dmq_raft::Role;
 use tokio::task::JoinHandle;
@@ -76,12 +76,13 @@ impl<N: Consensus> ControllerServiceImpl<N> {
     /// A service over `node` and its applied metadata `store`. Call
     /// [`spawn_background`](Self::spawn_background) to run liveness checks and pushes.
     pub fn new(node: N, store: Arc<MetadataStore>, cfg: ServiceConfig) -> Self {
+        let tracker = LivenessTracker::for_check_interval(cfg.check_interval());
         ControllerServiceImpl {
             inner: Arc::new(Inner {
                 node,
                 store,
                 cfg,
-                liveness: Mutex::new(LivenessTracker::new()),
+                liveness: Mutex::new(tracker),
             }),
         }
     }
@@ -172,6 +173,21 @@ impl<N: Consensus> Inner<N> {
         }
     }
 
+    /// Like [`Inner::ensure_leader`], and the leader holds its lease: no other controller
+    /// can lead now. Needed by answers that vouch for a broker's liveness.
+    fn ensure_lease(&self) -> Result<NodeStatus, Status> {
+        let status = self.ensure_leader()?;
+        if self.node.leader_lease().is_some() {
+            Ok(status)
+        } else {
+            Err(node_error_status(&NodeError::Unconfirmed(
+                "this controller leads but its leader lease lapsed (it was paused or cut off \
+                 from the others), so it cannot vouch for broker liveness now"
+                    .into(),
+            )))
+        }
+    }
+
     async fn barrier(&self) -> Result<(), Status> {
         self.node
             .read_barrier()
@@ -198,8 +214,19 @@ impl<N: Consensus> Inner<N> {
         self.store.check(command).map_err(metadata_error_status)
     }
 
-    /// Proposes `command` and returns the metadata version after it and its reply.
+    /// Proposes `command` and returns the metadata version after it and its reply. A command
+    /// above the agreed feature level is refused before the log (`features.rs`).
     async fn propose(&self, command: &MetadataCommand) -> Result<(u64, CommandReply), Status> {
+        let (required, agreed) = (
+            crate::metadata::features::required_level(command),
+            self.store.feature_level(),
+        );
+        if required > agreed {
+            return Err(metadata_error_status(MetadataError::FeatureLevelTooLow {
+                required,
+                agreed,
+            }));
+        }
         match self.node.propose(command).await {
             Ok(ApplyOutcome::Applied { version, reply }) => Ok((version, reply)),
             Ok(ApplyOutcome::Rejected(error)) => Err(metadata_error_status(error)),
@@ -224,7 +251,14 @@ impl<N: Consensus> Inner<N> {
     }
 
     fn get_controller_info(&self) -> GetControllerInfoResponse {
-        let s = self.node.status();
+        let mut s = self.node.status();
+        if s.role == Role::Leader && self.node.leader_lease().is_none() {
+            // A leader that cannot be sure it still leads (just elected, or back from a
+            // pause) claims nothing: it reports itself a candidate and names no leader.
+            s.role = Role::Candidate;
+            s.leader_id = None;
+            s.leader_addr = None;
+        }
         GetControllerInfoResponse {
             node_id: s.id,
             role: controller_role(s.role) as i32,
@@ -238,6 +272,11 @@ impl<N: Consensus> Inner<N> {
             commit_index: s.commit_index,
             applied_index: s.applied_index,
             address: self.client_address(s.id),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            feature_level: self.store.feature_level(),
+            cluster_id: self.store.cluster_id(),
+            feature_level_max: self.node.feature_level_max(),
+            catching_up: s.catching_up,
         }
     }
 
@@ -282,7 +321,7 @@ impl<N: Consensus> Inner<N> {
         if request.broker_id == 0 {
             return Err(metadata_error_status(MetadataError::InvalidBrokerId));
         }
-        let status = self.ensure_leader()?;
+        let status = self.ensure_lease()?;
         let (id, epoch) = (request.broker_id, request.broker_epoch);
         let answer = |broker_status: BrokerStatus| BrokerHeartbeatResponse {
             status: broker_status as i32,
@@ -548,6 +587,29 @@ impl<N: Consensus> Inner<N> {
         })
     }
 
+    /// A consistent snapshot for a backup: on the leader, after a read barrier, the state at
+    /// its applied index, encoded once.
+    async fn get_snapshot(&self) -> Result<(SnapshotHeader, Vec<u8>), Status> {
+        let status = self.ensure_leader()?;
+        self.barrier().await?;
+        let (applied_index, data) = self.store.snapshot_bytes();
+        let header = SnapshotHeader {
+            applied_index,
+            term: status.term,
+            cluster_id: self.store.cluster_id(),
+            feature_level: self.store.feature_level(),
+            metadata_version: self.store.version(),
+            data_bytes: data.len() as u64,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        tracing::info!(
+            applied_index,
+            bytes = data.len(),
+            "metadata snapshot taken for a backup"
+        );
+        Ok((header, data))
+    }
+
     async fn get_metadata(
         &self,
         request: GetMetadataRequest,
@@ -594,6 +656,7 @@ impl<N: Consensus> Inner<N> {
                 if let Some(old) = push.take() {
                     old.abort();
                 }
+                self.tracker().stop_listening();
                 led = leading;
                 if let Some(term) = leading {
                     let brokers = broker_views(&self.store);
@@ -608,8 +671,14 @@ impl<N: Consensus> Inner<N> {
                     push = Some(tokio::spawn(self.clone().announce_leadership(term)));
                 }
             }
+            // Fencing a broker for silence needs the lease: a leader back from a pause has
+            // heard nobody, and may not lead any more; without one it is not listening.
             if tick && led.is_some() {
-                self.check_liveness(Instant::now());
+                if self.node.leader_lease().is_some() {
+                    self.check_liveness(Instant::now());
+                } else {
+                    self.tracker().stop_listening();
+                }
             }
         }
         if let Some(push) = push {
@@ -659,20 +728,9 @@ impl<N: Consensus> Inner<N> {
     /// Pushes CONTROLLER_CHANGED for `term` to every registered broker, once this leader's
     /// applied state is current (so the broker list is complete).
     async fn announce_leadership(self: Arc<Self>, term: u64) {
-        match self.node.read_barrier().await {
-            Ok(()) => {}
-            Err(
-                error @ (NodeError::NotLeader { .. }
-                | NodeError::NoLeader
-                | NodeError::LeadershipLost
-                | NodeError::ShuttingDown),
-            ) => {
-                tracing::debug!(term, %error, "leadership ended before CONTROLLER_CHANGED");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(term, %error, "no read barrier; pushing with the applied brokers")
-            }
+        if let Err(error) = self.node.read_barrier().await {
+            // Still the leader of `term` (checked below): push with the applied brokers.
+            tracing::debug!(term, %error, "no read barrier before CONTROLLER_CHANGED");
         }
         let s = self.node.status();
         if s.role != Role::Leader || s.term != term {
@@ -692,8 +750,52 @@ impl<N: Consensus> Inner<N> {
     }
 }
 
+/// The bytes of data in one `SnapshotChunk`.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The chunks of a backup stream (see `SnapshotChunk` in controller.proto), made one at a time
+/// as the stream is read.
+fn snapshot_chunks(
+    header: SnapshotHeader,
+    data: Vec<u8>,
+) -> impl Iterator<Item = SnapshotChunk> + Send + 'static {
+    let crc = crc32fast::hash(&data);
+    let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1);
+    let mut header = Some(header);
+    (0..count).map(move |i| {
+        let start = i * SNAPSHOT_CHUNK_BYTES;
+        let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        let last = i + 1 == count;
+        SnapshotChunk {
+            header: header.take(),
+            data: data[start..end].to_vec(),
+            done: last,
+            data_crc32: if last { crc } else { 0 },
+        }
+    })
+}
+
+/// The stream GetSnapshot answers with.
+pub type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
+    type GetSnapshotStream = SnapshotStream;
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(
+        node_id = self.inner.node.status().id,
+        term = self.inner.term(),
+    ))]
+    async fn get_snapshot(
+        &self,
+        _request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let (header, data) = self.inner.get_snapshot().await?;
+        let chunks = snapshot_chunks(header, data).map(Ok);
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     #[tracing::instrument(skip_all, fields(
         node_id = self.inner.node.status().id,
         term = self.inner.term(),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use super::*;
-use crate::node::PeerAddrs;
+use crate::node::{NodeError, PeerAddrs};
 use crate::service::push::tests::{RecordingBroker, serve};
 use crate::service::{LEADER_METADATA_KEY, leader_hint};
 
@@ -25,6 +25,8 @@ struct Fake {
     index: Mutex<u64>,
     proposals: AtomicUsize,
     barriers: AtomicUsize,
+    /// The leader's lease has lapsed (it was paused or cut off).
+    lease_lapsed: std::sync::atomic::AtomicBool,
 }
 
 impl FakeNode {
@@ -53,6 +55,7 @@ impl FakeNode {
             applied_index: 0,
             match_indexes: BTreeMap::new(),
             running: true,
+            catching_up: false,
         });
         FakeNode(Arc::new(Fake {
             store,
@@ -61,6 +64,7 @@ impl FakeNode {
             index: Mutex::new(0),
             proposals: AtomicUsize::new(0),
             barriers: AtomicUsize::new(0),
+            lease_lapsed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -136,6 +140,15 @@ impl Consensus for FakeNode {
         }
         self.0.proposals.fetch_add(1, Ordering::SeqCst);
         Ok(self.apply(command))
+    }
+
+    fn feature_level_max(&self) -> u32 {
+        crate::metadata::features::FEATURE_LEVEL_MAX
+    }
+
+    fn leader_lease(&self) -> Option<std::time::Instant> {
+        (self.status().role == Role::Leader && !self.0.lease_lapsed.load(Ordering::SeqCst))
+            .then(|| std::time::Instant::now() + Duration::from_secs(3600))
     }
 
     async fn read_barrier(&self) -> Result<(), NodeError> {
@@ -236,6 +249,11 @@ async fn any_node_describes_itself_and_its_leader() {
             commit_index: 0,
             applied_index: 0,
             address: "127.0.0.1:9001".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            feature_level: 0,
+            cluster_id: String::new(),
+            feature_level_max: crate::metadata::features::FEATURE_LEVEL_MAX,
+            catching_up: false,
         }
     );
     node.set_role(Role::Candidate, 5, None);
@@ -734,6 +752,53 @@ async fn the_leader_fences_silent_brokers_and_heartbeats_bring_them_back() {
 }
 
 #[tokio::test]
+async fn a_leader_whose_lease_lapsed_vouches_for_no_broker_and_names_no_leader() {
+    let node = FakeNode::leader();
+    let svc = service(
+        &node,
+        ServiceConfig {
+            session_timeout: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(100),
+            liveness_check_interval: Duration::from_millis(20),
+            ..ServiceConfig::default()
+        },
+    );
+    let background = svc.spawn_background();
+    let epoch = register(&svc, 1).await;
+    assert_eq!(
+        heartbeat(&svc, 1, epoch, false).await.unwrap().status(),
+        BrokerStatus::Online
+    );
+    node.0.lease_lapsed.store(true, Ordering::SeqCst);
+    let err = heartbeat(&svc, 1, epoch, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&err)
+            .unwrap()
+            .reason,
+        "NO_LEADER"
+    );
+    let info = svc
+        .get_controller_info(Request::new(GetControllerInfoRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.role(), info.leader_id, info.leader_address.as_str()),
+        (ControllerRole::Candidate, 0, "")
+    );
+    // Silent for far longer than the session, but not fenced: nobody listened.
+    let proposals = node.proposals();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.proposals(), proposals, "fenced without a lease");
+    assert_eq!(
+        node.store().broker(1).unwrap().status(),
+        BrokerStatus::Online
+    );
+    background.abort();
+}
+
+#[tokio::test]
 async fn a_new_leader_gives_grace_and_pushes_controller_changed() {
     let node = FakeNode::new();
     node.set_role(Role::Follower, 1, Some(2));
@@ -815,4 +880,50 @@ fn start_offsets_differ_between_names_and_are_stable() {
     assert_eq!(start_offset("orders"), start_offset("orders"));
     assert_ne!(start_offset("orders"), start_offset("orders2"));
     assert_eq!(start_offset(""), 0xcbf2_9ce4_8422_2325);
+}
+
+#[tokio::test]
+async fn get_snapshot_streams_a_checksummed_consistent_snapshot_from_the_leader_only() {
+    use futures::StreamExt;
+    let node = FakeNode::leader();
+    let svc = service(&node, ServiceConfig::default());
+    register(&svc, 1).await;
+    create(&svc, "t", 2, 1).await.unwrap();
+    let mut stream = svc
+        .get_snapshot(Request::new(GetSnapshotRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut header = None;
+    let mut data = Vec::new();
+    let mut crc = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        header = header.or(chunk.header);
+        data.extend_from_slice(&chunk.data);
+        if chunk.done {
+            crc = Some(chunk.data_crc32);
+        }
+    }
+    let header = header.expect("a header");
+    assert_eq!(header.data_bytes as usize, data.len());
+    assert_eq!(crc, Some(crc32fast::hash(&data)));
+    assert_eq!(
+        (header.applied_index, data),
+        node.store().snapshot_bytes(),
+        "the snapshot is the applied state"
+    );
+    assert!(
+        node.0.barriers.load(Ordering::SeqCst) > 0,
+        "taken after a read barrier"
+    );
+
+    node.set_role(Role::Follower, 3, Some(2));
+    let err = svc
+        .get_snapshot(Request::new(GetSnapshotRequest {}))
+        .await
+        .err()
+        .expect("a follower refuses");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(leader_hint(&err).is_some());
 }

@@ -4,9 +4,16 @@
 //! - Bounded: one entry per registered broker. Entries are created from the registered brokers
 //!   and heartbeats of current incarnations only, and [`LivenessTracker::overdue`] drops the
 //!   entries of brokers no longer registered.
-//! - Grace: a new leader [`reset`](LivenessTracker::reset)s every clock to "now", and a broker
-//!   the tracker has not seen yet (or a new incarnation of one) starts at "now" too, so a
-//!   failover (or a leader whose applied state was behind) marks no live broker OFFLINE.
+//! - Grace: a new leader gives every broker it has not been waiting for a full session, and a
+//!   broker the tracker has not seen yet (or a new incarnation of one) starts at "now" too, so
+//!   a failover (or a leader whose applied state was behind) marks no live broker OFFLINE.
+//! - Bounded grace: what counts is the time this node *listened* (led, checking) without
+//!   hearing a broker, summed over all its terms since it last heard it; a new term does not
+//!   start it over. Listening is proven by the checks: the time from a reset (a new term) or a
+//!   check to the next check counts, unless the gap between them exceeds the tracker's
+//!   maximum (a pause: nobody listened then). So however often leadership moves, a silent
+//!   broker is fenced once some controller has listened for a whole session: at most one
+//!   session per controller (plus elections) after its last heartbeat.
 //! - At most one fence and one unfence proposal in flight per broker.
 
 use std::collections::HashMap;
@@ -25,42 +32,94 @@ pub struct BrokerView {
 struct Entry {
     epoch: u64,
     last_heard: Instant,
+    /// Time listened without hearing the broker in this node's earlier listening stretches.
+    carried: Duration,
     fencing: bool,
     unfencing: bool,
 }
 
 /// Each broker's last heartbeat (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LivenessTracker {
     brokers: HashMap<u64, Entry>,
+    /// The start of the current listening stretch (a new term, or the first check after a
+    /// gap), and the last check in it.
+    stretch: Option<(Instant, Instant)>,
+    /// A gap between checks longer than this is not listening (a paused or cut-off leader).
+    max_check_gap: Duration,
+}
+
+impl Default for LivenessTracker {
+    fn default() -> LivenessTracker {
+        LivenessTracker {
+            brokers: HashMap::new(),
+            stretch: None,
+            max_check_gap: Duration::MAX,
+        }
+    }
 }
 
 impl LivenessTracker {
+    /// A tracker that counts every gap between checks as listened.
     pub fn new() -> LivenessTracker {
         LivenessTracker::default()
     }
 
-    /// Starts over as a new leader: every broker in `brokers` was heard `now` (grace). Proposals
-    /// in flight keep their place, so the bound of one per broker holds across the reset.
+    /// A tracker for checks every `check_interval` or so: a gap of more than a few intervals
+    /// is a pause, not listening.
+    pub fn for_check_interval(check_interval: Duration) -> LivenessTracker {
+        LivenessTracker {
+            max_check_gap: check_interval * 4,
+            ..LivenessTracker::default()
+        }
+    }
+
+    /// The listening stretch under way ends at its last check: what it listened without
+    /// hearing each broker is carried into the next one.
+    fn end_stretch(&mut self) {
+        if let Some((start, last)) = self.stretch.take() {
+            for e in self.brokers.values_mut() {
+                e.carried += last.saturating_duration_since(e.last_heard.max(start));
+            }
+        }
+    }
+
+    /// How long this node has listened without hearing `e`, as of `now`.
+    fn unheard(&self, e: &Entry, now: Instant) -> Duration {
+        let current = match self.stretch {
+            Some((start, _)) => now.saturating_duration_since(e.last_heard.max(start)),
+            None => Duration::ZERO,
+        };
+        e.carried + current
+    }
+
+    /// Starts a new term as leader: every broker in `brokers` that this node was not already
+    /// waiting for (a new incarnation included) starts at `now` (grace); the time this node
+    /// listened without hearing the others in earlier terms still counts. Proposals in flight
+    /// keep their place, so the bound of one per broker holds across the reset.
     pub fn reset(&mut self, brokers: impl IntoIterator<Item = BrokerView>, now: Instant) {
-        let in_flight: HashMap<u64, (bool, bool)> = self
-            .brokers
-            .iter()
-            .map(|(&id, e)| (id, (e.fencing, e.unfencing)))
-            .collect();
-        self.brokers.clear();
+        self.end_stretch();
+        let mut old = std::mem::take(&mut self.brokers);
         for b in brokers {
-            let (fencing, unfencing) = in_flight.get(&b.broker_id).copied().unwrap_or_default();
-            self.brokers.insert(
-                b.broker_id,
-                Entry {
+            let entry = match old.remove(&b.broker_id) {
+                Some(e) if e.epoch == b.broker_epoch => e,
+                Some(e) => Entry {
                     epoch: b.broker_epoch,
                     last_heard: now,
-                    fencing,
-                    unfencing,
+                    carried: Duration::ZERO,
+                    ..e
                 },
-            );
+                None => Entry {
+                    epoch: b.broker_epoch,
+                    last_heard: now,
+                    carried: Duration::ZERO,
+                    fencing: false,
+                    unfencing: false,
+                },
+            };
+            self.brokers.insert(b.broker_id, entry);
         }
+        self.stretch = Some((now, now));
     }
 
     /// Records a heartbeat (or registration) of incarnation `epoch` of `broker_id` at `now`. The
@@ -69,24 +128,36 @@ impl LivenessTracker {
         let entry = self.brokers.entry(broker_id).or_insert(Entry {
             epoch,
             last_heard: now,
+            carried: Duration::ZERO,
             fencing: false,
             unfencing: false,
         });
         entry.epoch = epoch;
         entry.last_heard = entry.last_heard.max(now);
+        entry.carried = Duration::ZERO;
     }
 
-    /// The ONLINE brokers of `brokers` (all registered brokers) not heard from within `timeout`
-    /// before `now`, as `(broker id, epoch)`, each marked as being fenced until
+    /// The ONLINE brokers of `brokers` (all registered brokers) this node has listened for
+    /// `timeout` without hearing, as `(broker id, epoch)`, each marked as being fenced until
     /// [`fence_finished`](Self::fence_finished); brokers already being fenced are left out.
     /// Also forgets brokers no longer registered and starts the clock of new ones (or new
-    /// incarnations) at `now`.
+    /// incarnations) at `now`. Each call is a check: it proves this node was listening since
+    /// the previous one (see the module docs).
     pub fn overdue(
         &mut self,
         brokers: &[BrokerView],
         now: Instant,
         timeout: Duration,
     ) -> Vec<(u64, u64)> {
+        match self.stretch {
+            Some((_, last)) if now.saturating_duration_since(last) > self.max_check_gap => {
+                // Nobody listened during the gap: a new stretch starts now.
+                self.end_stretch();
+                self.stretch = Some((now, now));
+            }
+            Some((start, _)) => self.stretch = Some((start, now)),
+            None => self.stretch = Some((now, now)),
+        }
         let known: std::collections::HashSet<u64> = brokers.iter().map(|b| b.broker_id).collect();
         self.brokers
             .retain(|id, e| e.fencing || e.unfencing || known.contains(id));
@@ -95,6 +166,7 @@ impl LivenessTracker {
             let entry = self.brokers.entry(b.broker_id).or_insert(Entry {
                 epoch: b.broker_epoch,
                 last_heard: now,
+                carried: Duration::ZERO,
                 fencing: false,
                 unfencing: false,
             });
@@ -102,16 +174,26 @@ impl LivenessTracker {
                 // A new incarnation: its registration counts as a heartbeat.
                 entry.epoch = b.broker_epoch;
                 entry.last_heard = now;
+                entry.carried = Duration::ZERO;
             }
-            if b.online
-                && !entry.fencing
-                && now.saturating_duration_since(entry.last_heard) >= timeout
-            {
-                entry.fencing = true;
+        }
+        for b in brokers {
+            let entry = self.brokers[&b.broker_id];
+            if b.online && !entry.fencing && self.unheard(&entry, now) >= timeout {
+                self.brokers
+                    .get_mut(&b.broker_id)
+                    .expect("just inserted")
+                    .fencing = true;
                 overdue.push((b.broker_id, b.broker_epoch));
             }
         }
         overdue
+    }
+
+    /// This node stopped listening (it lost leadership or its lease): the stretch ends at the
+    /// last check.
+    pub fn stop_listening(&mut self) {
+        self.end_stretch();
     }
 
     /// The fence proposal for `broker_id` completed (whatever its outcome).
@@ -241,6 +323,65 @@ mod tests {
         t.reset(brokers, secs(t0, 100));
         assert!(t.overdue(&brokers, secs(t0, 129), TIMEOUT).is_empty());
         assert_eq!(t.overdue(&brokers, secs(t0, 130), TIMEOUT).len(), 2);
+    }
+
+    /// Item 8: every new term gave every broker a full session again, so a node that kept
+    /// losing and regaining leadership never fenced a dead broker. The time it already listened
+    /// in earlier terms without hearing the broker counts.
+    #[test]
+    fn time_listened_in_earlier_terms_counts_toward_the_session() {
+        let t0 = Instant::now();
+        let brokers = [online(1, 10)];
+        let mut t = LivenessTracker::new();
+        t.reset(brokers, t0);
+        for s in 1..=20 {
+            assert!(t.overdue(&brokers, secs(t0, s), TIMEOUT).is_empty());
+        }
+        // Another controller leads from 20 s to 40 s; this one leads again.
+        t.reset(brokers, secs(t0, 40));
+        for s in 41..50 {
+            assert!(
+                t.overdue(&brokers, secs(t0, s), TIMEOUT).is_empty(),
+                "at {s} s"
+            );
+        }
+        assert_eq!(
+            t.overdue(&brokers, secs(t0, 50), TIMEOUT),
+            vec![(1, 10)],
+            "20 s listened before and 10 s now make the 30 s session"
+        );
+    }
+
+    #[test]
+    fn a_gap_between_checks_is_not_listening() {
+        let t0 = Instant::now();
+        let brokers = [online(1, 10)];
+        let mut t = LivenessTracker::for_check_interval(Duration::from_secs(1));
+        t.reset(brokers, t0);
+        for s in 1..=10 {
+            assert!(t.overdue(&brokers, secs(t0, s), TIMEOUT).is_empty());
+        }
+        // Paused from 10 s to 50 s: the 40 s do not count, the 10 s before do.
+        for s in 50..70 {
+            assert!(
+                t.overdue(&brokers, secs(t0, s), TIMEOUT).is_empty(),
+                "at {s} s"
+            );
+        }
+        assert_eq!(t.overdue(&brokers, secs(t0, 70), TIMEOUT), vec![(1, 10)]);
+        // Without a lease (stop_listening) the time does not count either.
+        let mut t = LivenessTracker::for_check_interval(Duration::from_secs(1));
+        t.reset(brokers, t0);
+        assert!(t.overdue(&brokers, secs(t0, 1), TIMEOUT).is_empty());
+        t.stop_listening();
+        // Listening again from 2 s: 1 s before and 28 s since is not yet the session.
+        for s in 2..=30 {
+            assert!(
+                t.overdue(&brokers, secs(t0, s), TIMEOUT).is_empty(),
+                "at {s} s"
+            );
+        }
+        assert_eq!(t.overdue(&brokers, secs(t0, 31), TIMEOUT), vec![(1, 10)]);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //!   included), and [`leader_hint`] to read such a hint back on the client side.
 //! - [`LivenessTracker`] (`liveness.rs`): each broker's last heartbeat, kept by the leader in
 //!   memory; who is overdue and must be fenced (marked OFFLINE through the log).
+//! - [`Admission`] (`admission.rs`): the bound on requests in progress; beyond it a request is
+//!   answered RESOURCE_EXHAUSTED (CONTROLLER_OVERLOADED) before any work.
 //! - `push.rs`: CONTROLLER_CHANGED to every registered broker when this node becomes leader.
 //! - [`Consensus`] (`consensus.rs`): what the service needs of the node, implemented by
 //!   [`NodeHandle`](crate::node::NodeHandle) (and by a fake in the unit tests).
 
+mod admission;
 mod consensus;
 mod controller;
 mod liveness;
@@ -20,13 +23,15 @@ mod push;
 mod status;
 mod watch;
 
+pub use admission::{Admission, AdmissionLimits};
 pub use consensus::Consensus;
 pub use controller::ControllerServiceImpl;
 pub use liveness::{BrokerView, LivenessTracker};
 pub use push::{PushTarget, push_targets};
 pub use status::{
-    ERROR_DOMAIN, LEADER_METADATA_KEY, LeaderHint, REASON_NO_LEADER, REASON_NOT_LEADER,
-    leader_hint, metadata_error_status, node_error_status,
+    ERROR_DOMAIN, LEADER_METADATA_KEY, LeaderHint, REASON_COMMAND_TOO_LARGE,
+    REASON_CONTROLLER_OVERLOADED, REASON_NO_LEADER, REASON_NOT_LEADER, REASON_OUTCOME_UNKNOWN,
+    REASON_SHUTTING_DOWN, leader_hint, metadata_error_status, node_error_status,
 };
 
 use std::time::Duration;

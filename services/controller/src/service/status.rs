@@ -1,14 +1,18 @@
 //! The one place that turns the node's and the metadata's errors into gRPC statuses, and the
 //! way a client reads a leader hint back.
 //!
-//! | error | code | details |
-//! |---|---|---|
-//! | `NodeError::NotLeader` | FAILED_PRECONDITION, "not the leader; retry on node N at ADDR" | `x-controller-leader: ADDR` metadata; `ErrorInfo{reason NOT_LEADER, domain dmq.v1, metadata leader_id, leader_address}` |
-//! | `NodeError::NoLeader` | UNAVAILABLE | `ErrorInfo{NO_LEADER}`, `RetryInfo` |
-//! | `Timeout`, `LeadershipLost`, `ShuttingDown` | UNAVAILABLE (the outcome of a write is unknown: retries must be safe) | `ErrorInfo`, `RetryInfo` |
-//! | `Overloaded` | RESOURCE_EXHAUSTED | `ErrorInfo`, `RetryInfo` |
-//! | `Fatal` | INTERNAL | `ErrorInfo` |
-//! | `MetadataError` | its [`MetadataError::code`] | `ErrorInfo{reason = the variant, e.g. TOPIC_NOT_FOUND}` |
+//! Every answer tells the truth about the outcome: the `ErrorInfo` reason alone says whether a
+//! mutation was certainly not applied (safe to retry) or may have been.
+//!
+//! | error | code | reason (`ErrorInfo`, domain `dmq.v1`) | applied? |
+//! |---|---|---|---|
+//! | `NodeError::NotLeader` | FAILED_PRECONDITION, "not the leader; retry on node N at ADDR" | `NOT_LEADER` (metadata `leader_id`, `leader_address`; also the `x-controller-leader: ADDR` metadata) | no |
+//! | `NoLeader`, `Unconfirmed` | UNAVAILABLE + `RetryInfo` | `NO_LEADER` | no |
+//! | `Overloaded` | RESOURCE_EXHAUSTED + `RetryInfo` | `CONTROLLER_OVERLOADED` | no |
+//! | `ShuttingDown` | UNAVAILABLE + `RetryInfo` | `SHUTTING_DOWN` | no |
+//! | `CommandTooLarge` | INVALID_ARGUMENT | `COMMAND_TOO_LARGE` | no |
+//! | `OutcomeUnknown` | UNAVAILABLE + `RetryInfo` | `OUTCOME_UNKNOWN` (metadata `cause`: `timeout`, `leadership_lost`, `stopped`, `storage_failure`, `cannot_apply`) | maybe |
+//! | `MetadataError` | its [`MetadataError::code`] | the variant, e.g. `TOPIC_NOT_FOUND` | no |
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,8 +31,19 @@ pub const ERROR_DOMAIN: &str = "dmq.v1";
 /// `ErrorInfo` reason of a mutation sent to a follower; its metadata holds `leader_id` and
 /// `leader_address`.
 pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
-/// `ErrorInfo` reason when no controller leader is known (an election is under way).
+/// `ErrorInfo` reason when no controller leader is known (an election is under way) or this
+/// node could not confirm its leadership. Not applied.
 pub const REASON_NO_LEADER: &str = "NO_LEADER";
+/// `ErrorInfo` reason of a controller too busy to take the request. Not applied.
+pub const REASON_CONTROLLER_OVERLOADED: &str = "CONTROLLER_OVERLOADED";
+/// `ErrorInfo` reason of a controller that is stopping. Not applied.
+pub const REASON_SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+/// `ErrorInfo` reason of a command larger than a log entry may be. Not applied.
+pub const REASON_COMMAND_TOO_LARGE: &str = "COMMAND_TOO_LARGE";
+/// `ErrorInfo` reason of a mutation that was proposed but is not known to be committed
+/// (timeout, leader change, the controller stopped or its storage failed): it may or may not
+/// be applied. Metadata `cause` says which.
+pub const REASON_OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
 
 /// Where a FAILED_PRECONDITION NOT_LEADER answer says the leader is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +55,8 @@ pub struct LeaderHint {
 
 /// The status a request that failed in the node gets.
 pub fn node_error_status(error: &NodeError) -> Status {
-    let retry = |code: Code, reason: &str, delay_ms: u64| {
-        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    let retry = |code: Code, reason: &str, metadata: HashMap<String, String>, delay_ms: u64| {
+        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
         details.set_retry_info(Some(Duration::from_millis(delay_ms)));
         Status::with_error_details(code, error.to_string(), details)
     };
@@ -72,15 +87,28 @@ pub fn node_error_status(error: &NodeError) -> Status {
                 metadata,
             )
         }
-        NodeError::NoLeader => retry(Code::Unavailable, REASON_NO_LEADER, 250),
-        NodeError::Timeout(_) => retry(Code::Unavailable, "COMMIT_TIMEOUT", 100),
-        NodeError::LeadershipLost => retry(Code::Unavailable, "LEADERSHIP_LOST", 100),
-        NodeError::ShuttingDown => retry(Code::Unavailable, "SHUTTING_DOWN", 100),
-        NodeError::Overloaded(_) => retry(Code::ResourceExhausted, "OVERLOADED", 100),
-        NodeError::Fatal(_) => Status::with_error_details(
-            Code::Internal,
+        NodeError::NoLeader | NodeError::Unconfirmed(_) => {
+            retry(Code::Unavailable, REASON_NO_LEADER, HashMap::new(), 250)
+        }
+        NodeError::Overloaded(_) => retry(
+            Code::ResourceExhausted,
+            REASON_CONTROLLER_OVERLOADED,
+            HashMap::new(),
+            100,
+        ),
+        NodeError::ShuttingDown => {
+            retry(Code::Unavailable, REASON_SHUTTING_DOWN, HashMap::new(), 100)
+        }
+        NodeError::CommandTooLarge { .. } => Status::with_error_details(
+            Code::InvalidArgument,
             error.to_string(),
-            ErrorDetails::with_error_info("CONTROLLER_FAILED", ERROR_DOMAIN, HashMap::new()),
+            ErrorDetails::with_error_info(REASON_COMMAND_TOO_LARGE, ERROR_DOMAIN, HashMap::new()),
+        ),
+        NodeError::OutcomeUnknown(why) => retry(
+            Code::Unavailable,
+            REASON_OUTCOME_UNKNOWN,
+            HashMap::from([("cause".to_string(), why.cause().to_string())]),
+            100,
         ),
     }
 }
@@ -157,6 +185,8 @@ fn metadata_reason(error: &MetadataError) -> &'static str {
         InvalidAssignment { .. } => "INVALID_ASSIGNMENT",
         AssignedBrokerUnavailable { .. } => "ASSIGNED_BROKER_UNAVAILABLE",
         InvalidPageToken { .. } => "INVALID_PAGE_TOKEN",
+        FeatureLevelDowngrade { .. } => "FEATURE_LEVEL_DOWNGRADE",
+        FeatureLevelTooLow { .. } => "FEATURE_LEVEL_TOO_LOW",
     }
 }
 
@@ -165,6 +195,7 @@ mod tests {
     use tonic::codegen::http::HeaderMap;
 
     use super::*;
+    use crate::node::Unknown;
 
     /// What a client receives: the status sent through gRPC headers and parsed back.
     fn over_the_wire(status: &Status) -> Status {
@@ -227,36 +258,73 @@ mod tests {
     }
 
     #[test]
-    fn node_errors_map_to_retryable_codes_except_fatal() {
+    fn node_errors_say_by_their_reason_whether_anything_was_applied() {
         let cases = [
             (NodeError::NoLeader, Code::Unavailable, REASON_NO_LEADER),
             (
-                NodeError::Timeout(Duration::from_secs(5)),
+                NodeError::Unconfirmed("lease expired".into()),
                 Code::Unavailable,
-                "COMMIT_TIMEOUT",
+                REASON_NO_LEADER,
             ),
-            (
-                NodeError::LeadershipLost,
-                Code::Unavailable,
-                "LEADERSHIP_LOST",
-            ),
-            (NodeError::ShuttingDown, Code::Unavailable, "SHUTTING_DOWN"),
             (
                 NodeError::Overloaded("full".into()),
                 Code::ResourceExhausted,
-                "OVERLOADED",
+                REASON_CONTROLLER_OVERLOADED,
             ),
             (
-                NodeError::Fatal("disk".into()),
-                Code::Internal,
-                "CONTROLLER_FAILED",
+                NodeError::ShuttingDown,
+                Code::Unavailable,
+                REASON_SHUTTING_DOWN,
+            ),
+            (
+                NodeError::CommandTooLarge {
+                    bytes: 10,
+                    max_bytes: 5,
+                },
+                Code::InvalidArgument,
+                REASON_COMMAND_TOO_LARGE,
+            ),
+            (
+                NodeError::OutcomeUnknown(Unknown::Timeout(Duration::from_secs(5))),
+                Code::Unavailable,
+                REASON_OUTCOME_UNKNOWN,
+            ),
+            (
+                NodeError::OutcomeUnknown(Unknown::LeadershipLost),
+                Code::Unavailable,
+                REASON_OUTCOME_UNKNOWN,
+            ),
+            (
+                NodeError::OutcomeUnknown(Unknown::Stopped),
+                Code::Unavailable,
+                REASON_OUTCOME_UNKNOWN,
+            ),
+            (
+                NodeError::OutcomeUnknown(Unknown::StorageFailed("EIO".into())),
+                Code::Unavailable,
+                REASON_OUTCOME_UNKNOWN,
             ),
         ];
         for (error, code, reason) in cases {
             let status = over_the_wire(&node_error_status(&error));
             assert_eq!(status.code(), code, "{error}");
             assert_eq!(status.message(), error.to_string());
-            assert_eq!(status.get_details_error_info().unwrap().reason, reason);
+            let info = status.get_details_error_info().unwrap();
+            assert_eq!(info.reason, reason);
+            assert_eq!(reason == REASON_OUTCOME_UNKNOWN, error.outcome_unknown());
+            if let NodeError::OutcomeUnknown(why) = &error {
+                assert_eq!(info.metadata["cause"], why.cause());
+                assert!(status.message().contains("may or may not"), "{error}");
+            } else {
+                assert!(
+                    status.message().contains("nothing was applied")
+                        || matches!(
+                            error,
+                            NodeError::NoLeader | NodeError::CommandTooLarge { .. }
+                        ),
+                    "{error}"
+                );
+            }
             assert_eq!(
                 status.get_details_retry_info().is_some(),
                 error.is_retryable(),

@@ -2,9 +2,7 @@
 //! that knows both shapes.
 
 use dmq_proto::v1 as pb;
-use dmq_raft::{
-    ConflictHint, Entry, EntryKind, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
-};
+use dmq_raft::{ConflictHint, Entry, EntryKind, Message, MessageBody, NodeId};
 
 /// Why a request from a peer cannot become a core message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,7 +41,7 @@ pub fn entry_from_pb(e: pb::LogEntry) -> Result<Entry, ConvertError> {
     })
 }
 
-fn check(from: NodeId, to: NodeId, me: NodeId) -> Result<(), ConvertError> {
+pub(crate) fn check(from: NodeId, to: NodeId, me: NodeId) -> Result<(), ConvertError> {
     if from == 0 {
         return Err(ConvertError::ZeroSender);
     }
@@ -68,6 +66,8 @@ pub fn vote_request_to_pb(m: &Message) -> Option<pb::RequestVoteRequest> {
             pre_vote,
             leadership_transfer,
             to: m.to,
+            // Set by the sender, which knows its cluster.
+            cluster_id: String::new(),
         }),
         _ => None,
     }
@@ -138,6 +138,7 @@ pub fn append_request_to_pb(m: &Message) -> Option<pb::AppendEntriesRequest> {
             leader_commit: *leader_commit,
             read_round: *read_round,
             to: m.to,
+            cluster_id: String::new(),
         }),
         _ => None,
     }
@@ -179,6 +180,7 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
                     rejected_index,
                     conflict,
                     read_round,
+                    catching_up,
                 },
             ..
         }) => pb::AppendEntriesResponse {
@@ -191,6 +193,10 @@ pub fn append_response_to_pb(m: Option<&Message>) -> pb::AppendEntriesResponse {
             conflict_index: conflict.map_or(0, |c| c.first_index),
             read_round: *read_round,
             rejected_index: *rejected_index,
+            liveness_only: false,
+            // Set by the server, which knows what this node supports.
+            feature_level_max: 0,
+            catching_up: *catching_up,
         },
         _ => pb::AppendEntriesResponse::default(),
     }
@@ -210,128 +216,9 @@ pub fn append_response_from_pb(r: pb::AppendEntriesResponse, me: NodeId) -> Opti
                 first_index: r.conflict_index,
             }),
             read_round: r.read_round,
+            catching_up: r.catching_up,
         },
     })
-}
-
-/// Splits a snapshot into stream chunks of at most `chunk_bytes` of data (at least one chunk).
-pub fn snapshot_to_chunks(
-    m: &Message,
-    chunk_bytes: usize,
-) -> Option<Vec<pb::InstallSnapshotRequest>> {
-    let MessageBody::InstallSnapshot { snapshot } = &m.body else {
-        return None;
-    };
-    let chunk_bytes = chunk_bytes.max(1);
-    let data = &snapshot.data;
-    let mut out = Vec::new();
-    let mut offset = 0usize;
-    loop {
-        let end = (offset + chunk_bytes).min(data.len());
-        out.push(pb::InstallSnapshotRequest {
-            term: m.term,
-            leader_id: m.from,
-            last_included_index: snapshot.meta.last_index,
-            last_included_term: snapshot.meta.last_term,
-            voters: snapshot.meta.voters.clone(),
-            offset: offset as u64,
-            data: data[offset..end].to_vec(),
-            done: end == data.len(),
-            to: m.to,
-        });
-        offset = end;
-        if offset >= data.len() {
-            return Some(out);
-        }
-    }
-}
-
-/// Reassembles a snapshot stream; chunks must come in order without gaps.
-#[derive(Default)]
-pub struct SnapshotAssembler {
-    first: Option<pb::InstallSnapshotRequest>,
-    data: Vec<u8>,
-    done: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AssembleError {
-    #[error(
-        "snapshot chunk at offset {got} but {expected} bytes were received: chunks must be in order"
-    )]
-    OutOfOrder { expected: u64, got: u64 },
-    #[error("snapshot chunks disagree on the snapshot they belong to")]
-    Mixed,
-    #[error("snapshot exceeds {max_bytes} bytes")]
-    TooLarge { max_bytes: usize },
-    #[error("snapshot stream ended before the chunk marked done")]
-    Incomplete,
-    #[error(transparent)]
-    Convert(#[from] ConvertError),
-}
-
-impl SnapshotAssembler {
-    pub fn push(
-        &mut self,
-        mut c: pb::InstallSnapshotRequest,
-        max_bytes: usize,
-    ) -> Result<(), AssembleError> {
-        if c.offset != self.data.len() as u64 {
-            return Err(AssembleError::OutOfOrder {
-                expected: self.data.len() as u64,
-                got: c.offset,
-            });
-        }
-        if self.data.len() + c.data.len() > max_bytes {
-            return Err(AssembleError::TooLarge { max_bytes });
-        }
-        self.data.append(&mut c.data);
-        self.done = c.done;
-        match &self.first {
-            None => self.first = Some(c),
-            Some(f) => {
-                if (
-                    f.term,
-                    f.leader_id,
-                    f.last_included_index,
-                    f.last_included_term,
-                    f.to,
-                ) != (
-                    c.term,
-                    c.leader_id,
-                    c.last_included_index,
-                    c.last_included_term,
-                    c.to,
-                ) {
-                    return Err(AssembleError::Mixed);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn finish(self, me: NodeId) -> Result<Message, AssembleError> {
-        let first = self.first.ok_or(AssembleError::Incomplete)?;
-        if !self.done {
-            return Err(AssembleError::Incomplete);
-        }
-        check(first.leader_id, first.to, me)?;
-        Ok(Message {
-            from: first.leader_id,
-            to: first.to,
-            term: first.term,
-            body: MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    meta: SnapshotMeta {
-                        last_index: first.last_included_index,
-                        last_term: first.last_included_term,
-                        voters: first.voters,
-                    },
-                    data: self.data,
-                },
-            },
-        })
-    }
 }
 
 pub fn snapshot_response_to_pb(m: Option<&Message>) -> pb::InstallSnapshotResponse {
@@ -339,12 +226,17 @@ pub fn snapshot_response_to_pb(m: Option<&Message>) -> pb::InstallSnapshotRespon
         Some(Message {
             from,
             term,
-            body: MessageBody::InstallSnapshotResponse { match_index },
+            body:
+                MessageBody::InstallSnapshotResponse {
+                    match_index,
+                    catching_up,
+                },
             ..
         }) => pb::InstallSnapshotResponse {
             term: *term,
             from: *from,
             match_index: *match_index,
+            catching_up: *catching_up,
         },
         _ => pb::InstallSnapshotResponse::default(),
     }
@@ -357,6 +249,7 @@ pub fn snapshot_response_from_pb(r: pb::InstallSnapshotResponse, me: NodeId) -> 
         term: r.term,
         body: MessageBody::InstallSnapshotResponse {
             match_index: r.match_index,
+            catching_up: r.catching_up,
         },
     })
 }
@@ -366,6 +259,7 @@ pub fn timeout_now_to_pb(m: &Message) -> Option<pb::TimeoutNowRequest> {
         term: m.term,
         leader_id: m.from,
         to: m.to,
+        cluster_id: String::new(),
     })
 }
 
@@ -436,6 +330,7 @@ mod tests {
                     rejected_index: 4,
                     conflict,
                     read_round: 9,
+                    catching_up: conflict.is_some(),
                 },
             };
             assert_eq!(
@@ -455,52 +350,9 @@ mod tests {
             term: 1,
             leader_id: 1,
             to: 3,
+            cluster_id: String::new(),
         };
         let err = timeout_now_from_pb(r, 2).unwrap_err();
         assert!(err.to_string().contains("check --peers"));
-    }
-
-    #[test]
-    fn snapshots_chunk_and_reassemble() {
-        let m = Message {
-            from: 1,
-            to: 2,
-            term: 4,
-            body: MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    meta: SnapshotMeta {
-                        last_index: 10,
-                        last_term: 3,
-                        voters: vec![1, 2, 3],
-                    },
-                    data: (0..10_000u32).map(|i| i as u8).collect(),
-                },
-            },
-        };
-        let chunks = snapshot_to_chunks(&m, 4096).unwrap();
-        assert_eq!(chunks.len(), 3);
-        let mut a = SnapshotAssembler::default();
-        for c in chunks.clone() {
-            a.push(c, 1 << 20).unwrap();
-        }
-        assert_eq!(a.finish(2).unwrap(), m);
-        // Out of order is refused.
-        let mut a = SnapshotAssembler::default();
-        let err = a.push(chunks[1].clone(), 1 << 20).unwrap_err();
-        assert!(matches!(err, AssembleError::OutOfOrder { .. }));
-        // Too large is refused.
-        let mut a = SnapshotAssembler::default();
-        assert!(matches!(
-            a.push(chunks[0].clone(), 100),
-            Err(AssembleError::TooLarge { .. })
-        ));
-        // An empty snapshot is one chunk marked done.
-        let mut empty = m.clone();
-        if let MessageBody::InstallSnapshot { snapshot } = &mut empty.body {
-            snapshot.data.clear();
-        }
-        let chunks = snapshot_to_chunks(&empty, 4096).unwrap();
-        assert_eq!(chunks.len(), 1);
-        assert!(chunks[0].done);
     }
 }

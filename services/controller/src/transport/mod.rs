@@ -4,5 +4,6 @@
 pub mod convert;
 pub(crate) mod peer;
 pub mod server;
+pub mod snapshot;
 
 pub use server::RaftServer;

@@ -35,6 +35,9 @@ enum Kind {
     Fault,
     Restart(usize, u64),
     Unpause(usize, u64),
+    /// The transport of node `.0` (in life `.3`) gives up on its snapshot transfer of index `.2`
+    /// to `.1`, as a real one does at its deadline: [`Raft::report_snapshot`].
+    SnapshotReport(usize, NodeId, Index, u64),
 }
 
 struct Event {
@@ -71,6 +74,8 @@ struct Node {
     /// A Ready being persisted, and whether its messages already left (planted bug only).
     persisting: Option<(Ready, bool)>,
     inbox: VecDeque<Message>,
+    /// Snapshot transfers the transport reported failed: (to, index).
+    snapshot_reports: VecDeque<(NodeId, Index)>,
     tick_owed: bool,
     paused: bool,
     sm_applied: Index,
@@ -182,6 +187,7 @@ impl World {
                 generation: 0,
                 persisting: None,
                 inbox: VecDeque::new(),
+                snapshot_reports: VecDeque::new(),
                 tick_owed: false,
                 paused: false,
                 sm_applied: 0,
@@ -420,6 +426,15 @@ impl World {
                 }
                 Ok(())
             }
+            Kind::SnapshotReport(i, to, index, generation) => {
+                self.mix(800 + i as u64);
+                let n = &mut self.nodes[i];
+                if n.raft.is_some() && n.generation == generation {
+                    n.snapshot_reports.push_back((to, index));
+                    self.drain(i)?;
+                }
+                Ok(())
+            }
             Kind::Unpause(i, generation) => {
                 self.mix(700 + i as u64);
                 if self.nodes[i].paused && self.nodes[i].generation == generation {
@@ -479,6 +494,13 @@ impl World {
             if n.tick_owed {
                 n.tick_owed = false;
                 n.raft.as_mut().expect("live").tick();
+            } else if let Some((to, index)) = n.snapshot_reports.pop_front() {
+                // Reported failed whether or not the answer got through: a late report after
+                // a success changes nothing (the transfer is no longer pending).
+                n.raft
+                    .as_mut()
+                    .expect("live")
+                    .report_snapshot(to, index, false);
             } else if let Some(m) = n.inbox.pop_front() {
                 n.raft.as_mut().expect("live").step(m);
             } else {
@@ -656,6 +678,15 @@ impl World {
     fn send(&mut self, m: Message) {
         let from = (m.from - 1) as usize;
         let to = (m.to - 1) as usize;
+        if let MessageBody::InstallSnapshot { snapshot } = &m.body {
+            // The transfer's deadline: past the longest delivery and answer.
+            let deadline = 2 * (1_000 + self.profile.delay_max_us) + TICK_US;
+            let generation = self.nodes[from].generation;
+            self.schedule(
+                deadline,
+                Kind::SnapshotReport(from, m.to, snapshot.meta.last_index, generation),
+            );
+        }
         let mut latency = self.rng.random_range(50..=1_000);
         if self.faults_on {
             if self.blocked.contains(&(from, to)) {
@@ -910,6 +941,7 @@ impl World {
         n.raft = None;
         n.persisting = None;
         n.inbox.clear();
+        n.snapshot_reports.clear();
         n.tick_owed = false;
         n.paused = false;
         n.generation += 1;

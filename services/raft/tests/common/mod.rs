@@ -65,7 +65,12 @@ pub fn recovered(
     entries: Vec<Entry>,
 ) -> RecoveredState {
     RecoveredState {
-        hard_state: HardState { term, vote, commit },
+        hard_state: HardState {
+            term,
+            vote,
+            commit,
+            catching_up: false,
+        },
         snapshot: None,
         entries,
     }
@@ -503,6 +508,19 @@ impl Cluster {
             node.applied_index,
             "applied index not restored"
         );
+    }
+
+    /// Crash `id` and bring it back with empty storage (a wiped data dir), as a member that
+    /// knows the cluster exists ([`Raft::rejoin`]).
+    pub fn wipe(&mut self, id: NodeId) {
+        let node = self.node_mut(id);
+        node.storage = MemStorage::new();
+        node.applied.clear();
+        node.applied_index = 0;
+        node.snapshots.clear();
+        node.raft =
+            Raft::new(node.cfg.clone(), RecoveredState::default(), 0).expect("valid config");
+        node.raft.rejoin();
     }
 
     pub fn isolate(&mut self, id: NodeId) {

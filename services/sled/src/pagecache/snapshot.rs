@@ -563,6 +563,11 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
 
+    // dmq patch: make the rename durable before the old snapshot goes, and the removals
+    // durable before returning. Without a directory sync a power loss may bring back a
+    // directory whose snapshot files do not match the log sled kept.
+    sync_dir(parent)?;
+
     // clean up any old snapshots
     let candidates = config.get_snapshot_files()?;
     for path in candidates {
@@ -581,5 +586,13 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
             }
         }
     }
+    // dmq patch: see above.
+    sync_dir(parent)?;
+    Ok(())
+}
+
+/// dmq patch: fsync a directory so that renames and removals in it are durable.
+fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
