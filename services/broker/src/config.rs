@@ -40,8 +40,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Rack (failure domain) label for replica placement; empty for none.
     pub rack: String,
-    /// Pause between heartbeats while they succeed (default 5 s). The controllers mark a
-    /// broker OFFLINE after their session timeout (default 30 s) without one.
+    /// Pause between heartbeats while they succeed (default 1 s). The controllers mark a
+    /// broker OFFLINE after their session timeout (default 6 s) without one.
     pub heartbeat_interval: Duration,
     /// Pause before retrying a failed heartbeat (default 1 s; never more than
     /// `heartbeat_interval`), so a dead leader is given up on after 3 quick failures rather
@@ -125,7 +125,7 @@ impl BrokerConfig {
             controllers,
             data_dir: data_dir.into(),
             rack: String::new(),
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
             heartbeat_retry_interval: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),

@@ -156,7 +156,9 @@ async fn follow_metadata(
     }
 }
 
-/// Resolves once the locator names another controller leader than `address` (or none).
+/// Resolves once the locator names another controller leader than `address`. Forgetting the
+/// leader is not enough: the stream stays open until a better one is known, because its
+/// closing tells the leader this broker died (it would fence it after a short grace).
 async fn leader_moved(broker: &Broker, address: &str) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -164,7 +166,7 @@ async fn leader_moved(broker: &Broker, address: &str) {
         if broker
             .locator
             .cached()
-            .is_none_or(|leader| leader.address != address)
+            .is_some_and(|leader| leader.address != address)
         {
             return;
         }

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub peer_listen: SocketAddr,
     pub broker_session_timeout: Duration,
     pub broker_heartbeat_interval: Duration,
+    /// See `ServiceConfig::disconnect_grace`.
+    pub broker_disconnect_grace: Duration,
     /// How long a leader that is asked to stop waits for a successor before it stops anyway.
     pub shutdown_transfer_timeout: Duration,
 }
@@ -97,6 +99,7 @@ async fn run_with(
     let service_cfg = ServiceConfig {
         session_timeout: cfg.broker_session_timeout,
         heartbeat_interval: cfg.broker_heartbeat_interval,
+        disconnect_grace: cfg.broker_disconnect_grace,
         ..ServiceConfig::default()
     };
     let service = ControllerServiceImpl::new(node.clone(), store.clone(), service_cfg);

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(a.listen, "127.0.0.1:9092".parse().unwrap());
         assert_eq!(a.advertise, None);
         assert_eq!(a.rack, None);
-        assert_eq!(a.heartbeat_interval_ms, 5000);
+        assert_eq!(a.heartbeat_interval_ms, 1000);
         assert_eq!(a.rpc_timeout_ms, 2000);
         let cfg = broker_config(&a).unwrap();
         let d = BrokerConfig::new(

@@ -180,23 +180,37 @@ pub struct ControllerArgs {
     )]
     pub snapshot_every_entries: u64,
 
-    /// The leader marks a broker OFFLINE after no heartbeat for this long, in milliseconds.
+    /// The leader marks a broker OFFLINE after no heartbeat for this long, in milliseconds
+    /// (a broker that is cut off or paused; a dead one is noticed sooner by its closed
+    /// connection, see --broker-disconnect-grace-ms).
     #[arg(
         long,
         env = "DMQ_BROKER_SESSION_TIMEOUT_MS",
-        default_value_t = 30_000,
+        default_value_t = 6000,
         value_parser = value_parser!(u64).range(1..)
     )]
     pub broker_session_timeout_ms: u64,
 
-    /// How often brokers are told to heartbeat, in milliseconds; below the session timeout.
+    /// How often brokers are expected to heartbeat, in milliseconds; below the session
+    /// timeout.
     #[arg(
         long,
         env = "DMQ_BROKER_HEARTBEAT_INTERVAL_MS",
-        default_value_t = 5000,
+        default_value_t = 1000,
         value_parser = value_parser!(u64).range(1..)
     )]
     pub broker_heartbeat_interval_ms: u64,
+
+    /// A broker whose metadata stream closed (its process died: the connection went) and
+    /// that neither reconnected nor heartbeated within this is marked OFFLINE at once, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "DMQ_BROKER_DISCONNECT_GRACE_MS",
+        default_value_t = 500,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub broker_disconnect_grace_ms: u64,
 
     /// On SIGTERM/SIGINT a leader hands leadership to a peer for at most this long before
     /// stopping, in milliseconds (0: stop at once).
@@ -246,11 +260,11 @@ pub struct BrokerArgs {
     pub rack: Option<String>,
 
     /// Pause between heartbeats to the controller leader, in milliseconds; keep it well below
-    /// the controllers' --broker-session-timeout-ms (default 30000).
+    /// the controllers' --broker-session-timeout-ms (default 6000).
     #[arg(
         long,
         env = "DMQ_HEARTBEAT_INTERVAL_MS",
-        default_value_t = 5000,
+        default_value_t = 1000,
         value_parser = value_parser!(u64).range(1..)
     )]
     pub heartbeat_interval_ms: u64,
@@ -340,8 +354,9 @@ mod tests {
         );
         assert_eq!(a.replication_timeout_ms, 5000);
         assert_eq!(a.snapshot_every_entries, 10_000);
-        assert_eq!(a.broker_session_timeout_ms, 30_000);
-        assert_eq!(a.broker_heartbeat_interval_ms, 5000);
+        assert_eq!(a.broker_session_timeout_ms, 6000);
+        assert_eq!(a.broker_heartbeat_interval_ms, 1000);
+        assert_eq!(a.broker_disconnect_grace_ms, 500);
         assert_eq!(a.shutdown_transfer_timeout_ms, 3000);
     }
 

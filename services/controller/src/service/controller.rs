@@ -688,7 +688,8 @@ impl<N: Consensus> Inner<N> {
     }
 
     /// Fences (marks OFFLINE through the log) every ONLINE broker not heard from within the
-    /// session timeout, one proposal in flight per broker at most.
+    /// session timeout, and every one whose metadata stream closed and that did not come back
+    /// within the disconnect grace; one proposal in flight per broker at most.
     fn check_liveness(self: &Arc<Self>, now: Instant) {
         let views = broker_views(&self.store);
         let online = views.iter().filter(|v| v.online).count();
@@ -703,26 +704,53 @@ impl<N: Consensus> Inner<N> {
                 session_timeout = ?self.cfg.session_timeout,
                 "broker missed its heartbeats for the session timeout: marking it OFFLINE"
             );
-            let inner = self.clone();
-            tokio::spawn(async move {
-                let fence = command(Command::FenceBroker(FenceBrokerCommand {
-                    broker_id,
-                    broker_epoch,
-                }));
-                match inner.node.propose(&fence).await {
-                    Ok(ApplyOutcome::Applied { version, .. }) => {
-                        tracing::info!(broker_id, version, "broker marked OFFLINE")
-                    }
-                    Ok(outcome) => {
-                        tracing::debug!(broker_id, ?outcome, "fence not applied")
-                    }
-                    Err(error) => {
-                        tracing::debug!(broker_id, %error, "fence failed; the next check retries")
-                    }
-                }
-                inner.tracker().fence_finished(broker_id);
-            });
+            self.fence(broker_id, broker_epoch);
         }
+        self.fence_disconnected(&views, now);
+    }
+
+    /// The disconnect part of [`check_liveness`](Self::check_liveness), run when a stream's
+    /// grace ends.
+    fn check_disconnects(self: &Arc<Self>, now: Instant) {
+        let views = broker_views(&self.store);
+        self.fence_disconnected(&views, now);
+    }
+
+    fn fence_disconnected(self: &Arc<Self>, views: &[BrokerView], now: Instant) {
+        let gone = self
+            .tracker()
+            .disconnected(views, now, self.cfg.disconnect_grace);
+        for (broker_id, broker_epoch) in gone {
+            tracing::warn!(
+                broker_id,
+                broker_epoch,
+                grace = ?self.cfg.disconnect_grace,
+                "broker's connection closed and it did not come back: marking it OFFLINE"
+            );
+            self.fence(broker_id, broker_epoch);
+        }
+    }
+
+    fn fence(self: &Arc<Self>, broker_id: u64, broker_epoch: u64) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let fence = command(Command::FenceBroker(FenceBrokerCommand {
+                broker_id,
+                broker_epoch,
+            }));
+            match inner.node.propose(&fence).await {
+                Ok(ApplyOutcome::Applied { version, .. }) => {
+                    tracing::info!(broker_id, version, "broker marked OFFLINE")
+                }
+                Ok(outcome) => {
+                    tracing::debug!(broker_id, ?outcome, "fence not applied")
+                }
+                Err(error) => {
+                    tracing::debug!(broker_id, %error, "fence failed; the next check retries")
+                }
+            }
+            inner.tracker().fence_finished(broker_id);
+        });
     }
 
     /// Pushes CONTROLLER_CHANGED for `term` to every registered broker, once this leader's
@@ -958,12 +986,38 @@ impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
         request: Request<WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
         let status = self.inner.ensure_leader()?;
-        let (stream, _task) = super::watch::open(
+        let request = request.into_inner();
+        // A broker watching for its current incarnation: the stream is part of its session.
+        let session = (request.broker_id, request.broker_epoch);
+        let current = request.broker_id != 0
+            && self
+                .inner
+                .store
+                .broker(request.broker_id)
+                .is_some_and(|b| b.broker_epoch == request.broker_epoch);
+        let (stream, task) = super::watch::open(
             self.inner.node.clone(),
             self.inner.store.clone(),
             status.term,
-            request.into_inner(),
+            request,
         );
+        if current {
+            let (id, epoch) = session;
+            self.inner.tracker().stream_opened(id, epoch, Instant::now());
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                if let Ok(super::watch::WatchEnd::WatcherGone) = task.await {
+                    inner.tracker().stream_closed(id, epoch, Instant::now());
+                    // Look again once the grace is over, rather than at the next tick.
+                    tokio::time::sleep(inner.cfg.disconnect_grace).await;
+                    if inner.node.status().role == Role::Leader
+                        && inner.node.leader_lease().is_some()
+                    {
+                        inner.check_disconnects(Instant::now());
+                    }
+                }
+            });
+        }
         Ok(Response::new(stream))
     }
 }

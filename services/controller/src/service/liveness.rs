@@ -14,6 +14,11 @@
 //!   maximum (a pause: nobody listened then). So however often leadership moves, a silent
 //!   broker is fenced once some controller has listened for a whole session: at most one
 //!   session per controller (plus elections) after its last heartbeat.
+//! - Disconnects: a broker also holds a WatchMetadata stream to the leader. When the last
+//!   stream of its current incarnation closes (its process died and the connection went with
+//!   it), and neither a new stream nor a heartbeat follows within a short grace, it is overdue
+//!   at once ([`LivenessTracker::disconnected`]) instead of after the session timeout. A
+//!   broker that is cut off or paused keeps its connection: only the session timeout applies.
 //! - At most one fence and one unfence proposal in flight per broker.
 
 use std::collections::HashMap;
@@ -36,6 +41,24 @@ struct Entry {
     carried: Duration,
     fencing: bool,
     unfencing: bool,
+    /// Open metadata streams of this incarnation.
+    streams: u32,
+    /// When its last stream closed, if nothing was heard since.
+    disconnected_at: Option<Instant>,
+}
+
+impl Entry {
+    fn new(epoch: u64, now: Instant) -> Entry {
+        Entry {
+            epoch,
+            last_heard: now,
+            carried: Duration::ZERO,
+            fencing: false,
+            unfencing: false,
+            streams: 0,
+            disconnected_at: None,
+        }
+    }
 }
 
 /// Each broker's last heartbeat (see the module docs).
@@ -104,18 +127,11 @@ impl LivenessTracker {
             let entry = match old.remove(&b.broker_id) {
                 Some(e) if e.epoch == b.broker_epoch => e,
                 Some(e) => Entry {
-                    epoch: b.broker_epoch,
-                    last_heard: now,
-                    carried: Duration::ZERO,
-                    ..e
+                    fencing: e.fencing,
+                    unfencing: e.unfencing,
+                    ..Entry::new(b.broker_epoch, now)
                 },
-                None => Entry {
-                    epoch: b.broker_epoch,
-                    last_heard: now,
-                    carried: Duration::ZERO,
-                    fencing: false,
-                    unfencing: false,
-                },
+                None => Entry::new(b.broker_epoch, now),
             };
             self.brokers.insert(b.broker_id, entry);
         }
@@ -125,16 +141,63 @@ impl LivenessTracker {
     /// Records a heartbeat (or registration) of incarnation `epoch` of `broker_id` at `now`. The
     /// caller checked that `epoch` is the broker's current one.
     pub fn heard(&mut self, broker_id: u64, epoch: u64, now: Instant) {
-        let entry = self.brokers.entry(broker_id).or_insert(Entry {
-            epoch,
-            last_heard: now,
-            carried: Duration::ZERO,
-            fencing: false,
-            unfencing: false,
-        });
+        let entry = self
+            .brokers
+            .entry(broker_id)
+            .or_insert(Entry::new(epoch, now));
+        if entry.epoch != epoch {
+            entry.streams = 0;
+        }
         entry.epoch = epoch;
         entry.last_heard = entry.last_heard.max(now);
         entry.carried = Duration::ZERO;
+        entry.disconnected_at = None;
+    }
+
+    /// Incarnation `epoch` of `broker_id` opened a metadata stream at `now` (it is alive).
+    pub fn stream_opened(&mut self, broker_id: u64, epoch: u64, now: Instant) {
+        self.heard(broker_id, epoch, now);
+        if let Some(entry) = self.brokers.get_mut(&broker_id) {
+            entry.streams += 1;
+        }
+    }
+
+    /// A metadata stream of incarnation `epoch` of `broker_id` closed at `now` because the
+    /// broker went away (not because this node ended it).
+    pub fn stream_closed(&mut self, broker_id: u64, epoch: u64, now: Instant) {
+        if let Some(entry) = self.brokers.get_mut(&broker_id)
+            && entry.epoch == epoch
+        {
+            entry.streams = entry.streams.saturating_sub(1);
+            if entry.streams == 0 {
+                entry.disconnected_at = Some(now);
+            }
+        }
+    }
+
+    /// The ONLINE brokers whose last metadata stream closed at least `grace` before `now`
+    /// with nothing heard from them since, as `(broker id, epoch)`, each marked as being
+    /// fenced (as [`overdue`](Self::overdue) does).
+    pub fn disconnected(
+        &mut self,
+        brokers: &[BrokerView],
+        now: Instant,
+        grace: Duration,
+    ) -> Vec<(u64, u64)> {
+        let mut due = Vec::new();
+        for b in brokers.iter().filter(|b| b.online) {
+            if let Some(entry) = self.brokers.get_mut(&b.broker_id)
+                && entry.epoch == b.broker_epoch
+                && !entry.fencing
+                && entry
+                    .disconnected_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= grace)
+            {
+                entry.fencing = true;
+                due.push((b.broker_id, b.broker_epoch));
+            }
+        }
+        due
     }
 
     /// The ONLINE brokers of `brokers` (all registered brokers) this node has listened for
@@ -163,18 +226,17 @@ impl LivenessTracker {
             .retain(|id, e| e.fencing || e.unfencing || known.contains(id));
         let mut overdue = Vec::new();
         for b in brokers {
-            let entry = self.brokers.entry(b.broker_id).or_insert(Entry {
-                epoch: b.broker_epoch,
-                last_heard: now,
-                carried: Duration::ZERO,
-                fencing: false,
-                unfencing: false,
-            });
+            let entry = self
+                .brokers
+                .entry(b.broker_id)
+                .or_insert(Entry::new(b.broker_epoch, now));
             if entry.epoch != b.broker_epoch {
                 // A new incarnation: its registration counts as a heartbeat.
-                entry.epoch = b.broker_epoch;
-                entry.last_heard = now;
-                entry.carried = Duration::ZERO;
+                *entry = Entry {
+                    fencing: entry.fencing,
+                    unfencing: entry.unfencing,
+                    ..Entry::new(b.broker_epoch, now)
+                };
             }
         }
         for b in brokers {
@@ -279,6 +341,54 @@ mod tests {
             t.overdue(&brokers, secs(t0, 50), TIMEOUT)
                 .contains(&(2, 20))
         );
+    }
+
+    /// Issue 12: a broker whose process died is noticed when its metadata stream closes, after
+    /// a short grace, not after the session timeout; a new stream or a heartbeat within the
+    /// grace (a reconnect) cancels it, and a stream of an older incarnation closing counts
+    /// for nothing.
+    #[test]
+    fn a_closed_stream_makes_a_broker_due_after_the_grace_unless_it_comes_back() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let grace = Duration::from_millis(500);
+        let brokers = [online(1, 10), online(2, 20)];
+        let mut t = LivenessTracker::new();
+        t.reset(brokers, t0);
+        t.stream_opened(1, 10, ms(10));
+        t.stream_opened(2, 20, ms(10));
+        assert!(t.disconnected(&brokers, ms(5000), grace).is_empty());
+        // Broker 1 dies; broker 2 reconnects within the grace (a new stream, then the old
+        // one's close arrives late and is outweighed).
+        t.stream_closed(1, 10, ms(6000));
+        t.stream_opened(2, 20, ms(6000));
+        t.stream_closed(2, 20, ms(6001));
+        assert!(t.disconnected(&brokers, ms(6499), grace).is_empty());
+        assert_eq!(t.disconnected(&brokers, ms(6500), grace), vec![(1, 10)]);
+        assert!(
+            t.disconnected(&brokers, ms(7000), grace).is_empty(),
+            "one fence in flight"
+        );
+        // Fenced (OFFLINE now). A heartbeat after a close means the process lives (only its
+        // stream broke).
+        t.fence_finished(1);
+        let brokers = [
+            BrokerView {
+                online: false,
+                ..online(1, 10)
+            },
+            online(2, 20),
+        ];
+        t.stream_opened(2, 20, ms(8000));
+        t.stream_closed(2, 20, ms(8000));
+        t.stream_closed(2, 20, ms(8000));
+        t.heard(2, 20, ms(8100));
+        assert!(t.disconnected(&brokers, ms(9000), grace).is_empty());
+        // A new incarnation: the old one's stream closing is not its disconnect.
+        let newer = [online(2, 21)];
+        t.stream_opened(2, 21, ms(9000));
+        t.stream_closed(2, 20, ms(9001));
+        assert!(t.disconnected(&newer, ms(10_000), grace).is_empty());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct ServiceConfig {
     pub heartbeat_interval: Duration,
     /// How often the leader looks for overdue brokers (capped at `heartbeat_interval / 2`).
     pub liveness_check_interval: Duration,
+    /// A broker whose metadata stream closed (its connection went: the process died) and
+    /// that neither opened a new one nor heartbeated within this is fenced at once, without
+    /// waiting for the session timeout.
+    pub disconnect_grace: Duration,
     /// The most partitions one topic may have.
     pub max_partitions: u32,
     /// Bound on connecting to a broker for a CONTROLLER_CHANGED push.
@@ -59,13 +63,15 @@ pub struct ServiceConfig {
 }
 
 impl Default for ServiceConfig {
-    /// Session timeout 30 s, heartbeat interval 5 s, check every 500 ms, 1000 partitions per
-    /// topic at most, pushes bounded by 1 s to connect and 1 s to answer, 32 at once.
+    /// Session timeout 6 s, heartbeat interval 1 s, check every 500 ms, a closed broker
+    /// connection fenced after 500 ms, 1000 partitions per topic at most, pushes bounded by
+    /// 1 s to connect and 1 s to answer, 32 at once.
     fn default() -> ServiceConfig {
         ServiceConfig {
-            session_timeout: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(6),
+            heartbeat_interval: Duration::from_secs(1),
             liveness_check_interval: Duration::from_millis(500),
+            disconnect_grace: Duration::from_millis(500),
             max_partitions: DEFAULT_MAX_PARTITIONS,
             push_connect_timeout: Duration::from_secs(1),
             push_call_timeout: Duration::from_secs(1),

@@ -26,18 +26,31 @@ const WATCH_QUEUE: usize = 16;
 /// The stream WatchMetadata answers with.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchMetadataResponse, Status>> + Send>>;
 
-/// Opens a watch for `request` on a leader of `term`. Returns the stream and a future that
-/// resolves when the watcher went away (its connection closed) or the stream ended.
+/// How a watch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WatchEnd {
+    /// The watcher went away: its connection closed (a dead process) or it hung up.
+    WatcherGone,
+    /// This node ended it (it stopped leading the term, or it is stopping).
+    Ended,
+}
+
+/// Opens a watch for `request` on a leader of `term`. Returns the stream and the task that
+/// feeds it, which ends with how the watch ended.
 pub(super) fn open<N: Consensus>(
     node: N,
     store: Arc<MetadataStore>,
     term: u64,
     request: WatchMetadataRequest,
-) -> (WatchStream, tokio::task::JoinHandle<()>) {
+) -> (WatchStream, tokio::task::JoinHandle<WatchEnd>) {
     let (tx, rx) = mpsc::channel(WATCH_QUEUE);
     let task = tokio::spawn(async move {
-        if let Err(status) = stream(&node, &store, term, request.from_version, &tx).await {
-            let _ = tx.send(Err(status)).await;
+        match stream(&node, &store, term, request.from_version, &tx).await {
+            Ok(end) => end,
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                WatchEnd::Ended
+            }
         }
     });
     (Box::pin(ReceiverStream::new(rx)), task)
@@ -49,7 +62,7 @@ async fn stream<N: Consensus>(
     term: u64,
     mut from: u64,
     tx: &mpsc::Sender<Result<WatchMetadataResponse, Status>>,
-) -> Result<(), Status> {
+) -> Result<WatchEnd, Status> {
     let mut changes = store.feed().subscribe();
     let mut status = node.watch_status();
     loop {
@@ -88,13 +101,13 @@ async fn stream<N: Consensus>(
                 term,
             };
             if tx.send(Ok(response)).await.is_err() {
-                return Ok(()); // the watcher went away
+                return Ok(WatchEnd::WatcherGone);
             }
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return Ok(()) },
-            changed = status.changed() => if changed.is_err() { return Ok(()) },
-            _ = tx.closed() => return Ok(()),
+            changed = changes.changed() => if changed.is_err() { return Ok(WatchEnd::Ended) },
+            changed = status.changed() => if changed.is_err() { return Ok(WatchEnd::Ended) },
+            _ = tx.closed() => return Ok(WatchEnd::WatcherGone),
         }
     }
 }
