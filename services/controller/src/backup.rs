@@ -7,7 +7,7 @@
 //! `DMQSNAP1` (8 bytes) · header length (u32 BE) · `SnapshotHeader` (protobuf) · the data (an
 //! encoded `MetadataSnapshot`, `header.data_bytes` long) · CRC-32 (u32 BE) of the data. A file
 //! is written to `FILE.tmp`, synced, renamed into place and its directory synced, so a crash
-//! leaves the old file or the new one; [`read`] checks every part before anything uses it.
+//! leaves the old file or the new one; [`read()`] checks every part before anything uses it.
 //!
 //! # To ensure correctness
 //! - The snapshot is consistent: the leader takes it after a read barrier, at its applied
@@ -101,7 +101,7 @@ pub fn write(path: &Path, backup: &Backup) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Reads and checks a backup written by [`write`]: magic, lengths, checksum, and that the data
+/// Reads and checks a backup written by [`write()`]: magic, lengths, checksum, and that the data
 /// decodes as the metadata the header describes.
 pub fn read(path: &Path) -> Result<(Backup, MetadataSnapshot), BackupError> {
     let bytes = std::fs::read(path).map_err(io("read", path))?;

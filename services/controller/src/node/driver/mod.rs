@@ -2,10 +2,15 @@
 //! metadata. It runs on its own OS thread because every Ready ends in a blocking fsync.
 //!
 //! # To ensure correctness
-//! - One loop iteration takes every queued input (so concurrent proposals share one Ready),
-//!   then for each Ready: persist (one sync), send, apply, advance. No message leaves and no
-//!   waiter is answered before the Ready that produced it is durable; this is asserted against
-//!   the storage's synced index.
+//! - One loop iteration takes every queued peer input, then at most
+//!   [`CLIENT_INPUTS_PER_ITERATION_MAX`] client inputs (so concurrent proposals share one Ready
+//!   and a client flood cannot crowd out peers), then for each Ready: persist (one sync), send,
+//!   apply, advance. No message leaves and no waiter is answered before the Ready that produced
+//!   it is durable (a leader's appends excepted, which promise nothing about its own disk); this
+//!   is asserted against the storage's synced index.
+//! - Committed entries are applied before their Ready's sync only if both the storage and the
+//!   core hold them durable (`apply.rs`); an entry this version cannot apply stops the node.
+//! - Files: `apply.rs` (applying), `leadership.rs` (the lease and the feature level).
 //! - A proposal is answered when the entry at its index is applied: with the outcome if the
 //!   entry has the proposal's term, else as lost. Losing leadership fails every waiter at once.
 //! - A peer's RPC is answered with the response the core produced for it, in order per peer and
@@ -16,8 +21,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
-use dmq_proto::v1::metadata_command::Command;
-use dmq_proto::v1::{MetadataCommand, MetadataSnapshot, SetFeatureLevelCommand};
+use dmq_proto::v1::MetadataSnapshot;
 use dmq_raft::{
     Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
     Storage, Term,
@@ -27,11 +31,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::follower_view::FollowerView;
 use super::handle::{Inbox, InboxReceiver, Input, Reply};
-use super::lease::{LeaderLease, LeaseTracker, lease_length};
+use super::lease::{LeaderLease, LeaseTracker};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
-use crate::metadata::{ApplyOutcome, MetadataStore, features};
+use crate::metadata::{ApplyOutcome, MetadataStore};
 use crate::raft_storage::SledStorage;
 use crate::transport::peer;
+
+mod apply;
+mod leadership;
+
+use apply::durable_prefix_len;
 
 /// Peer inputs taken in one iteration at most (all that are queued, in practice: the peers'
 /// windows bound them far below this).
@@ -210,26 +219,6 @@ fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
         running,
         catching_up: raft.is_catching_up(),
     }
-}
-
-/// How many of a Ready's `committed` entries (in index order) may be applied before the Ready
-/// is persisted: those that are durable already, i.e. at or below both the storage's synced
-/// index and the core's stable index. Both are needed: after a truncation (a conflicting
-/// suffix replaced by the leader's entries) the storage still counts the replaced entries as
-/// synced until this Ready's write returns, while the core has already lowered its stable
-/// index below them; the core alone would not know about a write in progress. With a
-/// snapshot in the Ready nothing is applied early: the snapshot must be restored first.
-fn durable_prefix_len(
-    committed: &[Entry],
-    storage_synced: Index,
-    core_stable: Index,
-    has_snapshot: bool,
-) -> usize {
-    if has_snapshot {
-        return 0;
-    }
-    let durable = storage_synced.min(core_stable);
-    committed.iter().take_while(|e| e.index <= durable).count()
 }
 
 /// A failure the node cannot continue after.
@@ -700,145 +689,6 @@ impl Driver {
         }
     }
 
-    fn apply_timed(&mut self, entries: &[Entry]) -> Result<(), Fatal> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let t = Instant::now();
-        self.apply(entries)?;
-        crate::metrics::raft_applied(entries.len(), t.elapsed());
-        Ok(())
-    }
-
-    /// Applies a Ready's committed entries in one metadata transaction and answers their
-    /// proposers.
-    fn apply(&mut self, entries: &[Entry]) -> Result<(), Fatal> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        // An entry this version cannot apply stops the node after the entries before it: it
-        // must never apply it as empty or rejected while newer controllers apply it.
-        let mut commands: Vec<Option<MetadataCommand>> = Vec::with_capacity(entries.len());
-        let mut cannot_apply = None;
-        for e in entries {
-            let command = match e.kind {
-                EntryKind::Noop => None,
-                EntryKind::Normal => match MetadataCommand::decode(e.data.as_slice()) {
-                    Ok(command) => match features::check_known(e.index, &command) {
-                        Ok(()) => Some(command),
-                        Err(why) => {
-                            cannot_apply = Some(why);
-                            break;
-                        }
-                    },
-                    Err(err) => {
-                        cannot_apply = Some(format!(
-                            "log entry {} cannot be decoded by this version ({err}): a newer \
-                             (or a broken) controller wrote it",
-                            e.index
-                        ));
-                        break;
-                    }
-                },
-            };
-            commands.push(command);
-        }
-        let entries = &entries[..commands.len()];
-        let stop = |why: String| {
-            Fatal::CannotApply(format!(
-                "{why}. This controller stops rather than apply it differently from the others: \
-                 run a version that knows it (upgrade this controller), then restart it"
-            ))
-        };
-        if entries.is_empty() {
-            return match cannot_apply {
-                Some(why) => Err(stop(why)),
-                None => Ok(()),
-            };
-        }
-        let batch: Vec<(Index, Option<&MetadataCommand>)> = entries
-            .iter()
-            .zip(&commands)
-            .map(|(e, c)| (e.index, c.as_ref()))
-            .collect();
-        let outcomes = self.metadata.apply_batch(&batch).map_err(|err| {
-            Fatal::Storage(format!(
-                "applying entries {}..={} failed: {err}",
-                entries[0].index,
-                entries[entries.len() - 1].index
-            ))
-        })?;
-        if entries
-            .iter()
-            .any(|e| self.proposals.contains_key(&e.index))
-        {
-            // A proposer that sees its answer must see a status that includes it.
-            self.publish_status(true);
-        }
-        for (e, outcome) in entries.iter().zip(outcomes) {
-            if let Some(w) = self.proposals.remove(&e.index) {
-                let answer = if w.term == e.term {
-                    Ok(outcome)
-                } else {
-                    Err(NodeError::OutcomeUnknown(Unknown::LeadershipLost))
-                };
-                let _ = w.reply.send(answer);
-            }
-        }
-        match cannot_apply {
-            Some(why) => Err(stop(why)),
-            None => Ok(()),
-        }
-    }
-
-    /// On the leader, once its applied state includes every earlier term: raises the agreed
-    /// metadata feature level to the highest every voter supports (each says so in its append
-    /// answers; one that has not, or an older version, counts as 0), and names the cluster with
-    /// the first raise. One such proposal in flight at most.
-    fn maybe_raise_feature_level(&mut self) {
-        if self.raft.role() != Role::Leader {
-            return;
-        }
-        let term = self.raft.term();
-        let applied = self.raft.applied_index();
-        if applied < self.term_start_index
-            || self
-                .level_proposal
-                .is_some_and(|(index, t)| t == term && applied < index)
-        {
-            return;
-        }
-        let mut target = features::supported_max(&self.cfg.faults);
-        for &id in self.cfg.peers.keys().filter(|&&id| id != self.cfg.id) {
-            target = target.min(self.peer_levels.get(&id).copied().unwrap_or(0));
-        }
-        let level = self.metadata.feature_level();
-        let unnamed = self.metadata.cluster_id().is_empty();
-        if target == 0 || (target <= level && !unnamed) {
-            return;
-        }
-        let command = MetadataCommand {
-            command: Some(Command::SetFeatureLevel(SetFeatureLevelCommand {
-                feature_level: target.max(level),
-                cluster_id: if unnamed {
-                    features::new_cluster_id()
-                } else {
-                    String::new()
-                },
-            })),
-        };
-        if let Ok((index, t)) = self.raft.propose(command.encode_to_vec()) {
-            tracing::info!(
-                node_id = self.cfg.id,
-                from = level,
-                to = target.max(level),
-                index,
-                "every controller supports a higher metadata feature level: raising it"
-            );
-            self.level_proposal = Some((index, t));
-        }
-    }
-
     fn on_role(&mut self, role: Role) {
         if self.role == Role::Leader && role != Role::Leader {
             tracing::info!(
@@ -931,24 +781,6 @@ impl Driver {
         Ok(())
     }
 
-    /// The leader lease from the acknowledgments of this term (see `lease.rs`); none while not
-    /// leading or while handing leadership over.
-    fn publish_lease(&mut self) {
-        let term = self.raft.term();
-        let leading = self.raft.role() == Role::Leader;
-        if !leading || self.lease_tracker.term() != term {
-            self.lease_tracker.reset(term);
-        }
-        let until = (leading && self.raft.transferring_to().is_none())
-            .then(|| {
-                let length = lease_length(self.cfg.tick, self.cfg.election_timeout_min_ticks);
-                self.lease_tracker
-                    .until(self.raft.quorum(), length, Instant::now())
-            })
-            .flatten();
-        self.lease.set(term, until);
-    }
-
     fn publish_status(&mut self, running: bool) {
         self.cluster_id.set_applied(&self.metadata.cluster_id());
         self.follower_view
@@ -964,35 +796,5 @@ impl Driver {
                 false
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries(indexes: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
-        indexes
-            .map(|index| Entry {
-                index,
-                term: 1,
-                kind: EntryKind::Normal,
-                data: Vec::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn only_entries_both_the_storage_and_the_core_hold_durable_are_applied_early() {
-        let committed = entries(5..=9);
-        // Steady state: storage and core agree.
-        assert_eq!(durable_prefix_len(&committed, 9, 9, false), 5);
-        assert_eq!(durable_prefix_len(&committed, 7, 7, false), 3);
-        // A truncation from 8: the storage still counts the old 8..=10 as synced.
-        assert_eq!(durable_prefix_len(&committed, 10, 7, false), 3);
-        // The core may run ahead of a write the storage has not finished.
-        assert_eq!(durable_prefix_len(&committed, 6, 9, false), 2);
-        assert_eq!(durable_prefix_len(&committed, 9, 9, true), 0);
-        assert_eq!(durable_prefix_len(&[], 9, 9, false), 0);
     }
 }
