@@ -117,8 +117,8 @@ impl Node {
 
     /// Waits until the broker stopped on its own and returns how it ended.
     pub(super) async fn exited(&mut self) -> Result<(), BrokerError> {
+        // The stop sender stays: dropping it would ask the broker to stop.
         let task = self.task.take().expect("the broker runs");
-        self.stop = None;
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the broker stopped by itself in time")
