@@ -440,6 +440,15 @@ impl BrokerProcs {
         self.node_mut(id).process.kill()
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to exactly broker `id`'s process.
+    pub fn pause(&mut self, id: u64, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        self.node_mut(id)
+            .process
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("signal broker {id}: {e}"));
+    }
+
     /// SIGTERM broker `id` and wait (up to `opts.stop_timeout`) for it to exit; returns its exit
     /// status (0 after a clean shutdown). Panics, having killed it, if it does not exit in time.
     pub async fn stop(&mut self, id: u64) -> ExitStatus {

@@ -1003,7 +1003,9 @@ impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
         );
         if current {
             let (id, epoch) = session;
-            self.inner.tracker().stream_opened(id, epoch, Instant::now());
+            self.inner
+                .tracker()
+                .stream_opened(id, epoch, Instant::now());
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 if let Ok(super::watch::WatchEnd::WatcherGone) = task.await {
