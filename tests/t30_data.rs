@@ -46,12 +46,18 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(&[]).await
+    }
+
+    /// As [`start`](Self::start), with `extra` controller flags.
+    async fn start_with(extra: &[&str]) -> Setup {
         let slot = process_test_slot().await;
         let mut controllers = ControllerCluster::start(
             3,
             ClusterOpts {
                 broker_session_timeout_ms: 2000,
                 broker_heartbeat_interval_ms: 400,
+                extra_args: extra.iter().map(|a| a.to_string()).collect(),
                 ..ClusterOpts::default()
             },
         )
@@ -496,4 +502,53 @@ async fn a_client_view_learns_a_leader_change_from_the_metadata_stream() {
     })
     .await
     .unwrap();
+}
+
+/// Issue 12, "leadership goes back to preferred replicas": a partition leader that is killed
+/// and comes back catches up, rejoins the ISR and, through the controllers' automatic
+/// rebalance, leads its partition again (here checked every 300 ms; 30 s by default). Before,
+/// it stayed a follower until its new leader failed in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_broker_gets_its_preferred_leadership_back() {
+    let mut s = Setup::start_with(&["--leader-rebalance-interval-ms", "300"]).await;
+    s.create_topic("preferred", 1, 2).await;
+    let first = s
+        .admin
+        .describe_topic("preferred")
+        .await
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let preferred = first.replicas[0];
+    assert_eq!(
+        first.leader, preferred,
+        "a new partition is led by its first replica"
+    );
+    let victim = s.kill_leader("preferred", 0).await;
+    assert_eq!(victim, preferred);
+    let back = wait_partition(&s.admin, "preferred", 0, SLOW, |p| {
+        if p.leader == preferred && p.isr.contains(&preferred) {
+            Ok(())
+        } else {
+            Err(format!("led by {} with ISR {:?}", p.leader, p.isr))
+        }
+    })
+    .await;
+    assert!(back.leader_epoch >= first.leader_epoch + 2, "{back:?}");
+    // It leads for real: it acknowledges an acks=all write itself (all replicas in sync).
+    // (Its role reaches it over the metadata stream, milliseconds after the controllers.)
+    let ack = wait_until(deadline(Duration::from_secs(10)), || async {
+        produce_raw(
+            &s.brokers,
+            preferred,
+            "preferred",
+            0,
+            &["after".to_string()],
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+    })
+    .await
+    .expect("the preferred replica takes acks=all writes again");
+    assert_eq!(ack.base_offset, ack.last_offset);
 }

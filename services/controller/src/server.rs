@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub broker_heartbeat_interval: Duration,
     /// See `ServiceConfig::disconnect_grace`.
     pub broker_disconnect_grace: Duration,
+    /// See `ServiceConfig::leader_rebalance_interval` (zero: off).
+    pub leader_rebalance_interval: Duration,
     /// How long a leader that is asked to stop waits for a successor before it stops anyway.
     pub shutdown_transfer_timeout: Duration,
 }
@@ -100,6 +102,7 @@ async fn run_with(
         session_timeout: cfg.broker_session_timeout,
         heartbeat_interval: cfg.broker_heartbeat_interval,
         disconnect_grace: cfg.broker_disconnect_grace,
+        leader_rebalance_interval: cfg.leader_rebalance_interval,
         ..ServiceConfig::default()
     };
     let service = ControllerServiceImpl::new(node.clone(), store.clone(), service_cfg);

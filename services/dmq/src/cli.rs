@@ -212,6 +212,16 @@ pub struct ControllerArgs {
     )]
     pub broker_disconnect_grace_ms: u64,
 
+    /// How often the controller leader gives partitions back to their preferred replica (the
+    /// first in the replica list) once it is ONLINE and in the ISR again, in milliseconds
+    /// (Kafka's auto.leader.rebalance.enable; 0: off).
+    #[arg(
+        long,
+        env = "DMQ_LEADER_REBALANCE_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub leader_rebalance_interval_ms: u64,
+
     /// On SIGTERM/SIGINT a leader hands leadership to a peer for at most this long before
     /// stopping, in milliseconds (0: stop at once).
     #[arg(long, env = "DMQ_SHUTDOWN_TRANSFER_TIMEOUT_MS", default_value_t = 3000)]
@@ -357,6 +367,7 @@ mod tests {
         assert_eq!(a.broker_session_timeout_ms, 6000);
         assert_eq!(a.broker_heartbeat_interval_ms, 1000);
         assert_eq!(a.broker_disconnect_grace_ms, 500);
+        assert_eq!(a.leader_rebalance_interval_ms, 30_000);
         assert_eq!(a.shutdown_transfer_timeout_ms, 3000);
     }
 

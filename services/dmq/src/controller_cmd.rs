@@ -52,6 +52,7 @@ pub fn server_config(args: &ControllerArgs) -> Result<server::ServerConfig, CliE
         broker_session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
         broker_heartbeat_interval: Duration::from_millis(args.broker_heartbeat_interval_ms),
         broker_disconnect_grace: Duration::from_millis(args.broker_disconnect_grace_ms),
+        leader_rebalance_interval: Duration::from_millis(args.leader_rebalance_interval_ms),
         shutdown_transfer_timeout: Duration::from_millis(args.shutdown_transfer_timeout_ms),
     })
 }

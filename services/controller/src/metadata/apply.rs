@@ -25,13 +25,18 @@
 //!   would reuse offsets of acknowledged records.
 //! - A registration that repeats the current incarnation id of the broker is a retry: it gets
 //!   the current epoch back and changes nothing.
+//! - A preferred leader election (ElectPreferredLeaders) gives a partition to its first
+//!   replica when that replica is ONLINE, in the ISR and not the leader: the ISR holds every
+//!   committed record, so the move loses nothing. Partitions are taken in (topic, partition)
+//!   order up to the command's bound.
 
 use std::collections::BTreeMap;
 
 use dmq_proto::v1::metadata_command::Command;
 use dmq_proto::v1::{
-    AlterPartitionCommand, BrokerMetadata, BrokerStatus, CreateTopicCommand, MetadataCommand,
-    PartitionMetadata, RegisterBrokerCommand, TopicMetadata,
+    AlterPartitionCommand, BrokerMetadata, BrokerStatus, CreateTopicCommand,
+    ElectPreferredLeadersCommand, MetadataCommand, PartitionMetadata, RegisterBrokerCommand,
+    TopicMetadata,
 };
 
 use super::error::MetadataError;
@@ -57,6 +62,10 @@ pub enum CommandReply {
     /// The agreed feature level (and the cluster id) after the change.
     FeaturesSet {
         feature_level: u32,
+    },
+    /// How many partitions got their preferred replica back as leader.
+    PreferredLeadersElected {
+        partitions: u32,
     },
 }
 
@@ -121,6 +130,7 @@ impl State {
                 Ok((delta, CommandReply::TopicDeleted))
             }
             Command::AlterPartition(c) => self.plan_alter_partition(c),
+            Command::ElectPreferredLeaders(c) => Ok(self.plan_elect_preferred(c)),
             Command::SetFeatureLevel(c) => {
                 if c.feature_level < self.feature_level {
                     return Err(MetadataError::FeatureLevelDowngrade {
@@ -345,6 +355,55 @@ impl State {
         let reply = CommandReply::PartitionAltered(partition.clone());
         delta.topics.insert(c.topic.clone(), Some(topic));
         Ok((delta, reply))
+    }
+
+    /// Whether `p`'s preferred replica (its first) should lead it and can (see the module docs).
+    pub fn prefers_another_leader(&self, p: &PartitionMetadata) -> bool {
+        p.replicas.first().is_some_and(|&preferred| {
+            p.leader != 0
+                && p.leader != preferred
+                && p.isr.contains(&preferred)
+                && self.is_online(preferred)
+        })
+    }
+
+    fn plan_elect_preferred(&self, c: &ElectPreferredLeadersCommand) -> (Delta, CommandReply) {
+        let bound = match c.max_partitions {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let mut moved = 0usize;
+        let mut changed = Changed::new();
+        for (name, topic) in &self.topics {
+            if moved == bound {
+                break;
+            }
+            if !topic
+                .partitions
+                .iter()
+                .any(|p| self.prefers_another_leader(p))
+            {
+                continue;
+            }
+            let mut topic = topic.clone();
+            for p in topic.partitions.iter_mut() {
+                if moved == bound {
+                    break;
+                }
+                if self.prefers_another_leader(p) {
+                    p.leader = p.replicas[0];
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                    moved += 1;
+                }
+            }
+            changed.insert(name.clone(), topic);
+        }
+        let partitions = u32::try_from(moved).unwrap_or(u32::MAX);
+        (
+            topics_delta(changed),
+            CommandReply::PreferredLeadersElected { partitions },
+        )
     }
 
     /// The registered broker `id`, if `epoch` is its current epoch.
@@ -702,6 +761,77 @@ mod tests {
                 reply: CommandReply::BrokerUnfenced
             }
         );
+    }
+
+    #[test]
+    fn a_preferred_leader_election_moves_only_to_an_online_isr_member_within_its_bound() {
+        let t = cluster(3);
+        t.ok(
+            4,
+            create("t", &[vec![1, 2, 3], vec![1, 3, 2], vec![2, 1, 3]]),
+        );
+        t.ok(5, fence(1, 1));
+        let (p0, p1) = (t.partition("t", 0), t.partition("t", 1));
+        assert_eq!((p0.leader, p0.isr.clone()), (2, vec![2, 3]));
+        assert_eq!((p1.leader, p1.isr.clone()), (3, vec![3, 2]));
+        // Broker 1 is back ONLINE but in no ISR: it has not caught up, nothing moves.
+        t.ok(6, unfence(1, 1));
+        assert_eq!(t.store.imbalanced_partitions(), 0);
+        assert_eq!(
+            t.ok(7, elect_preferred(0)),
+            CommandReply::PreferredLeadersElected { partitions: 0 }
+        );
+        assert_eq!(t.partition("t", 0), p0);
+        // It caught up and rejoined both ISRs.
+        t.ok(
+            8,
+            alter(
+                2,
+                2,
+                "t",
+                0,
+                p0.leader_epoch,
+                p0.partition_epoch,
+                &[2, 3, 1],
+            ),
+        );
+        t.ok(
+            9,
+            alter(
+                3,
+                3,
+                "t",
+                1,
+                p1.leader_epoch,
+                p1.partition_epoch,
+                &[3, 2, 1],
+            ),
+        );
+        assert_eq!(t.store.imbalanced_partitions(), 2);
+        // A bound of 1 moves the first partition in (topic, partition) order only.
+        let before = t.partition("t", 0);
+        assert_eq!(
+            t.ok(10, elect_preferred(1)),
+            CommandReply::PreferredLeadersElected { partitions: 1 }
+        );
+        let after = t.partition("t", 0);
+        assert_eq!(after.leader, 1);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(after.isr, before.isr, "the ISR is kept");
+        assert_eq!(t.partition("t", 1).leader, 3);
+        assert_eq!(
+            t.ok(11, elect_preferred(0)),
+            CommandReply::PreferredLeadersElected { partitions: 1 }
+        );
+        assert_eq!(t.partition("t", 1).leader, 1);
+        // Partition 2 was led by its preferred replica all along.
+        assert_eq!(t.partition("t", 2).leader, 2);
+        assert_eq!(t.store.imbalanced_partitions(), 0);
+        // A preferred replica that is OFFLINE again is not elected.
+        t.ok(12, fence(1, 1));
+        t.ok(13, elect_preferred(0));
+        assert_eq!(t.partition("t", 0).leader, 2);
     }
 
     #[test]

@@ -13,12 +13,13 @@
 //! - 0: RegisterBroker, UnregisterBroker, FenceBroker, UnfenceBroker, CreateTopic, DeleteTopic,
 //!   AlterPartition, as first released.
 //! - 1: SetFeatureLevel and the cluster id.
+//! - 2: ElectPreferredLeaders (automatic leader rebalance).
 
 use dmq_proto::v1::MetadataCommand;
 use dmq_proto::v1::metadata_command::Command;
 
 /// The highest level this version supports (and proposes once every voter does).
-pub const FEATURE_LEVEL_MAX: u32 = 1;
+pub const FEATURE_LEVEL_MAX: u32 = 2;
 
 /// The agreed level a command needs before a leader may propose it.
 pub fn required_level(command: &MetadataCommand) -> u32 {
@@ -26,6 +27,7 @@ pub fn required_level(command: &MetadataCommand) -> u32 {
         // It is what raises the level; the leader proposes it only for a level every voter
         // supports.
         Some(Command::SetFeatureLevel(_)) => 0,
+        Some(Command::ElectPreferredLeaders(_)) => 2,
         _ => 0,
     }
 }

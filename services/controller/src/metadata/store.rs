@@ -462,6 +462,18 @@ impl MetadataStore {
             .collect()
     }
 
+    /// How many partitions are led by another replica than their preferred one while the
+    /// preferred one could lead (what an ElectPreferredLeaders command would move).
+    pub fn imbalanced_partitions(&self) -> usize {
+        let state = self.read();
+        state
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| state.prefers_another_leader(p))
+            .count()
+    }
+
     /// How many topics exist (a natural `start_offset` for the next assignment).
     pub fn topic_count(&self) -> usize {
         self.read().topics.len()

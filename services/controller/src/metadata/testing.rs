@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use dmq_proto::v1::metadata_command::Command;
 use dmq_proto::v1::{
-    AlterPartitionCommand, CreateTopicCommand, DeleteTopicCommand, FenceBrokerCommand,
-    MetadataCommand, PartitionMetadata, RegisterBrokerCommand, ReplicaAssignment,
-    UnfenceBrokerCommand, UnregisterBrokerCommand,
+    AlterPartitionCommand, CreateTopicCommand, DeleteTopicCommand, ElectPreferredLeadersCommand,
+    FenceBrokerCommand, MetadataCommand, PartitionMetadata, RegisterBrokerCommand,
+    ReplicaAssignment, UnfenceBrokerCommand, UnregisterBrokerCommand,
 };
 
 use super::{ApplyOutcome, CommandReply, MetadataStore};
@@ -133,6 +133,12 @@ pub fn delete(name: &str) -> MetadataCommand {
     cmd(Command::DeleteTopic(DeleteTopicCommand {
         name: name.to_string(),
     }))
+}
+
+pub fn elect_preferred(max_partitions: u32) -> MetadataCommand {
+    cmd(Command::ElectPreferredLeaders(
+        ElectPreferredLeadersCommand { max_partitions },
+    ))
 }
 
 pub fn alter(

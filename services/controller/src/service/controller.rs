@@ -20,7 +20,7 @@
 //! registered broker is never told FENCED by mistake.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dmq_proto::v1::controller_service_server::{ControllerService, ControllerServiceServer};
 use dmq_proto::v1::metadata_command::Command;
@@ -29,12 +29,13 @@ use dmq_proto::v1::{
     BrokerHeartbeatResponse, BrokerStatus, ControllerChangedRequest, ControllerNode,
     ControllerRole, CreateTopicCommand, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicCommand, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse, FenceBrokerCommand,
-    GetControllerInfoRequest, GetControllerInfoResponse, GetMetadataRequest, GetMetadataResponse,
-    GetSnapshotRequest, ListTopicsRequest, ListTopicsResponse, MetadataCommand,
-    RegisterBrokerCommand, RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment,
-    SnapshotChunk, SnapshotHeader, UnfenceBrokerCommand, UnregisterBrokerCommand,
-    UnregisterBrokerRequest, UnregisterBrokerResponse, WatchMetadataRequest,
+    DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse,
+    ElectPreferredLeadersCommand, FenceBrokerCommand, GetControllerInfoRequest,
+    GetControllerInfoResponse, GetMetadataRequest, GetMetadataResponse, GetSnapshotRequest,
+    ListTopicsRequest, ListTopicsResponse, MetadataCommand, RegisterBrokerCommand,
+    RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment, SnapshotChunk,
+    SnapshotHeader, UnfenceBrokerCommand, UnregisterBrokerCommand, UnregisterBrokerRequest,
+    UnregisterBrokerResponse, WatchMetadataRequest,
 };
 use dmq_raft::Role;
 use tokio::task::JoinHandle;
@@ -70,7 +71,13 @@ struct Inner<N> {
     store: Arc<MetadataStore>,
     cfg: ServiceConfig,
     liveness: Mutex<LivenessTracker>,
+    /// An ElectPreferredLeaders proposal is in flight (at most one).
+    rebalancing: std::sync::atomic::AtomicBool,
 }
+
+/// The most partitions one automatic rebalance command moves; a bigger imbalance takes a few
+/// rounds.
+const REBALANCE_PARTITIONS_MAX: u32 = 1000;
 
 impl<N: Consensus> ControllerServiceImpl<N> {
     /// A service over `node` and its applied metadata `store`. Call
@@ -83,13 +90,15 @@ impl<N: Consensus> ControllerServiceImpl<N> {
                 store,
                 cfg,
                 liveness: Mutex::new(tracker),
+                rebalancing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
 
     /// Starts the leader's background work on the current runtime: on becoming leader (a new
     /// term), grace for every broker and a CONTROLLER_CHANGED push round; while leader, a
-    /// liveness check every [`ServiceConfig::check_interval`]. Ends when the node stops; abort
+    /// liveness check every [`ServiceConfig::check_interval`] and a leader rebalance every
+    /// [`ServiceConfig::leader_rebalance_interval`]. Ends when the node stops; abort
     /// the handle to stop it earlier.
     pub fn spawn_background(&self) -> JoinHandle<()> {
         let inner = self.inner.clone();
@@ -633,17 +642,22 @@ impl<N: Consensus> Inner<N> {
         let mut status = self.node.watch_status();
         let mut ticker = tokio::time::interval(self.cfg.check_interval());
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let rebalance_every = self.cfg.leader_rebalance_interval;
+        let mut rebalance_ticker =
+            tokio::time::interval(rebalance_every.max(Duration::from_millis(10)));
+        rebalance_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut led: Option<u64> = None;
         let mut push: Option<JoinHandle<()>> = None;
         loop {
-            let tick = tokio::select! {
+            let (tick, rebalance) = tokio::select! {
                 changed = status.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    false
+                    (false, false)
                 }
-                _ = ticker.tick() => true,
+                _ = ticker.tick() => (true, false),
+                _ = rebalance_ticker.tick(), if !rebalance_every.is_zero() => (false, true),
             };
             let (running, leading, id) = {
                 let s = status.borrow_and_update();
@@ -679,6 +693,9 @@ impl<N: Consensus> Inner<N> {
                 } else {
                     self.tracker().stop_listening();
                 }
+            }
+            if rebalance && led.is_some() && self.node.leader_lease().is_some() {
+                self.rebalance_leaders();
             }
         }
         if let Some(push) = push {
@@ -729,6 +746,44 @@ impl<N: Consensus> Inner<N> {
             );
             self.fence(broker_id, broker_epoch);
         }
+    }
+
+    /// Automatic leader rebalance: when some partition is led by another replica than its
+    /// preferred one although that one could lead (ONLINE, in the ISR), proposes an
+    /// ElectPreferredLeaders command; one in flight at most, and only once the cluster's
+    /// feature level has the command.
+    fn rebalance_leaders(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let command = command(Command::ElectPreferredLeaders(
+            ElectPreferredLeadersCommand {
+                max_partitions: REBALANCE_PARTITIONS_MAX,
+            },
+        ));
+        if crate::metadata::features::required_level(&command) > self.store.feature_level() {
+            return;
+        }
+        let imbalanced = self.store.imbalanced_partitions();
+        if imbalanced == 0 || self.rebalancing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            match inner.node.propose(&command).await {
+                Ok(ApplyOutcome::Applied {
+                    version,
+                    reply: CommandReply::PreferredLeadersElected { partitions },
+                }) => tracing::info!(
+                    partitions,
+                    version,
+                    "leader rebalance: partitions led by their preferred replica again"
+                ),
+                Ok(outcome) => tracing::debug!(?outcome, "leader rebalance not applied"),
+                Err(error) => {
+                    tracing::debug!(%error, imbalanced, "leader rebalance failed; the next round retries")
+                }
+            }
+            inner.rebalancing.store(false, Ordering::SeqCst);
+        });
     }
 
     fn fence(self: &Arc<Self>, broker_id: u64, broker_epoch: u64) {

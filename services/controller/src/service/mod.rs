@@ -60,12 +60,15 @@ pub struct ServiceConfig {
     pub push_call_timeout: Duration,
     /// Pushes in flight at once.
     pub push_concurrency: usize,
+    /// How often the leader gives partitions back to their preferred replicas (automatic
+    /// leader rebalance, Kafka's `auto.leader.rebalance.enable`); zero turns it off.
+    pub leader_rebalance_interval: Duration,
 }
 
 impl Default for ServiceConfig {
     /// Session timeout 6 s, heartbeat interval 1 s, check every 500 ms, a closed broker
     /// connection fenced after 500 ms, 1000 partitions per topic at most, pushes bounded by
-    /// 1 s to connect and 1 s to answer, 32 at once.
+    /// 1 s to connect and 1 s to answer, 32 at once, leader rebalance every 30 s.
     fn default() -> ServiceConfig {
         ServiceConfig {
             session_timeout: Duration::from_secs(6),
@@ -76,6 +79,7 @@ impl Default for ServiceConfig {
             push_connect_timeout: Duration::from_secs(1),
             push_call_timeout: Duration::from_secs(1),
             push_concurrency: 32,
+            leader_rebalance_interval: Duration::from_secs(30),
         }
     }
 }
