@@ -262,7 +262,9 @@ async fn t11_9_a_command_from_the_future_stops_every_node_before_it_is_applied()
     // Nothing else in flight (the leader's own SetFeatureLevel applied), so the next index is
     // the command from the future.
     trio.wait("the feature level is agreed", |t| {
-        t.nodes.values().all(|(_, s, _)| s.feature_level() == 1)
+        t.nodes.values().all(|(_, s, _)| {
+            s.feature_level() == dmq_controller::metadata::features::FEATURE_LEVEL_MAX
+        })
     })
     .await;
     handle.read_barrier().await.unwrap();
@@ -321,14 +323,17 @@ async fn t11_9_the_feature_level_rises_only_once_every_controller_supports_it() 
         );
     }
     trio.nodes[&3].2.set_feature_level_max(None);
-    trio.wait("every node agrees on level 1 and a cluster id", |t| {
-        let ids: std::collections::BTreeSet<String> =
-            t.nodes.values().map(|(_, s, _)| s.cluster_id()).collect();
-        t.nodes.values().all(|(_, s, _)| {
-            s.feature_level() == dmq_controller::metadata::features::FEATURE_LEVEL_MAX
-        }) && ids.len() == 1
-            && !ids.iter().next().unwrap().is_empty()
-    })
+    trio.wait(
+        "every node agrees on the highest level and a cluster id",
+        |t| {
+            let ids: std::collections::BTreeSet<String> =
+                t.nodes.values().map(|(_, s, _)| s.cluster_id()).collect();
+            t.nodes.values().all(|(_, s, _)| {
+                s.feature_level() == dmq_controller::metadata::features::FEATURE_LEVEL_MAX
+            }) && ids.len() == 1
+                && !ids.iter().next().unwrap().is_empty()
+        },
+    )
     .await;
 }
 
