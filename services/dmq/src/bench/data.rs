@@ -1,7 +1,9 @@
 //! `dmq bench produce` and `dmq bench consume`, in the style of kafka-producer-perf-test and
 //! kafka-consumer-perf-test: 1 KiB records, one partition, replication factor 3, acks=all,
 //! every acknowledgment after an fsync. Each starts its own local cluster (3 controllers,
-//! 3 brokers) unless given `--bootstrap`, and reports the brokers' peak resident memory.
+//! 3 brokers) unless given `--bootstrap`, and reports the brokers' peak resident memory, and
+//! how many partition leaderships moved and controller elections happened during the run (a
+//! saturating run, `--duration-s`, must move none: issue 12's "no false failovers").
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use dmq_client::{
 };
 use serde::Serialize;
 
+use super::stability::{LeaderEpochs, leader_changes, leader_epochs, max_term};
 use super::stats::{Latencies, Summary};
 use crate::local_cluster::{LocalCluster, LocalClusterSpec};
 
@@ -41,6 +44,10 @@ pub struct DataBenchArgs {
     /// batch may land after a later one, as in Kafka without idempotence.
     #[arg(long, default_value_t = 4)]
     pub max_in_flight_requests: usize,
+    /// Produce: keep sending for this many seconds (a saturating run) instead of
+    /// `--num-records` records.
+    #[arg(long)]
+    pub duration_s: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +63,11 @@ pub struct DataReport {
     pub errors: u64,
     /// Highest resident memory seen among the local brokers, in MiB (local cluster only).
     pub broker_rss_max_mib: Option<f64>,
+    /// Partition leaderships that moved during the timed part (over every topic that existed
+    /// before it); `None` if the metadata could not be read.
+    pub leader_changes: Option<u64>,
+    /// Controller terms that began during the timed part.
+    pub elections: u64,
 }
 
 /// A running cluster to measure: either ours or the caller's.
@@ -125,6 +137,28 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Leader epochs and the controller term before a timed part, to report what moved.
+struct Watch {
+    epochs: Option<LeaderEpochs>,
+    term: u64,
+}
+
+impl Watch {
+    async fn start(admin: &Admin, controllers: &[String]) -> Watch {
+        Watch {
+            epochs: leader_epochs(admin).await.ok(),
+            term: max_term(controllers).await,
+        }
+    }
+
+    /// (leader changes, elections) since [`start`](Self::start).
+    async fn finish(self, admin: &Admin, controllers: &[String]) -> (Option<u64>, u64) {
+        let after = leader_epochs(admin).await.ok();
+        let moved = self.epochs.zip(after).map(|(b, a)| leader_changes(&b, &a));
+        (moved, max_term(controllers).await.saturating_sub(self.term))
+    }
+}
+
 async fn make_topic(admin: &Admin, rf: u32) -> Result<String, String> {
     let name = format!("bench-{}", std::process::id());
     let cfg = dmq_client::pb::TopicConfig {
@@ -147,7 +181,17 @@ async fn produce_records(
     let mut errors = 0;
     let mut pending = std::collections::VecDeque::new();
     let started = Instant::now();
-    for _ in 0..args.num_records {
+    let until = args.duration_s.map(|s| started + Duration::from_secs(s));
+    let mut sent = 0u64;
+    loop {
+        let more = match until {
+            Some(t) => Instant::now() < t,
+            None => sent < args.num_records,
+        };
+        if !more {
+            break;
+        }
+        sent += 1;
         let sent_at = Instant::now();
         let delivery = producer
             .send(topic, Some(0), Record::new(value.clone()))
@@ -200,6 +244,13 @@ fn print(name: &str, r: &DataReport, json: bool) {
     if let Some(m) = r.broker_rss_max_mib {
         println!("broker peak RSS: {m:.0} MiB; errors: {}", r.errors);
     }
+    let moved = r
+        .leader_changes
+        .map_or("unknown".to_string(), |n| n.to_string());
+    println!(
+        "partition leader changes during the run: {moved}; controller elections: {}",
+        r.elections
+    );
 }
 
 pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
@@ -208,17 +259,19 @@ pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let topic = make_topic(&admin, args.replication_factor).await?;
-    let producer = producer_for(MetadataView::from(admin), &args)?;
+    let producer = producer_for(MetadataView::from(admin.clone()), &args)?;
     // Warm up: connections, leader discovery, the partition's first batch.
     producer
         .send_and_wait(&topic, Some(0), Record::new(vec![b'w'; args.record_size]))
         .await
         .map_err(|e| e.to_string())?;
+    let watch = Watch::start(&admin, &t.controllers).await;
     let (result, rss) = with_rss(
         t.cluster.as_ref(),
         produce_records(&producer, &topic, &args),
     )
     .await;
+    let (leader_changes, elections) = watch.finish(&admin, &t.controllers).await;
     let (lat, errors, took) = result?;
     producer.close().await;
     let secs = took.as_secs_f64();
@@ -230,6 +283,8 @@ pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
         latency: Some(lat.summary()),
         errors,
         broker_rss_max_mib: rss,
+        leader_changes,
+        elections,
     };
     print("produce", &report, args.json);
     Ok(())
@@ -241,7 +296,7 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let topic = make_topic(&admin, args.replication_factor).await?;
-    let metadata = MetadataView::from(admin);
+    let metadata = MetadataView::from(admin.clone());
     // Fill the partition first (pipelined), then time reading it all back.
     let producer = producer_for(
         metadata.clone(),
@@ -252,6 +307,7 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
     )?;
     let (_, errors, _) = produce_records(&producer, &topic, &args).await?;
     producer.close().await;
+    let watch = Watch::start(&admin, &t.controllers).await;
     let mut consumer =
         Consumer::new(metadata, ConsumerConfig::default()).map_err(|e| e.to_string())?;
     consumer
@@ -270,6 +326,7 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
     };
     let (result, rss) = with_rss(t.cluster.as_ref(), work).await;
     let (got, took) = result?;
+    let (leader_changes, elections) = watch.finish(&admin, &t.controllers).await;
     let secs = took.as_secs_f64();
     let report = DataReport {
         records: got,
@@ -278,6 +335,8 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
         latency: None,
         errors: want.saturating_sub(got),
         broker_rss_max_mib: rss,
+        leader_changes,
+        elections,
     };
     print("consume", &report, args.json);
     Ok(())

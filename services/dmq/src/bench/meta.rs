@@ -1,6 +1,8 @@
 //! `dmq bench meta`: 256-byte metadata writes (RegisterBroker for distinct broker ids) through
 //! Raft with fsync on: (i) one client, sequential; (ii) many in flight. Reports latency
-//! quantiles, throughput, and how many elections happened during the run.
+//! quantiles, throughput, how many elections happened during the run and how many partition
+//! leaderships moved (with `--brokers N`, a local cluster also runs N brokers leading a topic of
+//! N partitions: a metadata flood must not move them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,10 @@ use serde::Serialize;
 
 use super::stats::{Latencies, Summary};
 use super::{MetaWriter, register_request};
-use crate::local_cluster::{LocalCluster, LocalClusterSpec, controller_info};
+use dmq_client::{Admin, AdminOptions};
+
+use super::stability::{leader_changes, leader_epochs, max_term};
+use crate::local_cluster::{LocalCluster, LocalClusterSpec};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct MetaArgs {
@@ -37,6 +42,10 @@ pub struct MetaArgs {
     /// `--concurrent-ops` writes.
     #[arg(long)]
     pub duration_s: Option<u64>,
+    /// Brokers to start beside the local controllers, with a topic of as many partitions
+    /// (replication factor up to 3) whose leaderships the report watches.
+    #[arg(long, default_value_t = 0)]
+    pub brokers: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +61,9 @@ pub struct MetaReport {
     pub value_bytes: usize,
     /// Terms that began during the run: 0 means no election.
     pub elections_during_run: u64,
+    /// Partition leaderships that moved during the run (over every topic that existed
+    /// before it); `None` if the metadata could not be read.
+    pub leader_changes_during_run: Option<u64>,
     pub errors: u64,
 }
 
@@ -63,25 +75,40 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
             tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let spec = LocalClusterSpec {
             controllers: 3,
-            brokers: 0,
+            brokers: args.brokers as usize,
             base_port: None,
             data_dir: tmp.path().to_path_buf(),
             controller_args: Vec::new(),
             broker_args: Vec::new(),
             binary: None,
         };
-        let cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
-        cluster
-            .wait_for_leader(Duration::from_secs(15))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut cluster = LocalCluster::start(&spec).map_err(|e| e.to_string())?;
+        if args.brokers > 0 {
+            cluster.wait_ready(Duration::from_secs(60)).await?;
+        } else {
+            cluster
+                .wait_for_leader(Duration::from_secs(15))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let addrs = cluster.client_addrs();
+        if args.brokers > 0 {
+            watched_topic(&addrs, args.brokers).await?;
+        }
         _cluster = cluster;
         addrs
     } else {
         args.bootstrap.clone()
     };
-    let report = measure(&args, controllers).await?;
+    let admin = Admin::connect(controllers.clone(), AdminOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let epochs_before = leader_epochs(&admin).await.ok();
+    let mut report = measure(&args, controllers).await?;
+    let epochs_after = leader_epochs(&admin).await.ok();
+    report.leader_changes_during_run = epochs_before
+        .zip(epochs_after)
+        .map(|(b, a)| leader_changes(&b, &a));
     if args.json {
         println!("{}", serde_json::to_string(&report).expect("serializable"));
     } else {
@@ -96,22 +123,47 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
             report.concurrent_ops_per_s,
             report.concurrent
         );
+        let moved = report
+            .leader_changes_during_run
+            .map_or("unknown".to_string(), |n| n.to_string());
         println!(
-            "elections during the run: {}, errors: {}",
+            "elections during the run: {}, partition leader changes: {moved}, errors: {}",
             report.elections_during_run, report.errors
         );
     }
     Ok(())
 }
 
-async fn max_term(controllers: &[String]) -> u64 {
-    let mut term = 0;
-    for c in controllers {
-        if let Some(info) = controller_info(c).await {
-            term = term.max(info.term);
+/// A topic of `brokers` partitions on the local brokers, fully replicated before the run.
+async fn watched_topic(controllers: &[String], brokers: u32) -> Result<(), String> {
+    let admin = Admin::connect(controllers.to_vec(), AdminOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let rf = brokers.min(3);
+    admin
+        .create_topic("bench-meta-watch", brokers, rf, Default::default())
+        .await
+        .map_err(|e| format!("cannot create the watched topic: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let topic = admin
+            .describe_topic("bench-meta-watch")
+            .await
+            .map_err(|e| e.to_string())?;
+        if topic
+            .partitions
+            .iter()
+            .all(|p| p.leader != 0 && p.isr.len() == rf as usize)
+        {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the watched topic has no full ISR after 30 s: {topic:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    term
 }
 
 pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaReport, String> {
@@ -204,6 +256,7 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
         in_flight: args.in_flight,
         value_bytes: args.value_bytes,
         elections_during_run: term_after.saturating_sub(term_before),
+        leader_changes_during_run: None,
         errors: errors.load(Ordering::Relaxed),
     })
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod failover;
 pub mod meta;
 pub mod new_topic;
+pub mod stability;
 pub mod stats;
 
 use std::time::Duration;
