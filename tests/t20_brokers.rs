@@ -83,6 +83,15 @@ impl Setup {
     }
 }
 
+/// (leader, leader epoch) of every partition of `topic`, by partition.
+fn partition_leaders(topic: &dmq_proto::v1::TopicMetadata) -> Vec<(u32, u64, u64)> {
+    topic
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.leader, p.leader_epoch))
+        .collect()
+}
+
 fn default_setup_opts() -> (ClusterOpts, BrokerOpts) {
     (
         ClusterOpts {
@@ -158,6 +167,23 @@ async fn brokers_follow_a_new_controller_leader_without_going_offline() {
     let nowhere = dmq_tests::ports::free_addr().to_string();
     s.brokers.add_with(4, &["--advertise", &nowhere]).await;
     let epochs = s.wait_all_online().await;
+    // Issue 12, "a controller leader change must not move partition leadership": partitions
+    // whose leaders must stay where they are through the failover.
+    dmq_tests::controller_ops::create_topic(&s.router, "steady", 4, 3)
+        .await
+        .unwrap();
+    let leaders_before = wait_until(deadline(SLOW), || async {
+        let topic = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
+            .await
+            .map_err(|e| e.to_string())?;
+        if topic.partitions.iter().all(|p| p.leader != 0) {
+            Ok(partition_leaders(&topic))
+        } else {
+            Err(format!("not every partition has a leader: {topic:?}"))
+        }
+    })
+    .await
+    .unwrap();
     let old = s.controllers.wait_for_leader(SLOW).await;
     let old_term = s.controllers.info(old).await.unwrap().term;
     let ids = s.brokers.ids();
@@ -265,6 +291,14 @@ async fn brokers_follow_a_new_controller_leader_without_going_offline() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(samples > 0, "no controller answered DescribeCluster");
+    let steady = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
+        .await
+        .unwrap();
+    assert_eq!(
+        partition_leaders(&steady),
+        leaders_before,
+        "partition (leader, leader epoch) moved through a controller failover"
+    );
     let cluster = describe_cluster(&s.router).await.unwrap();
     assert_eq!(cluster.leader_id, new);
     assert!(

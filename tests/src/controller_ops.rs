@@ -89,6 +89,28 @@ pub async fn create_topic(
     }
 }
 
+/// DescribeTopic (linearizable) through `router`.
+pub async fn describe_topic(
+    router: &LeaderRouter,
+    name: &str,
+) -> Result<dmq_proto::v1::TopicMetadata, Status> {
+    let name = name.to_string();
+    let r = router
+        .call(|mut c| {
+            let name = name.clone();
+            async move {
+                c.describe_topic(dmq_proto::v1::DescribeTopicRequest {
+                    name,
+                    allow_stale: false,
+                })
+                .await
+            }
+        })
+        .await?;
+    r.topic
+        .ok_or_else(|| Status::internal("DescribeTopic answered no topic"))
+}
+
 /// Every topic, page by page (pages of 7, so paging is exercised).
 pub async fn list_all_topics(
     client: &mut ControllerServiceClient<Channel>,
