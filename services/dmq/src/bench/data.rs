@@ -146,14 +146,20 @@ struct Watch {
 impl Watch {
     async fn start(admin: &Admin, controllers: &[String]) -> Watch {
         Watch {
-            epochs: leader_epochs(admin).await.ok(),
+            epochs: leader_epochs(admin)
+                .await
+                .map_err(|e| eprintln!("warning: partition leader changes will not be known: {e}"))
+                .ok(),
             term: max_term(controllers).await,
         }
     }
 
     /// (leader changes, elections) since [`start`](Self::start).
     async fn finish(self, admin: &Admin, controllers: &[String]) -> (Option<u64>, u64) {
-        let after = leader_epochs(admin).await.ok();
+        let after = leader_epochs(admin)
+            .await
+            .map_err(|e| eprintln!("warning: partition leader changes will not be known: {e}"))
+            .ok();
         let moved = self.epochs.zip(after).map(|(b, a)| leader_changes(&b, &a));
         (moved, max_term(controllers).await.saturating_sub(self.term))
     }

@@ -103,9 +103,15 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
     let admin = Admin::connect(controllers.clone(), AdminOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let epochs_before = leader_epochs(&admin).await.ok();
+    let epochs_before = leader_epochs(&admin)
+        .await
+        .map_err(|e| eprintln!("warning: partition leader changes will not be known: {e}"))
+        .ok();
     let mut report = measure(&args, controllers).await?;
-    let epochs_after = leader_epochs(&admin).await.ok();
+    let epochs_after = leader_epochs(&admin)
+        .await
+        .map_err(|e| eprintln!("warning: partition leader changes will not be known: {e}"))
+        .ok();
     report.leader_changes_during_run = epochs_before
         .zip(epochs_after)
         .map(|(b, a)| leader_changes(&b, &a));

@@ -11,14 +11,15 @@ use crate::local_cluster::controller_info;
 /// Every partition's leader epoch, by (topic, partition).
 pub type LeaderEpochs = BTreeMap<(String, u32), u64>;
 
-/// The leader epochs of every partition the controllers know, or why not.
+/// The leader epochs of every partition the controllers know, or why not. Reads topics only
+/// (ListTopics, paged): `bench meta` registers tens of thousands of brokers, which would make
+/// one GetMetadata answer larger than a gRPC message may be.
 pub async fn leader_epochs(admin: &Admin) -> Result<LeaderEpochs, String> {
-    let metadata = admin
-        .get_metadata()
+    let topics = admin
+        .list_topics()
         .await
-        .map_err(|e| format!("cannot read the metadata: {e}"))?;
-    Ok(metadata
-        .topics
+        .map_err(|e| format!("cannot list the topics: {e}"))?;
+    Ok(topics
         .iter()
         .flat_map(|t| {
             t.partitions
