@@ -714,3 +714,101 @@ fn a_broker_that_cannot_listen_exits_1_with_one_line() {
         "{err}"
     );
 }
+
+/// Issue 12, "a saturated machine must not move partition leadership": a metadata flood (32
+/// clients registering 20,000 distinct brokers, every change streamed to every broker) fences
+/// no live broker and moves no partition. Seen with release binaries before the fix (`dmq
+/// bench meta --brokers 3`): each broker copied its whole metadata image per delta, fell
+/// behind its stream and, as the stream shared the heartbeats' HTTP/2 connection, flow control
+/// held the heartbeat answers back; live brokers were fenced and leadership moved 54 times in
+/// 2 minutes. Debug builds write too slowly to reproduce it here (the copy is pinned by
+/// `services/broker/tests/t10_metadata_cache.rs`); this guards the whole path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_flood_fences_no_live_broker_and_moves_no_partition() {
+    let (copts, bopts) = default_setup_opts();
+    let mut s = Setup::start(3, copts, bopts).await;
+    let epochs = s.wait_all_online().await;
+    dmq_tests::controller_ops::create_topic(&s.router, "steady", 3, 3)
+        .await
+        .unwrap();
+    let leaders_before = wait_until(deadline(SLOW), || async {
+        let topic = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
+            .await
+            .map_err(|e| e.to_string())?;
+        if topic.partitions.iter().all(|p| p.leader != 0) {
+            Ok(partition_leaders(&topic))
+        } else {
+            Err(format!("not every partition has a leader: {topic:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    let flood_for = Duration::from_secs(20);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|w| {
+            let router = s.router.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let mut writes = 0u64;
+                while t.elapsed() < flood_for {
+                    writes += 1;
+                    let id = 1_000_000 + (w * 1_000_000 + writes) % 20_000;
+                    let request = dmq_proto::v1::RegisterBrokerRequest {
+                        broker_id: id,
+                        host: "127.0.0.1".into(),
+                        port: 9,
+                        ..Default::default()
+                    };
+                    let _ = router
+                        .call(|mut c| {
+                            let request = request.clone();
+                            async move { c.register_broker(request).await }
+                        })
+                        .await;
+                }
+                writes
+            })
+        })
+        .collect();
+    let mut writes = 0;
+    for t in tasks {
+        writes += t.await.unwrap();
+    }
+    let steady = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
+        .await
+        .unwrap();
+    let cluster = describe_cluster(&s.router).await.unwrap();
+    let real: Vec<_> = cluster
+        .brokers
+        .iter()
+        .filter(|b| epochs.contains_key(&b.broker_id))
+        .map(|b| (b.broker_id, b.status(), b.broker_epoch))
+        .collect();
+    println!("{writes} registrations in {flood_for:?}; real brokers after: {real:?}");
+    for (id, status, epoch) in &real {
+        assert_eq!(
+            (*status, *epoch),
+            (BrokerStatus::Online, epochs[id]),
+            "broker {id} was fenced or re-registered during the flood ({writes} writes)"
+        );
+    }
+    // A fence followed by an unfence leaves the same epoch ONLINE: the logs tell.
+    let mut offline = 0;
+    for cid in s.controllers.ids() {
+        for id in epochs.keys() {
+            offline += dmq_tests::controller_ops::count_lines(
+                s.controllers.log_path(cid),
+                &format!("marking it OFFLINE broker_id={id} "),
+            );
+        }
+    }
+    assert_eq!(
+        offline, 0,
+        "live brokers were marked OFFLINE during the flood"
+    );
+    assert_eq!(
+        partition_leaders(&steady),
+        leaders_before,
+        "partition (leader, leader epoch) moved during a metadata flood ({writes} writes)"
+    );
+}

@@ -16,15 +16,25 @@ const METADATA_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Calls to a controller at a given address over pooled channels. Every call carries its
 /// deadline to the server (`grpc-timeout`) and is cut off here at the same deadline, so a
 /// hung controller costs at most `timeout` (connecting included).
+///
+/// The metadata stream has connections of its own ([`watch_metadata`](Self::watch_metadata)):
+/// HTTP/2 flow control is per connection too, so a stream this broker reads slowly (a flood of
+/// metadata changes) would otherwise hold back the answers to its heartbeats on the same
+/// connection, and the controllers would fence a live broker.
 #[derive(Clone, Debug)]
 pub(crate) struct ControllerCalls {
     channels: ChannelPool,
+    stream_channels: ChannelPool,
     timeout: Duration,
 }
 
 impl ControllerCalls {
     pub(crate) fn new(channels: ChannelPool, timeout: Duration) -> ControllerCalls {
-        ControllerCalls { channels, timeout }
+        ControllerCalls {
+            stream_channels: ChannelPool::new(channels.connect_timeout()),
+            channels,
+            timeout,
+        }
     }
 
     pub(crate) async fn register(
@@ -83,7 +93,7 @@ impl ControllerCalls {
         request: pb::WatchMetadataRequest,
     ) -> Result<tonic::Streaming<pb::WatchMetadataResponse>, Status> {
         let channel = self
-            .channels
+            .stream_channels
             .get(address)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut client =

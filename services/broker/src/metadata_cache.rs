@@ -1,9 +1,15 @@
 //! The broker's copy of the cluster metadata: versioned, swapped whole, never older. It moves
 //! by whole images (GetMetadata, a WatchMetadata image) or by deltas (WatchMetadata), each
 //! applied only to the version it was made from.
+//!
+//! A delta makes a new snapshot sharing all but what it changed (persistent maps: O(log n) per
+//! change, not a copy of every broker and topic). With copied maps, a metadata flood (thousands
+//! of brokers registering per second) cost a broker a full copy per delta, so it fell behind
+//! its metadata stream and, with it, behind its heartbeats.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use imbl::OrdMap;
 
 use dmq_proto::v1 as pb;
 use tokio::sync::watch;
@@ -13,9 +19,8 @@ use tokio::sync::watch;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetadataSnapshot {
     version: u64,
-    brokers: BTreeMap<u64, Arc<pb::BrokerMetadata>>,
-    /// Shared values: a delta copies the maps' pointers, not every topic.
-    topics: BTreeMap<String, Arc<pb::TopicMetadata>>,
+    brokers: OrdMap<u64, Arc<pb::BrokerMetadata>>,
+    topics: OrdMap<String, Arc<pb::TopicMetadata>>,
 }
 
 impl MetadataSnapshot {

@@ -52,6 +52,11 @@ impl ChannelPool {
         }
     }
 
+    /// The bound on each connection attempt.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The channel to `address`, created (unconnected) on first request. Must be called inside
     /// a tokio runtime.
     pub fn get(&self, address: &str) -> Result<Channel, DiscoveryError> {
