@@ -12,6 +12,7 @@
 
 mod accounting;
 pub mod batch;
+pub mod batch_v2;
 pub mod config;
 mod durable;
 pub mod epochs;
