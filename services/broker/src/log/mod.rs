@@ -22,6 +22,7 @@ pub mod offsets;
 pub mod partition;
 mod recovery;
 pub mod retention;
+pub mod segment;
 pub mod store;
 mod varint;
 
