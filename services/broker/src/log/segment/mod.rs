@@ -19,6 +19,7 @@
 //!   rewritten.
 
 pub mod index;
+pub mod segmented;
 
 use std::fs::File;
 use std::io;
