@@ -120,6 +120,8 @@ fn main() -> ExitCode {
         total.committed += s.committed;
         total.leader_changes += s.leader_changes;
         total.crashes += s.crashes;
+        total.transfers += s.transfers;
+        total.stalls += s.stalls;
         total.snapshots_installed += s.snapshots_installed;
         total.reads_served += s.reads_served;
         total.failures.extend(s.failures);
@@ -138,10 +140,13 @@ fn main() -> ExitCode {
         secs
     );
     println!(
-        "committed entries: {}  leader changes: {}  crashes: {}  snapshots installed: {}  reads: {}",
+        "committed entries: {}  leader changes: {}  crashes: {}  transfers: {}  disk stalls: {}  \
+         snapshots installed: {}  reads: {}",
         total.committed,
         total.leader_changes,
         total.crashes,
+        total.transfers,
+        total.stalls,
         total.snapshots_installed,
         total.reads_served
     );

@@ -39,6 +39,7 @@ pub(crate) const LIVENESS_LEADER: &str =
     "liveness: a leader within 10 election timeouts after faults stop";
 pub(crate) const LIVENESS_COMMIT: &str =
     "liveness: every pending proposal resolved after faults stop";
+pub(crate) const LIVENESS_STABLE: &str = "liveness: after the faults stop, one leader holds for a while, within a bounded number of new terms";
 
 /// A cheap, deterministic hash of an entry's identity and content.
 pub(crate) fn entry_digest(e: &Entry) -> u64 {

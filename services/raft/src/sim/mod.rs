@@ -66,6 +66,9 @@ pub struct SimReport {
     pub reads_served: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
+    /// Leadership transfers started, and disk stalls longer than an election timeout.
+    pub transfers: u64,
+    pub stalls: u64,
 }
 
 /// Runs one seed to the end (or the first violation).
@@ -103,6 +106,8 @@ pub fn run_catching(cfg: &SimConfig) -> SimReport {
                 reads_served: 0,
                 crashes: 0,
                 snapshots_installed: 0,
+                transfers: 0,
+                stalls: 0,
             }
         }
     }
@@ -116,6 +121,8 @@ pub struct SweepSummary {
     pub committed: u64,
     pub leader_changes: u64,
     pub crashes: u64,
+    pub transfers: u64,
+    pub stalls: u64,
     pub snapshots_installed: u64,
     pub reads_served: u64,
     /// The first violation of each failing seed, with its config (for the replay command).
@@ -159,6 +166,8 @@ pub fn sweep(
                     local.leader_changes += r.leader_changes;
                     local.crashes += r.crashes;
                     local.snapshots_installed += r.snapshots_installed;
+                    local.transfers += r.transfers;
+                    local.stalls += r.stalls;
                     local.reads_served += r.reads_served;
                     if let Some(v) = r.violation {
                         local.failures.push((cfg, v));
@@ -174,6 +183,8 @@ pub fn sweep(
                 t.leader_changes += local.leader_changes;
                 t.crashes += local.crashes;
                 t.snapshots_installed += local.snapshots_installed;
+                t.transfers += local.transfers;
+                t.stalls += local.stalls;
                 t.reads_served += local.reads_served;
                 t.failures.extend(local.failures);
             });

@@ -23,6 +23,15 @@ const ELECTION_MAX_TICKS: u32 = 20;
 /// within twice this long.
 const LIVENESS_LEADER_US: u64 = 10 * ELECTION_MAX_TICKS as u64 * TICK_US;
 const LIVENESS_STEPS_MAX: u64 = 500_000;
+/// After the faults stop: some leader must then lead without interruption for this long
+/// (5 election timeouts), ...
+const STABLE_LEADER_US: u64 = 5 * ELECTION_MAX_TICKS as u64 * TICK_US;
+/// ... and no more than this many new terms may begin before it does.
+const NEW_TERMS_AFTER_HEAL_MAX: u64 = 12;
+/// A stalled disk (an fsync that hangs) takes this long, 1.5 to 3 election timeouts: long
+/// enough for the others to elect someone else meanwhile.
+const STALL_MIN_US: u64 = 3 * ELECTION_MAX_TICKS as u64 * TICK_US / 2;
+const STALL_MAX_US: u64 = 3 * ELECTION_MAX_TICKS as u64 * TICK_US;
 /// Proposals a client keeps outstanding at most.
 const PENDING_PROPOSALS_MAX: usize = 256;
 
@@ -78,6 +87,8 @@ struct Node {
     snapshot_reports: VecDeque<(NodeId, Index)>,
     tick_owed: bool,
     paused: bool,
+    /// The next persist hangs (a stalled disk), for this long.
+    stall_next_us: Option<u64>,
     sm_applied: Index,
     sm_hash: u64,
     /// Within one life: the last term and commit seen.
@@ -139,6 +150,8 @@ pub(super) struct World {
     reads_served: u64,
     crashes: u64,
     snapshots_installed: u64,
+    transfers: u64,
+    stalls: u64,
 }
 
 type Step = Result<(), Violation>;
@@ -190,6 +203,7 @@ impl World {
                 snapshot_reports: VecDeque::new(),
                 tick_owed: false,
                 paused: false,
+                stall_next_us: None,
                 sm_applied: 0,
                 sm_hash: 0,
                 last_term: 0,
@@ -225,6 +239,8 @@ impl World {
             reads_served: 0,
             crashes: 0,
             snapshots_installed: 0,
+            transfers: 0,
+            stalls: 0,
         };
         for i in 0..w.nodes.len() {
             let offset = w.rng.random_range(0..TICK_US);
@@ -275,6 +291,8 @@ impl World {
             reads_served: self.reads_served,
             crashes: self.crashes,
             snapshots_installed: self.snapshots_installed,
+            transfers: self.transfers,
+            stalls: self.stalls,
         }
     }
 
@@ -292,8 +310,40 @@ impl World {
             format!("faults stop; {pending_at_heal} proposals pending up to {heal_max_index}")
         });
         let mut leader_seen = false;
+        let terms_at_heal = self.max_term();
+        // The leader (id, term) holding since when, once there is one.
+        let mut holding: Option<(NodeId, Term, u64)> = None;
+        let mut stable = false;
         let limit = self.steps + LIVENESS_STEPS_MAX;
         loop {
+            let new_terms = self.max_term() - terms_at_heal;
+            if !stable && new_terms > NEW_TERMS_AFTER_HEAL_MAX {
+                return Err(self.checker.violation(
+                    checker::LIVENESS_STABLE,
+                    format!(
+                        "{new_terms} new terms began after the faults stopped (at most \
+                         {NEW_TERMS_AFTER_HEAL_MAX} before a leader holds)"
+                    ),
+                ));
+            }
+            let now_leading = self.nodes.iter().find_map(|n| {
+                n.raft
+                    .as_ref()
+                    .filter(|r| r.role() == Role::Leader && r.term() == self.max_term())
+                    .map(|r| (r.id(), r.term()))
+            });
+            holding = match (holding, now_leading) {
+                (Some((id, term, since)), Some(now)) if (id, term) == now => {
+                    Some((id, term, since))
+                }
+                (_, Some((id, term))) => Some((id, term, self.now_us)),
+                (_, None) => None,
+            };
+            if !stable
+                && holding.is_some_and(|(_, _, since)| self.now_us - since >= STABLE_LEADER_US)
+            {
+                stable = true;
+            }
             if !leader_seen {
                 leader_seen = self
                     .nodes
@@ -310,10 +360,22 @@ impl World {
                 }
             }
             if leader_seen
+                && stable
                 && self.checker.highest_applied() >= heal_max_index
                 && self.acked_after_heal > 0
             {
                 return self.check_log_matching();
+            }
+            if (self.now_us > heal_at + 2 * LIVENESS_LEADER_US || self.steps > limit) && !stable {
+                return Err(self.checker.violation(
+                    checker::LIVENESS_STABLE,
+                    format!(
+                        "no leader held for {} ms within {} ms after the faults stopped \
+                         ({new_terms} new terms)",
+                        STABLE_LEADER_US / 1000,
+                        (self.now_us - heal_at) / 1000
+                    ),
+                ));
             }
             if self.now_us > heal_at + 2 * LIVENESS_LEADER_US || self.steps > limit {
                 return Err(self.checker.violation(
@@ -538,7 +600,10 @@ impl World {
                 let msgs = std::mem::take(&mut rd.messages);
                 self.send_all(i, msgs)?;
             }
-            let delay = self.rng.random_range(1..=self.profile.persist_max_us);
+            let delay = match self.nodes[i].stall_next_us.take() {
+                Some(stall) => stall,
+                None => self.rng.random_range(1..=self.profile.persist_max_us),
+            };
             let generation = self.nodes[i].generation;
             self.nodes[i].persisting = Some((rd, ack_before_flush));
             self.schedule(delay, Kind::PersistDone(i, generation));
@@ -850,6 +915,15 @@ impl World {
         self.pump(i)
     }
 
+    /// The highest term any live node is in.
+    fn max_term(&self) -> Term {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref().map(Raft::term))
+            .max()
+            .unwrap_or(0)
+    }
+
     // ----- faults -----
 
     fn inject_fault(&mut self) -> Step {
@@ -924,9 +998,40 @@ impl World {
                     self.schedule(pause, Kind::Unpause(x, generation));
                 }
             }
-            _ => {
+            90..=93 => {
                 self.profile.drop_per_mille = self.rng.random_range(0..=200);
                 self.profile.dup_per_mille = self.rng.random_range(0..=80);
+            }
+            94..=96 => {
+                // Leadership transfer (thesis §3.10), as a controller shutting down asks for.
+                let leader = (0..n).find(|&i| {
+                    self.nodes[i]
+                        .raft
+                        .as_ref()
+                        .is_some_and(|r| r.role() == Role::Leader && !self.nodes[i].busy())
+                });
+                if let Some(x) = leader {
+                    let to = self.nodes[(x + self.rng.random_range(1..n)) % n].id;
+                    let raft = self.nodes[x].raft.as_mut().expect("leading");
+                    if raft.transfer_leadership(to).is_ok() {
+                        self.transfers += 1;
+                        self.log(|| format!("node {} transfers leadership to {to}", x + 1));
+                        self.pump(x)?;
+                    }
+                }
+            }
+            _ => {
+                let x = self.rng.random_range(0..n);
+                let stall = self.rng.random_range(STALL_MIN_US..=STALL_MAX_US);
+                self.stalls += 1;
+                self.log(|| {
+                    format!(
+                        "node {}'s next disk write stalls {} ms",
+                        x + 1,
+                        stall / 1000
+                    )
+                });
+                self.nodes[x].stall_next_us = Some(stall);
             }
         }
         Ok(())
@@ -979,6 +1084,9 @@ impl World {
     fn heal(&mut self) -> Step {
         self.faults_on = false;
         self.blocked.clear();
+        for n in &mut self.nodes {
+            n.stall_next_us = None;
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].raft.is_none() {
                 self.nodes[i].generation += 1;
