@@ -19,15 +19,21 @@ pub enum PlantedBug {
     AckBeforeFlush,
     /// A node that sees a higher term takes it but does not step down (§5.1).
     NoStepDownOnHigherTerm,
+    /// A node whose storage was wiped comes back voting at once instead of through
+    /// [`Raft::rejoin`](crate::Raft::rejoin): it forgot its votes and its log, so it can help
+    /// elect a leader that lacks committed entries. Like `AckBeforeFlush` this is the caller's
+    /// bug; the simulator plants it.
+    WipedNodeVotesAtOnce,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::VoteForStaleLog,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::AckBeforeFlush,
         PlantedBug::NoStepDownOnHigherTerm,
+        PlantedBug::WipedNodeVotesAtOnce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +43,7 @@ impl PlantedBug {
             PlantedBug::CommitPreviousTerm => "commit-previous-term",
             PlantedBug::AckBeforeFlush => "ack-before-flush",
             PlantedBug::NoStepDownOnHigherTerm => "no-step-down-on-higher-term",
+            PlantedBug::WipedNodeVotesAtOnce => "wiped-node-votes-at-once",
         }
     }
 

@@ -1,6 +1,6 @@
 //! The deterministic simulator as a test: hundreds of seeds with faults (crashes, pauses,
 //! partitions, lossy links, leadership transfers, disk writes stalled past an election
-//! timeout) must show no violated invariant, liveness included (after the faults stop, a
+//! timeout, lost disks) must show no violated invariant, liveness included (after the faults stop, a
 //! leader that holds for five election timeouts within a bounded number of new terms), every planted bug must be caught within 1,000 seeds, and one seed must always
 //! replay the same run.
 
@@ -31,6 +31,7 @@ fn sweep_clean(nodes: usize, first: u64, count: u64) {
     assert!(s.reads_served > 0, "no linearizable read was served");
     assert!(s.transfers > 0, "no leadership transfer was started");
     assert!(s.stalls > 0, "no disk stalled past an election timeout");
+    assert!(s.wipes > 0, "no disk was lost");
     let report: Vec<String> = s
         .failures
         .iter()
@@ -106,6 +107,14 @@ fn t91_catches_ack_before_flush() {
 #[test]
 fn t91_catches_no_step_down_on_higher_term() {
     assert_caught(PlantedBug::NoStepDownOnHigherTerm, 3);
+}
+
+/// Issue 13 item 2 in the simulator: a node whose disk was lost must rejoin (not vote until it
+/// holds what its leader committed); voting at once lets a leader be elected without a
+/// committed entry.
+#[test]
+fn t91_catches_a_wiped_node_that_votes_at_once() {
+    assert_caught(PlantedBug::WipedNodeVotesAtOnce, 3);
 }
 
 #[test]

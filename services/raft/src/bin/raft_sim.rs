@@ -122,6 +122,7 @@ fn main() -> ExitCode {
         total.crashes += s.crashes;
         total.transfers += s.transfers;
         total.stalls += s.stalls;
+        total.wipes += s.wipes;
         total.snapshots_installed += s.snapshots_installed;
         total.reads_served += s.reads_served;
         total.failures.extend(s.failures);
@@ -140,13 +141,14 @@ fn main() -> ExitCode {
         secs
     );
     println!(
-        "committed entries: {}  leader changes: {}  crashes: {}  transfers: {}  disk stalls: {}  \
+        "committed entries: {}  leader changes: {}  crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  \
          snapshots installed: {}  reads: {}",
         total.committed,
         total.leader_changes,
         total.crashes,
         total.transfers,
         total.stalls,
+        total.wipes,
         total.snapshots_installed,
         total.reads_served
     );

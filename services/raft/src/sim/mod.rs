@@ -66,9 +66,10 @@ pub struct SimReport {
     pub reads_served: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
-    /// Leadership transfers started, and disk stalls longer than an election timeout.
+    /// Leadership transfers started, disk stalls longer than an election timeout, disks wiped.
     pub transfers: u64,
     pub stalls: u64,
+    pub wipes: u64,
 }
 
 /// Runs one seed to the end (or the first violation).
@@ -108,6 +109,7 @@ pub fn run_catching(cfg: &SimConfig) -> SimReport {
                 snapshots_installed: 0,
                 transfers: 0,
                 stalls: 0,
+                wipes: 0,
             }
         }
     }
@@ -123,6 +125,7 @@ pub struct SweepSummary {
     pub crashes: u64,
     pub transfers: u64,
     pub stalls: u64,
+    pub wipes: u64,
     pub snapshots_installed: u64,
     pub reads_served: u64,
     /// The first violation of each failing seed, with its config (for the replay command).
@@ -168,6 +171,7 @@ pub fn sweep(
                     local.snapshots_installed += r.snapshots_installed;
                     local.transfers += r.transfers;
                     local.stalls += r.stalls;
+                    local.wipes += r.wipes;
                     local.reads_served += r.reads_served;
                     if let Some(v) = r.violation {
                         local.failures.push((cfg, v));
@@ -185,6 +189,7 @@ pub fn sweep(
                 t.snapshots_installed += local.snapshots_installed;
                 t.transfers += local.transfers;
                 t.stalls += local.stalls;
+                t.wipes += local.wipes;
                 t.reads_served += local.reads_served;
                 t.failures.extend(local.failures);
             });

@@ -89,6 +89,13 @@ struct Node {
     paused: bool,
     /// The next persist hangs (a stalled disk), for this long.
     stall_next_us: Option<u64>,
+    /// Its storage was wiped and has not yet persisted anything since: every start finds it
+    /// empty and must rejoin, as the controllers decide from an empty data dir at each start.
+    wiped: bool,
+    /// What its storage held before its last wipe: an entry it durably acknowledged then
+    /// counted toward the majority, though the disk was lost before the leader learned of
+    /// the loss (see `resolve`).
+    before_wipe: Option<MemStorage>,
     sm_applied: Index,
     sm_hash: u64,
     /// Within one life: the last term and commit seen.
@@ -152,6 +159,7 @@ pub(super) struct World {
     snapshots_installed: u64,
     transfers: u64,
     stalls: u64,
+    wipes: u64,
 }
 
 type Step = Result<(), Violation>;
@@ -204,6 +212,8 @@ impl World {
                 tick_owed: false,
                 paused: false,
                 stall_next_us: None,
+                wiped: false,
+                before_wipe: None,
                 sm_applied: 0,
                 sm_hash: 0,
                 last_term: 0,
@@ -241,6 +251,7 @@ impl World {
             snapshots_installed: 0,
             transfers: 0,
             stalls: 0,
+            wipes: 0,
         };
         for i in 0..w.nodes.len() {
             let offset = w.rng.random_range(0..TICK_US);
@@ -293,6 +304,7 @@ impl World {
             snapshots_installed: self.snapshots_installed,
             transfers: self.transfers,
             stalls: self.stalls,
+            wipes: self.wipes,
         }
     }
 
@@ -819,13 +831,18 @@ impl World {
             if p.term != term {
                 continue; // lost: overwritten by another leader's entry, the client retries
             }
+            // A node counts if its disk holds the entry, or held it before the disk was lost:
+            // a leader cannot tell a lost disk from a slow one until the node answers again,
+            // and one lost disk at a time is safe because the node cannot vote until it holds
+            // what its leader committed (state machine safety and leader completeness check
+            // that).
+            let holds = |s: &MemStorage| {
+                s.snapshot_index() >= index || s.entry(index).is_some_and(|e| e.term == term)
+            };
             let durable = self
                 .nodes
                 .iter()
-                .filter(|n| {
-                    n.storage.snapshot_index() >= index
-                        || n.storage.entry(index).is_some_and(|e| e.term == term)
-                })
+                .filter(|n| holds(&n.storage) || n.before_wipe.as_ref().is_some_and(holds))
                 .count();
             if durable < self.nodes.len() / 2 + 1 {
                 return Err(self.checker.violation(
@@ -1020,6 +1037,28 @@ impl World {
                     }
                 }
             }
+            97 => {
+                // A lost disk: the node comes back empty. One at a time, and only while every
+                // other node holds its log: wiping a majority loses committed entries for real.
+                let x = self.rng.random_range(0..n);
+                let others_whole = (0..n).all(|y| {
+                    let other = &self.nodes[y];
+                    let catching_up = match &other.raft {
+                        Some(r) => r.is_catching_up(),
+                        None => other.storage.hard_state().catching_up,
+                    };
+                    y == x || (!other.wiped && !catching_up)
+                });
+                if others_whole {
+                    if self.nodes[x].raft.is_some() {
+                        self.crash(x);
+                    }
+                    self.wipe(x);
+                    let down = self.rng.random_range(1_000..=200_000);
+                    let generation = self.nodes[x].generation;
+                    self.schedule(down, Kind::Restart(x, generation));
+                }
+            }
             _ => {
                 let x = self.rng.random_range(0..n);
                 let stall = self.rng.random_range(STALL_MIN_US..=STALL_MAX_US);
@@ -1054,6 +1093,19 @@ impl World {
         n.leader_term_checked = None;
     }
 
+    /// Loses the (crashed) node's storage and what the checker knew of its past lives.
+    fn wipe(&mut self, i: usize) {
+        self.log(|| format!("wipe node {}'s disk", i + 1));
+        self.wipes += 1;
+        let n = &mut self.nodes[i];
+        n.before_wipe = Some(std::mem::replace(&mut n.storage, MemStorage::new()));
+        n.wiped = true;
+        n.max_sent_term = 0;
+        n.persisted_commit = 0;
+        n.sm_applied = 0;
+        n.sm_hash = 0;
+    }
+
     fn restart(&mut self, i: usize) -> Step {
         let n = &mut self.nodes[i];
         let recovered = n.storage.recover().unwrap_or_else(|e| match e {});
@@ -1073,7 +1125,14 @@ impl World {
             .map_or((0, 0), |s| decode_sm(&s.data));
         n.sm_applied = applied;
         n.sm_hash = hash;
-        let raft = Raft::new(n.cfg.clone(), recovered, applied).expect("valid sim config");
+        let empty = recovered.hard_state == HardState::default()
+            && recovered.snapshot.is_none()
+            && recovered.entries.is_empty();
+        n.wiped &= empty;
+        let mut raft = Raft::new(n.cfg.clone(), recovered, applied).expect("valid sim config");
+        if n.wiped && n.cfg.planted_bug != Some(PlantedBug::WipedNodeVotesAtOnce) {
+            raft.rejoin();
+        }
         n.last_term = raft.term();
         n.last_commit = raft.commit_index();
         n.raft = Some(raft);
