@@ -195,12 +195,20 @@ dsync_ms() { # prints ms per write; $1: extra dd flags
     sed -nE 's/.* copied, ([0-9.e+-]+) s,.*/\1/p')
   awk -v s="$secs" -v n="$n" 'BEGIN { printf "%.3f", s * 1000 / n }'
 }
-rm -f "$work/dsync"
-disk_append=$(dsync_ms "")      # each write also grows the file (a journal commit too)
-disk_overwrite=$(dsync_ms "conv=notrunc") # over the blocks just written: the data flush alone
-rm -f "$work/dsync"
+disk() { # prints "APPEND OVERWRITE" (ms per write)
+  local a o
+  rm -f "$work/dsync"
+  a=$(dsync_ms "")               # each write also grows the file (a journal commit too)
+  o=$(dsync_ms "conv=notrunc")   # over the blocks just written: the data flush alone
+  rm -f "$work/dsync"
+  echo "$a $o"
+}
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# Measured before and after the rounds: the disk (often a virtual one) varies with what else
+# the host does, and so does every figure below.
+read -r disk_append disk_overwrite < <(disk)
 echo "== disk ($(df -PT "$work" | awk 'NR==2 { print $1 ", " $2 }')): 4 KiB write + fdatasync:" \
-  "$disk_append ms appending, $disk_overwrite ms overwriting"
+  "$disk_append ms appending, $disk_overwrite ms overwriting; load average $(loadavg)"
 
 echo "== $rounds rounds; etcd $("$ETCD" --version | awk '/^etcd Version/ { print $3 }'), dmq $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 for r in $(seq 1 "$rounds"); do
@@ -212,6 +220,9 @@ for r in $(seq 1 "$rounds"); do
     run_dmq "r$r-dmq"
   fi
 done
+
+read -r disk_append2 disk_overwrite2 < <(disk)
+echo "== disk after the rounds: $disk_append2 ms appending, $disk_overwrite2 ms overwriting; load average $(loadavg)"
 
 # --- the table --------------------------------------------------------------------------------
 field() { jq -r "$2" "$work/$1.json"; }
@@ -230,7 +241,7 @@ for r in $(seq 1 "$rounds"); do
   rows="$rows $(field "r$r-dmq" .elections_during_run) $(field "r$r-dmq" .errors)"$'\n'
 done
 echo
-printf '%s' "$rows" | awk -v rounds="$rounds" -v da="$disk_append" -v dov="$disk_overwrite" '
+printf '%s' "$rows" | awk -v da="$disk_append" -v dov="$disk_overwrite" -v da2="$disk_append2" -v dov2="$disk_overwrite2" '
   {
     p50 = $3 / $2; thr = $4 / $5
     printf "round %d: p50 etcd/dmq %.2f (target >= 1.00), throughput dmq/etcd %.2f (target >= 1.50), dmq elections %d (target 0)\n", $1, p50, thr, $6
@@ -243,7 +254,7 @@ printf '%s' "$rows" | awk -v rounds="$rounds" -v da="$disk_append" -v dov="$disk
   END {
     printf "means:   p50 dmq %.3f ms, etcd %.3f ms (etcd/dmq %.2f); throughput dmq %.0f, etcd %.0f writes/s (dmq/etcd %.2f)\n",
       sp_d / NR, sp_e / NR, sp_e / sp_d, st_d / NR, st_e / NR, st_d / st_e
-    printf "disk floor: %.3f ms per 4 KiB write + fdatasync appending, %.3f ms overwriting\n", da, dov
+    printf "disk floor (4 KiB write + fdatasync), before / after the rounds: %.3f / %.3f ms appending, %.3f / %.3f ms overwriting\n", da, da2, dov, dov2
     printf "targets: sequential p50 <= etcd'\''s: %s (%d of %d rounds)\n", (ok_p50 == NR ? "met" : "NOT met"), ok_p50, NR
     printf "         64-in-flight >= 1.5x etcd'\''s: %s (%d of %d rounds)\n", (ok_thr == NR ? "met" : "NOT met"), ok_thr, NR
     printf "         0 elections: %s (%d of %d rounds)\n", (ok_el == NR ? "met" : "NOT met"), ok_el, NR
