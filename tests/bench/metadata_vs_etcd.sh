@@ -13,6 +13,8 @@
 # Workload (both): 256-byte writes, fsync on; 2,000 sequential, then 20,000 with 64 in flight,
 # keys cycling through 20,000. Round 1 runs dmq first, round 2 etcd first, and so on. Each run
 # gets a fresh cluster and data directories under $TMPDIR (default /tmp): the disk measured.
+# Each run first waits (at most 120 s) for the machine to be quiet; the table's "other CPU %"
+# is what processes outside the run took while it ran (above 5% the figures are disturbed).
 # etcd: Debian's etcd-server (3.4), installed with apt-get if missing (root needed), default
 # settings (fsync on, 100 ms heartbeat, 1 s election timeout), killed by PID on exit.
 # Targets (issue 13): dmq's sequential p50 <= etcd's; dmq's 64-in-flight throughput >= 1.5x
@@ -159,8 +161,49 @@ start_etcd() { # $1: run name; sets etcd_endpoints
   done
 }
 
+# The CPU that processes outside this run used while it ran: all busy time (/proc/stat user +
+# nice + system) minus this script's own and its reaped children's (every server and client of a
+# run is waited for before the run ends, `dmq bench meta`'s controllers by it). Another build or
+# test on the machine shows here; such a run's figures are not comparable.
+hz=$(getconf CLK_TCK)
+ncpu=$(nproc)
+cpu_mark() { # prints "MACHINE_TICKS OWN_TICKS SECONDS"
+  local m o
+  m=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
+  o=$(sed 's/.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }')
+  echo "$m $o $EPOCHREALTIME"
+}
+other_cpu() { # $1 $2 $3: a cpu_mark; prints the % of the machine others used since
+  local m o t
+  read -r m o t < <(cpu_mark)
+  awk -v m0="$1" -v o0="$2" -v t0="$3" -v m="$m" -v o="$o" -v t="$t" -v hz="$hz" -v n="$ncpu" \
+    'BEGIN { x = ((m - m0) - (o - o0)) / hz / ((t - t0) * n) * 100; printf "%.1f", (x < 0 ? 0 : x) }'
+}
+
+# Before each run, wait (at most 120 s) for a second in which the machine is less than 10% busy.
+wait_quiet() {
+  local deadline=$((SECONDS + 120)) m0 m1 waited=0
+  while :; do
+    m0=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
+    sleep 1
+    m1=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
+    if [ $(((m1 - m0) * 100)) -lt $((hz * ncpu * 10)) ]; then
+      [ "$waited" = 1 ] && echo "   (the machine is quiet again)"
+      return
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "   (still busy after 120 s: running anyway)"
+      return
+    fi
+    [ "$waited" = 0 ] && echo "   (the machine is busy: waiting up to 120 s for it to be quiet)"
+    waited=1
+  done
+}
+
 run_dmq() { # $1: run name
-  local out=$work/$1.json
+  local out=$work/$1.json mark
+  wait_quiet
+  mark=$(cpu_mark)
   setsid "$DMQ" bench meta --json >"$out" 2>"$work/$1.err" &
   dmq_pid=$!
   if ! wait "$dmq_pid"; then
@@ -170,11 +213,15 @@ run_dmq() { # $1: run name
     return 1
   fi
   dmq_pid=
+  # shellcheck disable=SC2086
+  other_cpu $mark >"$work/$1.other"
   echo "$1: $(tail -1 "$out")"
 }
 
 run_etcd() { # $1: run name
-  local out=$work/$1.json
+  local out=$work/$1.json mark
+  wait_quiet
+  mark=$(cpu_mark)
   start_etcd "$1"
   if ! "$CLIENT" --endpoints "$etcd_endpoints" --json "${client_args[@]}" >"$out" 2>"$work/$1.err"; then
     echo "dmq-etcd-bench failed:" >&2
@@ -182,6 +229,8 @@ run_etcd() { # $1: run name
     return 1
   fi
   stop_etcd
+  # shellcheck disable=SC2086
+  other_cpu $mark >"$work/$1.other"
   rm -rf "${work:?}/$1"
   echo "$1: $(tail -1 "$out")"
   sed 's/^/  /' "$work/$1.err"
@@ -227,20 +276,27 @@ echo "== disk after the rounds: $disk_append2 ms appending, $disk_overwrite2 ms 
 # --- the table --------------------------------------------------------------------------------
 field() { jq -r "$2" "$work/$1.json"; }
 echo
-printf '%-6s %-5s %12s %12s %18s %10s %7s\n' round sys "seq p50 ms" "seq p99 ms" "64-in-flight w/s" elections errors
+printf '%-6s %-5s %12s %12s %18s %10s %7s %12s\n' round sys "seq p50 ms" "seq p99 ms" "64-in-flight w/s" elections errors "other CPU %"
 rows=""
+others=""
 for r in $(seq 1 "$rounds"); do
   for s in dmq etcd; do
-    printf '%-6s %-5s %12.3f %12.3f %18.0f %10d %7d\n' "$r" "$s" \
+    printf '%-6s %-5s %12.3f %12.3f %18.0f %10d %7d %12s\n' "$r" "$s" \
       "$(field "r$r-$s" .sequential.p50_ms)" "$(field "r$r-$s" .sequential.p99_ms)" \
       "$(field "r$r-$s" .concurrent_ops_per_s)" "$(field "r$r-$s" .elections_during_run)" \
-      "$(field "r$r-$s" .errors)"
+      "$(field "r$r-$s" .errors)" "$(cat "$work/r$r-$s.other")"
+    others="$others $(cat "$work/r$r-$s.other")"
   done
   rows="$rows$r $(field "r$r-dmq" .sequential.p50_ms) $(field "r$r-etcd" .sequential.p50_ms)"
   rows="$rows $(field "r$r-dmq" .concurrent_ops_per_s) $(field "r$r-etcd" .concurrent_ops_per_s)"
   rows="$rows $(field "r$r-dmq" .elections_during_run) $(field "r$r-dmq" .errors)"$'\n'
 done
 echo
+busiest=$(printf '%s\n' $others | sort -g | tail -1)
+if awk -v b="$busiest" 'BEGIN { exit !(b > 5) }'; then
+  echo "WARNING: other processes used up to $busiest% of the machine during a run: these figures are"
+  echo "disturbed (compare runs on a quiet machine)."
+fi
 printf '%s' "$rows" | awk -v da="$disk_append" -v dov="$disk_overwrite" -v da2="$disk_append2" -v dov2="$disk_overwrite2" '
   {
     p50 = $3 / $2; thr = $4 / $5
