@@ -108,7 +108,7 @@ free_port() {
     if [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then
       taken="$taken$p "
       echo "$p"
-      return
+      return 0
     fi
   done
 }
@@ -189,11 +189,11 @@ wait_quiet() {
     m1=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
     if [ $(((m1 - m0) * 100)) -lt $((hz * ncpu * 10)) ]; then
       [ "$waited" = 1 ] && echo "   (the machine is quiet again)"
-      return
+      return 0
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       echo "   (still busy after 120 s: running anyway)"
-      return
+      return 0
     fi
     [ "$waited" = 0 ] && echo "   (the machine is busy: waiting up to 120 s for it to be quiet)"
     waited=1
