@@ -77,9 +77,12 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/dmq-vs-etcd.XXXXXX")
 etcd_pids=()
 dmq_pid=
+client_pid=
 stop_etcd() {
   local p
-  for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SIGKILL: their data is thrown away, and a leader stopped with SIGTERM first tries to hand
+  # its leadership to members that are stopping too (seconds).
+  for p in "${etcd_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   for p in "${etcd_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   etcd_pids=()
 }
@@ -89,6 +92,10 @@ cleanup() {
   if [ -n "$dmq_pid" ]; then
     kill -TERM -- "-$dmq_pid" 2>/dev/null || true
     wait "$dmq_pid" 2>/dev/null || true
+  fi
+  if [ -n "$client_pid" ]; then
+    kill "$client_pid" 2>/dev/null || true
+    wait "$client_pid" 2>/dev/null || true
   fi
   stop_etcd
   rm -rf "$work"
@@ -223,11 +230,17 @@ run_etcd() { # $1: run name
   wait_quiet
   mark=$(cpu_mark)
   start_etcd "$1"
-  if ! "$CLIENT" --endpoints "$etcd_endpoints" --json "${client_args[@]}" >"$out" 2>"$work/$1.err"; then
+  # In the background and waited for, as `dmq bench meta`: a signal then ends the run at once
+  # (bash runs a trap only once the foreground command is done).
+  "$CLIENT" --endpoints "$etcd_endpoints" --json "${client_args[@]}" >"$out" 2>"$work/$1.err" &
+  client_pid=$!
+  if ! wait "$client_pid"; then
+    client_pid=
     echo "dmq-etcd-bench failed:" >&2
     cat "$work/$1.err" >&2
     return 1
   fi
+  client_pid=
   stop_etcd
   # shellcheck disable=SC2086
   other_cpu $mark >"$work/$1.other"
