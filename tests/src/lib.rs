@@ -6,6 +6,8 @@
 //! - [`FakeBroker`]: a BrokerService that records CONTROLLER_CHANGED pushes, registers and
 //!   heartbeats (pausable) through a [`LeaderRouter`].
 //! - [`wait_until`]: poll a condition until a deadline; the suites never sleep for a fixed time.
+//! - [`etcd_bench`]: `dmq bench meta`'s workload against etcd, for
+//!   `tests/bench/metadata_vs_etcd.sh`.
 //!
 //! The program under test is the `dmq-under-test` binary of this package (the same code as
 //! `dmq`, see [`dmq_bin`]).
@@ -14,6 +16,7 @@ pub mod brokers;
 mod cluster;
 pub mod controller_ops;
 pub mod data;
+pub mod etcd_bench;
 mod fake_broker;
 #[cfg(test)]
 mod fake_controller;

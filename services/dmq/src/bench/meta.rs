@@ -115,8 +115,16 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
     report.leader_changes_during_run = epochs_before
         .zip(epochs_after)
         .map(|(b, a)| leader_changes(&b, &a));
-    if args.json {
-        println!("{}", serde_json::to_string(&report).expect("serializable"));
+    print_report(&report, args.json);
+    Ok(())
+}
+
+/// Prints a report as `dmq bench meta` does: three lines of text, or one JSON object. Other
+/// metadata benchmarks (the etcd client in the `dmq-tests` crate) print theirs with it too, so
+/// the two outputs compare field by field.
+pub fn print_report(report: &MetaReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(report).expect("serializable"));
     } else {
         println!(
             "sequential: {} writes, {:.1} writes/sec, {}",
@@ -137,7 +145,6 @@ pub async fn run(args: MetaArgs) -> Result<(), String> {
             report.elections_during_run, report.errors
         );
     }
-    Ok(())
 }
 
 /// A topic of `brokers` partitions on the local brokers, fully replicated before the run.
