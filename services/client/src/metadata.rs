@@ -18,7 +18,6 @@
 //! A refresh never moves a partition back to an older leader epoch than one learned from a
 //! hint.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -94,8 +93,10 @@ pub struct TopicInfo {
 pub struct ClusterMetadata {
     /// The metadata version it was read at (0: never read).
     pub version: u64,
-    pub brokers: HashMap<u64, BrokerInfo>,
-    pub topics: HashMap<String, TopicInfo>,
+    /// Persistent maps: a copy shares everything but what later changes, so following a
+    /// metadata stream costs each delta what it changes, not the size of the cluster.
+    pub brokers: imbl::HashMap<u64, BrokerInfo>,
+    pub topics: imbl::HashMap<String, TopicInfo>,
     /// When it was read from a controller; `None` before the first refresh.
     pub fetched_at: Option<Instant>,
 }
@@ -476,7 +477,7 @@ fn broker_info(b: pb::BrokerMetadata) -> BrokerInfo {
 /// newer leader epoch (same topic id), and adding that leader's broker to `brokers`.
 fn topic_info(
     old: &ClusterMetadata,
-    brokers: &mut HashMap<u64, BrokerInfo>,
+    brokers: &mut imbl::HashMap<u64, BrokerInfo>,
     t: pb::TopicMetadata,
 ) -> TopicInfo {
     let mut partitions: Vec<PartitionInfo> = t
@@ -512,12 +513,12 @@ fn topic_info(
 /// `response` as a [`ClusterMetadata`], keeping from `old` any partition leader learned from a
 /// hint with a newer leader epoch than the response has (same topic id), and its broker.
 fn merge(old: &ClusterMetadata, response: pb::GetMetadataResponse) -> ClusterMetadata {
-    let mut brokers: HashMap<u64, BrokerInfo> = response
+    let mut brokers: imbl::HashMap<u64, BrokerInfo> = response
         .brokers
         .into_iter()
         .map(|b| (b.broker_id, broker_info(b)))
         .collect();
-    let mut topics = HashMap::with_capacity(response.topics.len());
+    let mut topics = imbl::HashMap::new();
     for t in response.topics {
         let info = topic_info(old, &mut brokers, t);
         topics.insert(info.name.clone(), info);
@@ -661,6 +662,52 @@ mod tests {
             view.leader("t", 0).await.unwrap().address,
             "127.0.0.1:1",
             "a fresh cache answers without asking"
+        );
+    }
+
+    /// A delta shares every broker it does not change with the view it was applied to. Before,
+    /// each delta deep-copied every broker and topic: a client following a metadata flood
+    /// (thousands of registrations a second) spent its CPU copying.
+    #[test]
+    fn a_delta_shares_what_it_does_not_change() {
+        let base = merge(
+            &ClusterMetadata::default(),
+            pb::GetMetadataResponse {
+                metadata_version: 1,
+                brokers: (1..=2_000)
+                    .map(|id| pb::BrokerMetadata {
+                        broker_id: id,
+                        host: format!("b{id}"),
+                        port: 9092,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        );
+        let delta = pb::MetadataDelta {
+            previous_version: 1,
+            version: 2,
+            brokers: vec![pb::BrokerMetadata {
+                broker_id: 7,
+                host: "moved".into(),
+                port: 9093,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let next = with_delta(&base, &delta).unwrap();
+        assert_eq!(next.brokers[&7].address, "moved:9093");
+        assert_eq!(
+            base.brokers[&7].address, "b7:9092",
+            "the old view is unchanged"
+        );
+        let shared = (1..=2_000u64)
+            .filter(|id| std::ptr::eq(&base.brokers[id], &next.brokers[id]))
+            .count();
+        assert!(
+            shared >= 1_900,
+            "only {shared} of 2,000 brokers shared: the delta copied the view"
         );
     }
 
