@@ -65,6 +65,9 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// The smallest encoded record: length, attributes, timestamp and offset deltas, key and value
+/// lengths, header count, a byte each.
+const MIN_RECORD_LEN: usize = 7;
 /// "No producer id / epoch / sequence".
 pub const NO_PRODUCER_ID: i64 = -1;
 pub const NO_PRODUCER_EPOCH: i16 = -1;
@@ -326,7 +329,10 @@ pub fn records(buf: &Bytes) -> Result<Vec<RecordV2>, BatchV2Error> {
     if header.compression() != 0 {
         return Err(BatchV2Error::Compressed(header.compression()));
     }
-    let mut out = Vec::with_capacity(header.record_count as usize);
+    // The count is the sender's word: reserve no more than the bytes can hold.
+    let mut out = Vec::with_capacity(
+        (header.record_count as usize).min((buf.len() - HEADER_LEN) / MIN_RECORD_LEN),
+    );
     let mut at = HEADER_LEN;
     let mut last_delta = -1i64;
     for index in 0..header.record_count as usize {
@@ -652,6 +658,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_huge_record_count_is_refused_without_reserving_for_it() {
+        // Re-sealed with a valid CRC: only the content checks stand between the count and an
+        // allocation of ~200 GB (which aborts the process, it cannot be caught).
+        let mut buf = encode(0, 0, ProducerFields::NONE, &the_three()).unwrap();
+        buf[23..27].copy_from_slice(&i32::MAX.to_be_bytes()); // last offset delta
+        buf[57..61].copy_from_slice(&i32::MAX.to_be_bytes()); // record count
+        let crc = crc32c::crc32c(&buf[CRC_COVERS_FROM..]);
+        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            records(&Bytes::from(buf)),
+            Err(BatchV2Error::Record { index: 3, .. })
+        ));
     }
 
     #[test]
