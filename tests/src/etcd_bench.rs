@@ -15,12 +15,9 @@
 //! the Raft terms that began during the timed part: the highest `raftTerm` any member reports,
 //! after minus before.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dmq::bench::meta::{MetaReport, print_report};
-use dmq::bench::stats::Latencies;
+use dmq::bench::meta::{MetaReport, Workload, WorkloadWriter, print_report, run_workload};
 use tonic::transport::{Channel, Endpoint};
 
 /// The generated etcd messages and clients (and servers, for the fake in the tests).
@@ -174,13 +171,9 @@ struct PutWriter {
     value: Vec<u8>,
 }
 
-impl PutWriter {
+impl WorkloadWriter for PutWriter {
     /// One Put of the value under key `id`, retried (bounded by `deadline`) on any error.
-    async fn put(
-        &mut self,
-        id: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<pb::PutResponse, tonic::Status> {
+    async fn write(&mut self, id: u64, deadline: tokio::time::Instant) -> Result<(), String> {
         loop {
             let mut request = tonic::Request::new(pb::PutRequest {
                 key: key(id),
@@ -189,10 +182,10 @@ impl PutWriter {
             });
             request.set_timeout(Duration::from_secs(2));
             match self.client.put(request).await {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(_) => return Ok(()),
                 Err(status) => {
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(status);
+                        return Err(status.to_string());
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -206,92 +199,25 @@ pub fn key(id: u64) -> Vec<u8> {
     format!("/dmq-bench/{id:016}").into_bytes()
 }
 
-/// `dmq bench meta`'s two phases against `target`, elections counted over `args.endpoints`.
+/// `dmq bench meta`'s workload ([`run_workload`]) against `target`, elections counted over
+/// `args.endpoints`.
 pub async fn measure(args: &EtcdBenchArgs, target: &str) -> Result<MetaReport, String> {
-    let term_before = max_term(&args.endpoints).await;
-    let mut writer = PutWriter {
+    let writer = PutWriter {
         client: KvClient::new(connect(target).await?),
         value: vec![b'x'; args.value_bytes],
     };
-    let errors = Arc::new(AtomicU64::new(0));
-
-    // Warm up the connection and the leader's caches.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    writer
-        .put(0, deadline)
-        .await
-        .map_err(|e| format!("the warm-up write failed: {e}"))?;
-
-    let mut sequential = Latencies::default();
-    let started = Instant::now();
-    for i in 0..args.sequential_ops {
-        let t = Instant::now();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        match writer.put(1 + i % args.keys.max(1), deadline).await {
-            Ok(_) => sequential.record(t.elapsed()),
-            Err(_) => {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    let sequential_secs = started.elapsed().as_secs_f64();
-
-    let next = Arc::new(AtomicU64::new(0));
-    let limit = args.concurrent_ops;
-    let until = args
-        .duration_s
-        .map(|s| Instant::now() + Duration::from_secs(s));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..args.in_flight.max(1))
-        .map(|_| {
-            let mut writer = writer.clone();
-            let next = next.clone();
-            let errors = errors.clone();
-            let keys = args.keys.max(1);
-            let first = 1 + args.sequential_ops;
-            tokio::spawn(async move {
-                let mut lat = Latencies::default();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let done = match until {
-                        Some(t) => Instant::now() >= t,
-                        None => i >= limit,
-                    };
-                    if done {
-                        break;
-                    }
-                    let t = Instant::now();
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    match writer.put(first + i % keys, deadline).await {
-                        Ok(_) => lat.record(t.elapsed()),
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut concurrent = Latencies::default();
-    for w in workers {
-        concurrent.merge(&w.await.map_err(|e| e.to_string())?);
-    }
-    let concurrent_secs = started.elapsed().as_secs_f64();
-    let term_after = max_term(&args.endpoints).await;
-    let seq = sequential.summary();
-    let conc = concurrent.summary();
-    Ok(MetaReport {
-        sequential_ops_per_s: seq.count as f64 / sequential_secs,
-        sequential: seq,
-        concurrent_ops_per_s: conc.count as f64 / concurrent_secs,
-        concurrent: conc,
+    let workload = Workload {
+        sequential_ops: args.sequential_ops,
+        concurrent_ops: args.concurrent_ops,
         in_flight: args.in_flight,
         value_bytes: args.value_bytes,
-        elections_during_run: term_after.saturating_sub(term_before),
-        leader_changes_during_run: None,
-        errors: errors.load(Ordering::Relaxed),
-    })
+        keys: args.keys,
+        duration_s: args.duration_s,
+    };
+    let term_before = max_term(&args.endpoints).await;
+    let mut report = run_workload(writer, &workload).await?;
+    report.elections_during_run = max_term(&args.endpoints).await.saturating_sub(term_before);
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -301,7 +227,9 @@ mod tests {
     use pb::kv_server::{Kv, KvServer};
     use pb::maintenance_server::{Maintenance, MaintenanceServer};
     use std::collections::HashSet;
+    use std::sync::Arc;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// One fake etcd member: answers Status with its id, the leader it is told and a term the
     /// test moves; counts Puts and remembers their keys.

@@ -179,32 +179,56 @@ async fn watched_topic(controllers: &[String], brokers: u32) -> Result<(), Strin
     }
 }
 
-pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaReport, String> {
-    let base_id = 1_000_000_000 + (std::process::id() as u64) * 10_000_000;
-    let term_before = max_term(&controllers).await;
-    let mut writer = MetaWriter::new(controllers.clone());
-    let errors = Arc::new(AtomicU64::new(0));
+/// What `bench meta` runs against a metadata store: a warm-up write, `sequential_ops` writes
+/// one after another, then `concurrent_ops` (or `duration_s` of) writes with `in_flight`
+/// outstanding, keys cycling through `keys`. Shared with the etcd side-by-side client
+/// (`tests/src/etcd_bench.rs`), so both measure the same thing.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    pub sequential_ops: u64,
+    pub concurrent_ops: u64,
+    pub in_flight: usize,
+    pub value_bytes: usize,
+    pub keys: u64,
+    pub duration_s: Option<u64>,
+}
 
-    // Warm up the connection and the leader's caches.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+/// One write of the workload under key number `id`, retried until `deadline` (an error means
+/// it did not succeed by then).
+pub trait WorkloadWriter: Clone + Send + 'static {
+    fn write(
+        &mut self,
+        id: u64,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The most one write (with its retries) may take.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `workload` through `writer`: key 0 warms up, the sequential phase writes keys
+/// `1 + i % keys`, the concurrent one `1 + sequential_ops + i % keys`. The report's
+/// elections and leader changes are left for the caller, who knows the cluster.
+pub async fn run_workload<W: WorkloadWriter>(
+    mut writer: W,
+    workload: &Workload,
+) -> Result<MetaReport, String> {
+    let keys = workload.keys.max(1);
+    let errors = Arc::new(AtomicU64::new(0));
     writer
-        .register(register_request(base_id, args.value_bytes), deadline)
+        .write(0, tokio::time::Instant::now() + WRITE_DEADLINE)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("the warm-up write failed: {e}"))?;
 
     let mut sequential = Latencies::default();
     let started = Instant::now();
-    for i in 0..args.sequential_ops {
+    for i in 0..workload.sequential_ops {
         let t = Instant::now();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         match writer
-            .register(
-                register_request(base_id + 1 + i % args.keys.max(1), args.value_bytes),
-                deadline,
-            )
+            .write(1 + i % keys, tokio::time::Instant::now() + WRITE_DEADLINE)
             .await
         {
-            Ok(_) => sequential.record(t.elapsed()),
+            Ok(()) => sequential.record(t.elapsed()),
             Err(_) => {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -213,19 +237,17 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
     let sequential_secs = started.elapsed().as_secs_f64();
 
     let next = Arc::new(AtomicU64::new(0));
-    let limit = args.concurrent_ops;
-    let until = args
+    let limit = workload.concurrent_ops;
+    let until = workload
         .duration_s
         .map(|s| Instant::now() + Duration::from_secs(s));
+    let first = 1 + workload.sequential_ops;
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.in_flight.max(1))
+    let workers: Vec<_> = (0..workload.in_flight.max(1))
         .map(|_| {
             let mut writer = writer.clone();
             let next = next.clone();
             let errors = errors.clone();
-            let bytes = args.value_bytes;
-            let keys = args.keys.max(1);
-            let first = base_id + 1 + args.sequential_ops;
             tokio::spawn(async move {
                 let mut lat = Latencies::default();
                 loop {
@@ -238,12 +260,9 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
                         break;
                     }
                     let t = Instant::now();
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    match writer
-                        .register(register_request(first + i % keys, bytes), deadline)
-                        .await
-                    {
-                        Ok(_) => lat.record(t.elapsed()),
+                    let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+                    match writer.write(first + i % keys, deadline).await {
+                        Ok(()) => lat.record(t.elapsed()),
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -258,7 +277,6 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
         concurrent.merge(&w.await.map_err(|e| e.to_string())?);
     }
     let concurrent_secs = started.elapsed().as_secs_f64();
-    let term_after = max_term(&controllers).await;
     let seq = sequential.summary();
     let conc = concurrent.summary();
     Ok(MetaReport {
@@ -266,10 +284,56 @@ pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaRe
         sequential: seq,
         concurrent_ops_per_s: conc.count as f64 / concurrent_secs,
         concurrent: conc,
-        in_flight: args.in_flight,
-        value_bytes: args.value_bytes,
-        elections_during_run: term_after.saturating_sub(term_before),
+        in_flight: workload.in_flight,
+        value_bytes: workload.value_bytes,
+        elections_during_run: 0,
         leader_changes_during_run: None,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// RegisterBroker writes through the controller leader, broker ids from `base_id`.
+#[derive(Clone)]
+struct RegisterWriter {
+    writer: MetaWriter,
+    base_id: u64,
+    value_bytes: usize,
+}
+
+impl WorkloadWriter for RegisterWriter {
+    async fn write(&mut self, id: u64, deadline: tokio::time::Instant) -> Result<(), String> {
+        self.writer
+            .register(
+                register_request(self.base_id + id, self.value_bytes),
+                deadline,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl MetaArgs {
+    pub fn workload(&self) -> Workload {
+        Workload {
+            sequential_ops: self.sequential_ops,
+            concurrent_ops: self.concurrent_ops,
+            in_flight: self.in_flight,
+            value_bytes: self.value_bytes,
+            keys: self.keys,
+            duration_s: self.duration_s,
+        }
+    }
+}
+
+pub async fn measure(args: &MetaArgs, controllers: Vec<String>) -> Result<MetaReport, String> {
+    let writer = RegisterWriter {
+        writer: MetaWriter::new(controllers.clone()),
+        base_id: 1_000_000_000 + (std::process::id() as u64) * 10_000_000,
+        value_bytes: args.value_bytes,
+    };
+    let term_before = max_term(&controllers).await;
+    let mut report = run_workload(writer, &args.workload()).await?;
+    report.elections_during_run = max_term(&controllers).await.saturating_sub(term_before);
+    Ok(report)
 }
