@@ -83,6 +83,26 @@ impl Setup {
     }
 }
 
+/// Creates topic "steady" (`partitions`, RF 3) and returns its partitions' (partition, leader,
+/// leader epoch) once each has a leader.
+async fn steady_topic(router: &LeaderRouter, partitions: u32) -> Vec<(u32, u64, u64)> {
+    dmq_tests::controller_ops::create_topic(router, "steady", partitions, 3)
+        .await
+        .unwrap();
+    wait_until(deadline(SLOW), || async {
+        let topic = dmq_tests::controller_ops::describe_topic(router, "steady")
+            .await
+            .map_err(|e| e.to_string())?;
+        if topic.partitions.iter().all(|p| p.leader != 0) {
+            Ok(partition_leaders(&topic))
+        } else {
+            Err(format!("not every partition has a leader: {topic:?}"))
+        }
+    })
+    .await
+    .unwrap()
+}
+
 /// (leader, leader epoch) of every partition of `topic`, by partition.
 fn partition_leaders(topic: &dmq_proto::v1::TopicMetadata) -> Vec<(u32, u64, u64)> {
     topic
@@ -169,21 +189,7 @@ async fn brokers_follow_a_new_controller_leader_without_going_offline() {
     let epochs = s.wait_all_online().await;
     // Issue 12, "a controller leader change must not move partition leadership": partitions
     // whose leaders must stay where they are through the failover.
-    dmq_tests::controller_ops::create_topic(&s.router, "steady", 4, 3)
-        .await
-        .unwrap();
-    let leaders_before = wait_until(deadline(SLOW), || async {
-        let topic = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
-            .await
-            .map_err(|e| e.to_string())?;
-        if topic.partitions.iter().all(|p| p.leader != 0) {
-            Ok(partition_leaders(&topic))
-        } else {
-            Err(format!("not every partition has a leader: {topic:?}"))
-        }
-    })
-    .await
-    .unwrap();
+    let leaders_before = steady_topic(&s.router, 4).await;
     let old = s.controllers.wait_for_leader(SLOW).await;
     let old_term = s.controllers.info(old).await.unwrap().term;
     let ids = s.brokers.ids();
@@ -728,21 +734,7 @@ async fn a_metadata_flood_fences_no_live_broker_and_moves_no_partition() {
     let (copts, bopts) = default_setup_opts();
     let mut s = Setup::start(3, copts, bopts).await;
     let epochs = s.wait_all_online().await;
-    dmq_tests::controller_ops::create_topic(&s.router, "steady", 3, 3)
-        .await
-        .unwrap();
-    let leaders_before = wait_until(deadline(SLOW), || async {
-        let topic = dmq_tests::controller_ops::describe_topic(&s.router, "steady")
-            .await
-            .map_err(|e| e.to_string())?;
-        if topic.partitions.iter().all(|p| p.leader != 0) {
-            Ok(partition_leaders(&topic))
-        } else {
-            Err(format!("not every partition has a leader: {topic:?}"))
-        }
-    })
-    .await
-    .unwrap();
+    let leaders_before = steady_topic(&s.router, 3).await;
     let flood_for = Duration::from_secs(20);
     let tasks: Vec<_> = (0..32u64)
         .map(|w| {

@@ -169,12 +169,9 @@ impl SegmentedLog {
     /// go, keeping at least one) and returns the new next offset. `offset` is at or above the
     /// log start (a follower truncates to what it and its leader agree on).
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, SegmentError> {
-        let doomed: Vec<i64> = self
-            .segments
-            .range(offset + 1..)
-            .map(|(&b, _)| b)
-            .filter(|&b| b != *self.segments.keys().next().expect("never empty"))
-            .collect();
+        // Every segment starting past `offset` goes, but the first (one is always kept).
+        let keep_from = offset.max(self.log_start_offset()) + 1;
+        let doomed: Vec<i64> = self.segments.range(keep_from..).map(|(&b, _)| b).collect();
         for base in doomed.into_iter().rev() {
             self.delete_segment(base)?;
         }
