@@ -50,7 +50,10 @@ pub enum SegmentError {
     Batch(#[from] BatchV2Error),
     #[error("a batch at base offset {given} cannot follow offset {next} (offsets never go back)")]
     OffsetBehind { given: i64, next: i64 },
-    #[error("segment {path} would pass {SEGMENT_BYTES_LIMIT} bytes; roll a new segment first")]
+    #[error(
+        "segment {path} would pass {SEGMENT_BYTES_LIMIT} bytes or 2^32 offsets past its base; \
+         roll a new segment first"
+    )]
     Full { path: PathBuf },
     #[error(
         "segment {path} holds a batch at position {position} that is not intact below its checkpoint: {why}"
@@ -178,6 +181,16 @@ impl LogSegment {
                     position,
                     why: "the file ends inside a batch header".into(),
                 })?;
+            if header.base_offset < segment.next_offset {
+                return Err(SegmentError::Corrupt {
+                    path: segment.path.clone(),
+                    position,
+                    why: format!(
+                        "base offset {} after offset {} below the checkpoint",
+                        header.base_offset, segment.next_offset
+                    ),
+                });
+            }
             if position + header.total_len() as u64 > trusted {
                 return Err(SegmentError::Corrupt {
                     path: segment.path.clone(),
@@ -236,7 +249,10 @@ impl LogSegment {
                 next: self.next_offset,
             });
         }
-        if self.len_bytes + batch.len() as u64 > SEGMENT_BYTES_LIMIT {
+        let relative_last = header.last_offset() - self.base_offset;
+        if self.len_bytes + batch.len() as u64 > SEGMENT_BYTES_LIMIT
+            || relative_last > i64::from(u32::MAX)
+        {
             return Err(SegmentError::Full {
                 path: self.path.clone(),
             });

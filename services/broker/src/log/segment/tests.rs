@@ -224,3 +224,15 @@ fn a_lost_index_is_rebuilt_at_open() {
         (76..80).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn offsets_past_what_the_index_can_hold_need_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LogSegment::create(dir.path(), 0, 4096).unwrap();
+    s.append(&batch(0, 1, 10)).unwrap();
+    assert!(matches!(
+        s.append(&batch(1 << 32, 1, 10)),
+        Err(SegmentError::Full { .. })
+    ));
+    assert_eq!(s.next_offset(), 1);
+}
