@@ -64,14 +64,18 @@ pub struct BrokerConfig {
     /// removed from the ISR (default 10 s). acks=ALL produce waits at most about this long for
     /// a dead follower before the ISR shrinks and the batch commits without it.
     pub replica_lag_time_max: Duration,
-    /// The largest record accepted, as encoded (default 64 KiB − 45 bytes, at most 16 MiB; a
+    /// The largest record accepted, as encoded (default 64 KiB − 61 bytes, at most 16 MiB; a
     /// topic's `max_message_bytes` can only lower it). Larger records are refused with
-    /// INVALID_ARGUMENT. Records over about 128 KiB go to sled blob files (slower).
+    /// INVALID_ARGUMENT.
     pub max_record_bytes: usize,
-    /// The target size of one stored record batch (one sled value; default 16 KiB, see
-    /// [`LogConfig::max_batch_bytes`] for why). A Produce is split into as many stored batches
-    /// as it needs; a record larger than this is stored alone.
+    /// The target size of one stored record batch (default 16 KiB). A Produce is split into
+    /// as many stored batches as it needs; a record larger than this is stored alone.
     pub max_batch_bytes: usize,
+    /// A partition's segment file rolls before passing this (default 1 GiB).
+    pub log_segment_bytes: u64,
+    /// A segment rolls at the first append this long after its first (ms; default 7 days;
+    /// negative: only by size).
+    pub log_segment_ms: i64,
     /// The most bytes of records (as encoded) one Produce may carry (default 4 MiB); more is
     /// refused with RESOURCE_EXHAUSTED. gRPC messages up to this plus 64 KiB are accepted.
     pub max_request_bytes: usize,
@@ -134,6 +138,8 @@ impl BrokerConfig {
             replica_lag_time_max: Duration::from_secs(10),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            log_segment_bytes: crate::log::DEFAULT_SEGMENT_BYTES,
+            log_segment_ms: crate::log::DEFAULT_SEGMENT_MS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_max_wait: Duration::from_secs(30),
@@ -158,6 +164,9 @@ impl BrokerConfig {
             log: LogConfig {
                 max_batch_bytes: self.max_batch_bytes,
                 max_record_bytes: self.max_record_bytes,
+                segment_bytes_max: self.log_segment_bytes,
+                segment_ms: self.log_segment_ms,
+                ..LogConfig::default()
             },
         }
     }

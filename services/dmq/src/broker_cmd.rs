@@ -62,6 +62,8 @@ pub fn broker_config(args: &BrokerArgs) -> Result<BrokerConfig, CliError> {
     cfg.replica_lag_time_max = Duration::from_millis(args.replica_lag_time_max_ms);
     cfg.retention_ms = args.retention_ms;
     cfg.retention_bytes = args.retention_bytes;
+    cfg.log_segment_bytes = args.log_segment_bytes;
+    cfg.log_segment_ms = args.log_segment_ms;
     cfg.memory_budget_bytes = usize::try_from(args.memory_budget_bytes).unwrap_or(usize::MAX);
     // The default retry pause (1 s) is clamped to the interval by the broker itself.
     cfg.validate().map_err(|e| usage(detail(e)))?;

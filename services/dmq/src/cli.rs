@@ -301,8 +301,8 @@ pub struct BrokerArgs {
     #[arg(long, env = "DMQ_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000, value_parser = value_parser!(u64).range(1..))]
     pub replica_lag_time_max_ms: u64,
 
-    /// Delete whole batches older than this when a topic sets no retention, in milliseconds
-    /// (-1: keep forever; default 7 days).
+    /// Delete whole segments whose newest record is older than this when a topic sets no
+    /// retention, in milliseconds (-1: keep forever; default 7 days).
     #[arg(
         long,
         env = "DMQ_RETENTION_MS",
@@ -311,9 +311,30 @@ pub struct BrokerArgs {
     )]
     pub retention_ms: i64,
 
-    /// Keep at most this many bytes per partition when a topic sets no limit (-1: no limit).
+    /// Delete the oldest whole segments of a partition while the rest still holds this many
+    /// bytes, when a topic sets no limit (-1: no limit).
     #[arg(long, env = "DMQ_RETENTION_BYTES", default_value_t = -1, allow_hyphen_values = true)]
     pub retention_bytes: i64,
+
+    /// A partition's active segment file rolls before it would pass this many bytes (Kafka's
+    /// segment.bytes; default 1 GiB). Retention deletes whole segments.
+    #[arg(
+        long,
+        env = "DMQ_LOG_SEGMENT_BYTES",
+        default_value_t = dmq_broker::log::DEFAULT_SEGMENT_BYTES,
+        value_parser = value_parser!(u64).range(1..)
+    )]
+    pub log_segment_bytes: u64,
+
+    /// A segment rolls at the first append this many milliseconds after its first (Kafka's
+    /// segment.ms; default 7 days; -1: only by size).
+    #[arg(
+        long,
+        env = "DMQ_LOG_SEGMENT_MS",
+        default_value_t = dmq_broker::log::DEFAULT_SEGMENT_MS,
+        allow_hyphen_values = true
+    )]
+    pub log_segment_ms: i64,
 
     /// The most bytes that requests in flight may hold together (produce waiting for acks,
     /// acks=0 appends, fetch answers, queued consume responses); beyond it requests are

@@ -1,56 +1,32 @@
-//! Records and record batches, and their binary encoding (one encoded batch = one stored value).
+//! Records and record batches, stored and replicated in Kafka's RecordBatch v2 layout byte for
+//! byte ([`super::batch_v2`] has the layout and the codec). This module is the broker's view of
+//! it: [`Record`] and [`RecordBatch`] with dense offsets from a base offset and one leader epoch
+//! (the batch's partition leader epoch), and [`BatchHeader`], the fixed fields a log needs.
 //!
-//! # Encoding, format version 1
-//! Fixed-width integers are big-endian; "varint" is unsigned LEB128 (at most 10 bytes), "zigzag"
-//! a zigzag varint (see [`super::varint`]).
+//! # What the broker accepts beyond [`super::batch_v2::check`]
+//! [`BatchHeader::read`] and [`RecordBatch::decode`] also require what a partition log of this
+//! broker holds: a base offset and an epoch that are not negative, at least one record, and
+//! dense offsets (last offset delta = record count - 1, so no compacted gaps). Garbage gives a
+//! [`BatchError`], never a panic. Null values and null header values (tombstones) read as empty.
 //!
-//! ```text
-//! offset size  field
-//!      0    1  format version = 1
-//!      1    4  CRC32C (Castagnoli) of every byte after this field, [5, end)
-//!      5    8  base offset (u64): the offset of the first record; record i has base + i
-//!     13    8  leader epoch (u64) of the leader that assigned the offsets
-//!     21    4  record count (u32, >= 1)
-//!     25    8  first timestamp (i64 ms) = the first record's timestamp
-//!     33    8  max timestamp (i64 ms) = the largest record timestamp
-//!     41    4  records length (u32): bytes after the header; the batch is 45 + this long
-//!     45       records, back to back, each:
-//!                zigzag   timestamp - first timestamp (wrapping)
-//!                varint   key length + 1 (0 = no key), then the key
-//!                varint   value length, then the value
-//!                varint   header count, then for each header:
-//!                           varint key length, the key (UTF-8), varint value length, the value
-//! ```
-//! [`RecordBatch::decode`] checks the version, the total length, the CRC, every length against
-//! what is left, that the records fill the section exactly, that the count, the first and the
-//! max timestamp agree with the records, and that the offsets do not overflow; garbage gives a
-//! [`BatchError`], never a panic.
-//!
-//! Batches are kept under a target size ([`DEFAULT_MAX_BATCH_BYTES`], configurable) so that a sled
-//! tree node of them stays below the ~128 KiB at which sled writes blob files (DESIGN.md,
-//! "Storage facts"); [`split_into_batches`] cuts a produce request into batches under it.
+//! Batches are kept under a target size ([`DEFAULT_MAX_BATCH_BYTES`], configurable);
+//! [`split_into_batches`] cuts a produce request into batches under it.
 
 use bytes::Bytes;
 
+use super::batch_v2::{self, BatchV2Error, HeaderV2, NewRecord, ProducerFields};
 use super::varint;
 
-/// The batch format this module writes and reads.
-pub const BATCH_FORMAT_V1: u8 = 1;
+/// The batch layout this module writes and reads: Kafka's magic 2.
+pub const BATCH_FORMAT_V2: u8 = batch_v2::MAGIC_V2;
 /// Bytes before the first record.
-pub const BATCH_HEADER_LEN: usize = 45;
-/// Where the CRC sits; it covers everything from [`CRC_COVERS_FROM`] on.
-const CRC_AT: usize = 1;
-const CRC_COVERS_FROM: usize = 5;
-/// Default target size of one encoded batch (one stored value); see [`super::LogConfig`].
+pub const BATCH_HEADER_LEN: usize = batch_v2::HEADER_LEN;
+/// Default target size of one encoded batch; see [`super::LogConfig`].
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024;
 /// Default largest record (encoded, [`Record::encoded_len`]): a batch of it alone is 64 KiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024 - BATCH_HEADER_LEN;
 /// A record timestamp meaning "not set": the leader stamps it with the append time.
 pub const NO_TIMESTAMP: i64 = -1;
-/// The smallest encoded record (timestamp delta, key length, value length, header count).
-const MIN_RECORD_LEN: usize = 4;
-/// The smallest encoded header (key length, value length).
-const MIN_HEADER_LEN: usize = 2;
 
 /// A record header: a string key and a bytes value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,47 +57,40 @@ impl Record {
     }
 
     /// The record's encoded size as the first record of a batch: what record size limits count.
-    /// Later records of a batch may take up to 9 bytes more for their timestamp delta.
+    /// Later records of a batch take a few bytes more for their timestamp and offset deltas.
     pub fn encoded_len(&self) -> usize {
-        self.encoded_len_after(self.timestamp_ms)
+        self.encoded_len_at(self.timestamp_ms, 0)
     }
 
-    /// The encoded size in a batch whose first timestamp is `first_timestamp_ms`.
-    fn encoded_len_after(&self, first_timestamp_ms: i64) -> usize {
-        let key = self.key.as_ref().map_or(0, |k| k.len());
-        let key_prefix = self.key.as_ref().map_or(0, |k| k.len() as u64 + 1);
-        let mut len = varint::len_i64(self.timestamp_ms.wrapping_sub(first_timestamp_ms))
-            + varint::len_u64(key_prefix)
-            + key
-            + varint::len_u64(self.value.len() as u64)
-            + self.value.len()
-            + varint::len_u64(self.headers.len() as u64);
+    /// The encoded size as record `index` of a batch whose first timestamp is
+    /// `first_timestamp_ms` (v2: a length, then attributes, deltas, key, value, headers).
+    fn encoded_len_at(&self, first_timestamp_ms: i64, index: usize) -> usize {
+        let nullable = |len: usize| varint::len_i64(len as i64) + len;
+        let mut body = 1
+            + varint::len_i64(self.timestamp_ms.wrapping_sub(first_timestamp_ms))
+            + varint::len_i64(index as i64)
+            + self.key.as_ref().map_or(1, |k| nullable(k.len()))
+            + nullable(self.value.len())
+            + varint::len_i64(self.headers.len() as i64);
         for h in &self.headers {
-            len += varint::len_u64(h.key.len() as u64)
-                + h.key.len()
-                + varint::len_u64(h.value.len() as u64)
-                + h.value.len();
+            body += nullable(h.key.len()) + nullable(h.value.len());
         }
-        len
+        varint::len_i64(body as i64) + body
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>, first_timestamp_ms: i64) {
-        varint::put_i64(out, self.timestamp_ms.wrapping_sub(first_timestamp_ms));
-        match &self.key {
-            None => varint::put_u64(out, 0),
-            Some(k) => {
-                varint::put_u64(out, k.len() as u64 + 1);
-                out.extend_from_slice(k);
-            }
-        }
-        varint::put_u64(out, self.value.len() as u64);
-        out.extend_from_slice(&self.value);
-        varint::put_u64(out, self.headers.len() as u64);
-        for h in &self.headers {
-            varint::put_u64(out, h.key.len() as u64);
-            out.extend_from_slice(h.key.as_bytes());
-            varint::put_u64(out, h.value.len() as u64);
-            out.extend_from_slice(&h.value);
+    fn to_v2(&self) -> NewRecord {
+        NewRecord {
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.clone(),
+            value: Some(self.value.clone()),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| HeaderV2 {
+                    key: h.key.clone(),
+                    value: Some(h.value.clone()),
+                })
+                .collect(),
         }
     }
 }
@@ -132,7 +101,7 @@ pub enum BatchError {
     #[error("a record batch is at least {BATCH_HEADER_LEN} bytes, got {len}")]
     TooShort { len: usize },
     #[error(
-        "unsupported record batch format version {version} (this build reads {BATCH_FORMAT_V1})"
+        "unsupported record batch magic {version} (this build reads {BATCH_FORMAT_V2}, Kafka's RecordBatch v2)"
     )]
     UnsupportedVersion { version: u8 },
     #[error("the batch header declares {declared} bytes but the value is {actual} bytes")]
@@ -179,81 +148,70 @@ impl BatchHeader {
         self.base_offset <= offset && offset < self.next_offset()
     }
 
-    /// Reads the header of the batch that is exactly `buf`, checking the version, the length,
+    /// Reads the header of the batch that is exactly `buf`, checking the layout, the length,
     /// the count and the offset range, but not the CRC (see [`BatchHeader::read_verified`]).
     pub fn read(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-        let header = BatchHeader::parse(buf)?;
-        header.check()?;
-        Ok(header)
+        let v2 = batch_v2::peek_header(buf).map_err(BatchError::from)?;
+        if v2.total_len() != buf.len() {
+            return Err(BatchError::LengthMismatch {
+                declared: v2.total_len() as u64,
+                actual: buf.len(),
+            });
+        }
+        BatchHeader::from_v2(&v2, buf.len())
     }
 
     /// [`BatchHeader::read`] and a check of the CRC over the whole batch (before anything the
     /// CRC covers is trusted).
     pub fn read_verified(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-        let header = BatchHeader::parse(buf)?;
-        let computed = crc32c::crc32c(&buf[CRC_COVERS_FROM..]);
-        if computed != header.crc {
-            return Err(BatchError::CrcMismatch {
-                stored: header.crc,
-                computed,
-            });
-        }
-        header.check()?;
-        Ok(header)
+        let v2 = batch_v2::check(buf).map_err(BatchError::from)?;
+        BatchHeader::from_v2(&v2, buf.len())
     }
 
-    /// The fields, once the version and the total length are right.
-    fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-        let Some(head) = buf.first_chunk::<BATCH_HEADER_LEN>() else {
-            return Err(BatchError::TooShort { len: buf.len() });
-        };
-        if head[0] != BATCH_FORMAT_V1 {
-            return Err(BatchError::UnsupportedVersion { version: head[0] });
+    /// The broker's rules on top of the layout's (see the module docs).
+    pub fn from_v2(v2: &batch_v2::BatchHeaderV2, len: usize) -> Result<BatchHeader, BatchError> {
+        if v2.record_count < 1 {
+            return Err(BatchError::Malformed(format!(
+                "the record count is {}",
+                v2.record_count
+            )));
         }
-        let u64_at = |at: usize| u64::from_be_bytes(head[at..at + 8].try_into().unwrap());
-        let u32_at = |at: usize| u32::from_be_bytes(head[at..at + 4].try_into().unwrap());
-        let records_len = u32_at(41);
-        let declared = BATCH_HEADER_LEN as u64 + u64::from(records_len);
-        if declared != buf.len() as u64 {
-            return Err(BatchError::LengthMismatch {
-                declared,
-                actual: buf.len(),
-            });
+        if v2.last_offset_delta != v2.record_count - 1 {
+            return Err(BatchError::Malformed(format!(
+                "{} records with a last offset delta of {}: offsets must be dense",
+                v2.record_count, v2.last_offset_delta
+            )));
+        }
+        if v2.base_offset < 0 || v2.partition_leader_epoch < 0 {
+            return Err(BatchError::Malformed(format!(
+                "base offset {} and leader epoch {} must not be negative",
+                v2.base_offset, v2.partition_leader_epoch
+            )));
         }
         Ok(BatchHeader {
-            crc: u32_at(CRC_AT),
-            base_offset: u64_at(5),
-            leader_epoch: u64_at(13),
-            record_count: u32_at(21),
-            first_timestamp_ms: u64_at(25) as i64,
-            max_timestamp_ms: u64_at(33) as i64,
-            encoded_len: buf.len(),
+            base_offset: v2.base_offset as u64,
+            leader_epoch: v2.partition_leader_epoch as u64,
+            record_count: v2.record_count as u32,
+            first_timestamp_ms: v2.base_timestamp,
+            max_timestamp_ms: v2.max_timestamp,
+            encoded_len: len,
+            crc: v2.crc,
         })
     }
+}
 
-    /// The rules the fields must follow.
-    fn check(&self) -> Result<(), BatchError> {
-        if self.record_count == 0 {
-            return Err(BatchError::Malformed("the record count is 0".into()));
+impl From<BatchV2Error> for BatchError {
+    fn from(e: BatchV2Error) -> BatchError {
+        match e {
+            BatchV2Error::TooShort(len) => BatchError::TooShort { len },
+            BatchV2Error::Magic(version) => BatchError::UnsupportedVersion { version },
+            BatchV2Error::Length { declared, actual } => BatchError::LengthMismatch {
+                declared: declared.max(0) as u64 + batch_v2::LOG_OVERHEAD as u64,
+                actual: actual + batch_v2::LOG_OVERHEAD,
+            },
+            BatchV2Error::Crc { stored, computed } => BatchError::CrcMismatch { stored, computed },
+            other => BatchError::Malformed(other.to_string()),
         }
-        if self
-            .base_offset
-            .checked_add(u64::from(self.record_count))
-            .is_none()
-        {
-            return Err(BatchError::Malformed(format!(
-                "base offset {} plus {} records overflows",
-                self.base_offset, self.record_count
-            )));
-        }
-        let records_len = self.encoded_len - BATCH_HEADER_LEN;
-        if records_len < self.record_count as usize * MIN_RECORD_LEN {
-            return Err(BatchError::Malformed(format!(
-                "{} records cannot fit in {records_len} bytes",
-                self.record_count
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -309,49 +267,72 @@ impl RecordBatch {
             + self
                 .records
                 .iter()
-                .map(|r| r.encoded_len_after(first))
+                .enumerate()
+                .map(|(i, r)| r.encoded_len_at(first, i))
                 .sum::<usize>()
     }
 
-    /// Encodes the batch (format version 1).
+    /// Encodes the batch as one uncompressed RecordBatch v2 without producer fields.
     pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
         if self.records.is_empty() {
             return Err(BatchError::Empty);
         }
-        let count = u32::try_from(self.records.len())
+        let count = i32::try_from(self.records.len())
             .map_err(|_| BatchError::TooLarge(format!("{} records", self.records.len())))?;
-        if self.base_offset.checked_add(u64::from(count)).is_none() {
-            return Err(BatchError::TooLarge(format!(
-                "base offset {} plus {count} records overflows",
-                self.base_offset
-            )));
-        }
+        let base = i64::try_from(self.base_offset)
+            .ok()
+            .filter(|b| b.checked_add(i64::from(count)).is_some())
+            .ok_or_else(|| {
+                BatchError::TooLarge(format!(
+                    "base offset {} plus {count} records overflows",
+                    self.base_offset
+                ))
+            })?;
+        let epoch = i32::try_from(self.leader_epoch).map_err(|_| {
+            BatchError::TooLarge(format!(
+                "leader epoch {} does not fit a batch's 31 bits",
+                self.leader_epoch
+            ))
+        })?;
         let len = self.encoded_len();
-        let records_len = u32::try_from(len - BATCH_HEADER_LEN)
-            .map_err(|_| BatchError::TooLarge(format!("{len} bytes")))?;
-        let first = self.first_timestamp_ms();
-        let mut out = Vec::with_capacity(len);
-        out.push(BATCH_FORMAT_V1);
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&self.base_offset.to_be_bytes());
-        out.extend_from_slice(&self.leader_epoch.to_be_bytes());
-        out.extend_from_slice(&count.to_be_bytes());
-        out.extend_from_slice(&first.to_be_bytes());
-        out.extend_from_slice(&self.max_timestamp_ms().to_be_bytes());
-        out.extend_from_slice(&records_len.to_be_bytes());
-        for r in &self.records {
-            r.encode_into(&mut out, first);
+        if len > i32::MAX as usize {
+            return Err(BatchError::TooLarge(format!("{len} bytes")));
         }
+        let records: Vec<NewRecord> = self.records.iter().map(Record::to_v2).collect();
+        let out = batch_v2::encode(base, epoch, ProducerFields::NONE, &records)?;
         debug_assert_eq!(out.len(), len);
-        let crc = crc32c::crc32c(&out[CRC_COVERS_FROM..]);
-        out[CRC_AT..CRC_COVERS_FROM].copy_from_slice(&crc.to_be_bytes());
         Ok(out)
     }
 
     /// Decodes and verifies a batch; keys and values share `buf`'s memory.
     pub fn decode(buf: Bytes) -> Result<RecordBatch, BatchError> {
         let header = BatchHeader::read_verified(&buf)?;
-        let records = decode_records(&buf, &header)?;
+        let records = batch_v2::records(&buf)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.offset != (header.base_offset + i as u64) as i64 {
+                    return Err(BatchError::Malformed(format!(
+                        "record {i} has offset {}, not {}: offsets must be dense",
+                        r.offset,
+                        header.base_offset + i as u64
+                    )));
+                }
+                Ok(Record {
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value.unwrap_or_default(),
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| Header {
+                            key: h.key,
+                            value: h.value.unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBatch {
             base_offset: header.base_offset,
             leader_epoch: header.leader_epoch,
@@ -362,109 +343,6 @@ impl RecordBatch {
     /// [`RecordBatch::decode`] of a copy of `buf`.
     pub fn decode_slice(buf: &[u8]) -> Result<RecordBatch, BatchError> {
         RecordBatch::decode(Bytes::copy_from_slice(buf))
-    }
-}
-
-/// Reads the records of a batch whose header (and CRC) was checked.
-fn decode_records(buf: &Bytes, header: &BatchHeader) -> Result<Vec<Record>, BatchError> {
-    let count = header.record_count as usize;
-    let mut cursor = Cursor {
-        buf,
-        at: BATCH_HEADER_LEN,
-    };
-    // The header checked that `count` records can fit, so this allocation is bounded.
-    let mut records = Vec::with_capacity(count);
-    let mut max_timestamp = i64::MIN;
-    for i in 0..count {
-        let fail = |what: String| BatchError::Malformed(format!("record {i}: {what}"));
-        let delta = cursor.zigzag().map_err(&fail)?;
-        let timestamp_ms = header.first_timestamp_ms.wrapping_add(delta);
-        if i == 0 && delta != 0 {
-            return Err(fail(format!(
-                "its timestamp delta is {delta}, the first record's must be 0"
-            )));
-        }
-        max_timestamp = max_timestamp.max(timestamp_ms);
-        let key = match cursor.varint("key length").map_err(&fail)? {
-            0 => None,
-            n => Some(cursor.bytes(n - 1, "key").map_err(&fail)?),
-        };
-        let value_len = cursor.varint("value length").map_err(&fail)?;
-        let value = cursor.bytes(value_len, "value").map_err(&fail)?;
-        let header_count = cursor.varint("header count").map_err(&fail)?;
-        if header_count > (cursor.left() / MIN_HEADER_LEN) as u64 {
-            return Err(fail(format!(
-                "{header_count} headers cannot fit in the {} bytes left",
-                cursor.left()
-            )));
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for h in 0..header_count {
-            let key_len = cursor.varint("header key length").map_err(&fail)?;
-            let key = cursor.bytes(key_len, "header key").map_err(&fail)?;
-            let key = String::from_utf8(key.to_vec())
-                .map_err(|_| fail(format!("header {h}: the key is not UTF-8")))?;
-            let value_len = cursor.varint("header value length").map_err(&fail)?;
-            let value = cursor.bytes(value_len, "header value").map_err(&fail)?;
-            headers.push(Header { key, value });
-        }
-        records.push(Record {
-            timestamp_ms,
-            key,
-            value,
-            headers,
-        });
-    }
-    if cursor.left() != 0 {
-        return Err(BatchError::Malformed(format!(
-            "{} bytes follow the last record",
-            cursor.left()
-        )));
-    }
-    if max_timestamp != header.max_timestamp_ms {
-        return Err(BatchError::Malformed(format!(
-            "the header's max timestamp {} differs from the records' {max_timestamp}",
-            header.max_timestamp_ms
-        )));
-    }
-    Ok(records)
-}
-
-struct Cursor<'a> {
-    buf: &'a Bytes,
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn left(&self) -> usize {
-        self.buf.len() - self.at
-    }
-
-    fn varint(&mut self, what: &str) -> Result<u64, String> {
-        let (v, n) = varint::get_u64(&self.buf[self.at..])
-            .map_err(|e| format!("bad {what} varint at byte {}: {e:?}", self.at))?;
-        self.at += n;
-        Ok(v)
-    }
-
-    fn zigzag(&mut self) -> Result<i64, String> {
-        let (v, n) = varint::get_i64(&self.buf[self.at..])
-            .map_err(|e| format!("bad timestamp varint at byte {}: {e:?}", self.at))?;
-        self.at += n;
-        Ok(v)
-    }
-
-    fn bytes(&mut self, len: u64, what: &str) -> Result<Bytes, String> {
-        if len > self.left() as u64 {
-            return Err(format!(
-                "{what} length {len} exceeds the {} bytes left",
-                self.left()
-            ));
-        }
-        let end = self.at + len as usize;
-        let out = self.buf.slice(self.at..end);
-        self.at = end;
-        Ok(out)
     }
 }
 
@@ -497,8 +375,8 @@ pub fn split_into_batches(
     let mut first_timestamp = 0;
     for record in records {
         if !current.is_empty() {
-            let len = record.encoded_len_after(first_timestamp);
-            if current_len + len <= max_batch_bytes && current.len() < u32::MAX as usize {
+            let len = record.encoded_len_at(first_timestamp, current.len());
+            if current_len + len <= max_batch_bytes && current.len() < i32::MAX as usize {
                 current_len += len;
                 current.push(record);
                 continue;

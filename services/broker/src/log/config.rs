@@ -9,11 +9,13 @@ pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_BYTES: i64 = UNLIMITED;
 /// A retention setting meaning "keep everything" (any negative value means the same).
 pub const UNLIMITED: i64 = -1;
-/// Default sled page cache (sled's own default is 1 GiB). The OS page cache holds the rest.
-/// sled 0.34 does not hold to it strictly: measured, a full scan of a 300 MB log left about
-/// 300 MB resident even with an 8 MiB cache, and a page written as a blob file is accounted by its
-/// small log pointer, so it is never evicted (one reason for the 16 KiB batch target).
-pub const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// Default sled page cache (sled's own default is 1 GiB). sled holds only the partitions'
+/// small state now (record data is in segment files, cached by the OS).
+pub const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
+/// Default segment size: Kafka's `segment.bytes`, 1 GiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+/// Default segment age before it rolls: Kafka's `segment.ms`, 7 days.
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// The largest `max_record_bytes` accepted.
 pub const MAX_RECORD_BYTES_LIMIT: usize = 16 * 1024 * 1024;
@@ -21,21 +23,20 @@ pub const MAX_RECORD_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Limits applied by every partition of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
-    /// The target size of one encoded batch (one stored value): appends are split into batches
-    /// of at most this, except that a record larger than it is stored alone in its own batch.
-    ///
-    /// Default 16 KiB. sled writes any page over ~128 KiB, and a page is a whole tree node of up
-    /// to 17 values, to a blob file: measured (64 x 1 KiB records per append + sync, 2000
-    /// appends), a 64 KiB target made 446 blob files (each synced: sync p50 0.40 ms, p99 1.5-3.7
-    /// ms) and a resident set growing with the data (sled's cache accounts a blob page by its
-    /// small log pointer, so never evicts it), while 16 KiB made none (sync p50 0.26 ms, p99
-    /// 0.57 ms) at the price of more inserts and about 7x disk writes per byte instead of 3x.
+    /// The target size of one encoded batch: appends are split into batches of at most this,
+    /// except that a record larger than it is stored alone in its own batch. Default 16 KiB.
     pub max_batch_bytes: usize,
     /// The largest record accepted, as encoded ([`super::Record::encoded_len`]); larger ones are
     /// refused with [`super::BatchError::RecordTooLarge`]. Default 64 KiB minus the batch header,
-    /// at most 16 MiB. Records over about 128 KiB go to sled blob files (synced, but slower and
-    /// never evicted from sled's cache).
+    /// at most 16 MiB.
     pub max_record_bytes: usize,
+    /// A segment rolls before an append would take it past this ([`DEFAULT_SEGMENT_BYTES`]).
+    pub segment_bytes_max: u64,
+    /// A segment rolls at the first append this long after its first ([`DEFAULT_SEGMENT_MS`];
+    /// negative: never by time). Time retention deletes only rolled segments.
+    pub segment_ms: i64,
+    /// An offset index entry every this many bytes of batches (Kafka's 4 KiB).
+    pub index_interval_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +44,9 @@ impl Default for LogConfig {
         LogConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            segment_bytes_max: DEFAULT_SEGMENT_BYTES,
+            segment_ms: DEFAULT_SEGMENT_MS,
+            index_interval_bytes: super::segment::DEFAULT_INDEX_INTERVAL_BYTES,
         }
     }
 }
@@ -63,6 +67,21 @@ impl LogConfig {
                 "max_record_bytes {} must be between 1 and {MAX_RECORD_BYTES_LIMIT}",
                 self.max_record_bytes
             )));
+        }
+        if self.segment_bytes_max == 0
+            || self.segment_bytes_max > super::segment::SEGMENT_BYTES_LIMIT
+        {
+            return Err(LogError::InvalidConfig(format!(
+                "segment_bytes_max {} must be between 1 and {} (a batch larger than it gets a \
+                 segment of its own)",
+                self.segment_bytes_max,
+                super::segment::SEGMENT_BYTES_LIMIT
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(LogError::InvalidConfig(
+                "index_interval_bytes must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -24,6 +24,14 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// The data directory was written by an earlier build that kept record data in sled.
+    #[error(
+        "the log store in {} has the old layout ({detail}); this broker keeps record data in \
+         segment files and does not migrate: move or delete that directory (its partitions \
+         re-replicate from the other brokers) and start again",
+        path.display()
+    )]
+    OldLayout { path: PathBuf, detail: String },
     /// An earlier write or sync failed; the store refuses writes until the broker restarts.
     #[error(
         "an earlier write or sync of the log store in {} failed, so what is on disk is \

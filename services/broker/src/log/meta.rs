@@ -1,38 +1,39 @@
-//! The persisted per-partition state beside the batches: log start offset, high watermark and
-//! leader-epoch history, one small checksummed value per partition in the shared `log_meta` tree
-//! (key = the partition's tree name, see [`super::store`]).
+//! The persisted per-partition state beside the segment files: log start offset, high
+//! watermark, recovery checkpoint and leader-epoch history, one small checksummed value per
+//! partition in the shared `log_meta` sled tree (key: [`super::PartitionId::meta_key`]).
 //!
 //! Value layout (big-endian):
 //! ```text
 //! u32  CRC32C of key || payload
 //! payload:
-//!   u8   format version = 2 (1: without the two recovery fields)
+//!   u8   format version = 3
 //!   u64  log start offset
 //!   u64  high watermark
-//!   u64  recovery point: batches below it were durable and checked (open trusts them)
-//!   u64  bytes of the stored batches below the recovery point
+//!   u64  checkpoint segment: the base offset of the segment the checkpoint falls in
+//!   u64  checkpoint bytes: that segment's bytes below the checkpoint (durable, trusted at open)
+//!   u64  checkpoint offset: the offset of the first batch at or after the checkpoint
 //!   u32  epoch entry count n
 //!   n x (u64 leader epoch, u64 start offset)
 //! ```
-//! A version-1 value reads as a recovery point at the log start (the next open checks the
-//! whole log once, and the next checkpoint writes version 2).
-//! The log end offset is not a field: the batches are its record (the end of the last stored
-//! batch, or the log start offset when none is stored), so it can never disagree with the data
-//! and an append is one insert.
+//! Versions 1 and 2 described record data stored in sled (before segment files); such a value
+//! is refused, as the store refuses that layout ([`super::LogError::OldLayout`]).
+//! The log end offset is not a field: the segments are its record, so it can never disagree
+//! with the data. None of these fields has to be durable before an acknowledgement: a lost
+//! update costs a longer recovery scan (an older checkpoint) or a high watermark that moves
+//! back, and open re-derives epochs from the batches past the checkpoint.
 
 use super::epochs::{EpochEntry, EpochHistory};
 
-const META_FORMAT_V1: u8 = 1;
-const META_FORMAT_V2: u8 = 2;
-const FIXED_LEN_V1: usize = 4 + 1 + 8 + 8 + 4;
-const FIXED_LEN: usize = FIXED_LEN_V1 + 16;
+const META_FORMAT_V3: u8 = 3;
+const FIXED_LEN: usize = 4 + 1 + 8 * 5 + 4;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionMeta {
     pub log_start_offset: u64,
     pub high_watermark: u64,
-    pub recovery_point: u64,
-    pub bytes_below_recovery_point: u64,
+    pub checkpoint_segment: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_offset: u64,
     pub epochs: EpochHistory,
 }
 
@@ -42,11 +43,16 @@ impl PartitionMeta {
         let entries = self.epochs.entries();
         let mut out = Vec::with_capacity(FIXED_LEN + 16 * entries.len());
         out.extend_from_slice(&[0; 4]);
-        out.push(META_FORMAT_V2);
-        out.extend_from_slice(&self.log_start_offset.to_be_bytes());
-        out.extend_from_slice(&self.high_watermark.to_be_bytes());
-        out.extend_from_slice(&self.recovery_point.to_be_bytes());
-        out.extend_from_slice(&self.bytes_below_recovery_point.to_be_bytes());
+        out.push(META_FORMAT_V3);
+        for v in [
+            self.log_start_offset,
+            self.high_watermark,
+            self.checkpoint_segment,
+            self.checkpoint_bytes,
+            self.checkpoint_offset,
+        ] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
         out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
         for e in entries {
             out.extend_from_slice(&e.epoch.to_be_bytes());
@@ -59,11 +65,8 @@ impl PartitionMeta {
 
     /// Reads a value stored under `key`, or says why it cannot be trusted.
     pub fn decode(key: &[u8], value: &[u8]) -> Result<PartitionMeta, String> {
-        if value.len() < FIXED_LEN_V1 {
-            return Err(format!(
-                "the value is {} bytes, shorter than the {FIXED_LEN_V1}-byte minimum",
-                value.len()
-            ));
+        if value.len() < 5 {
+            return Err(format!("the value is {} bytes, too short", value.len()));
         }
         let stored = u32::from_be_bytes(value[..4].try_into().unwrap());
         let computed = crc32c::crc32c_append(crc32c::crc32c(key), &value[4..]);
@@ -72,40 +75,41 @@ impl PartitionMeta {
                 "CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})"
             ));
         }
-        let fixed = match value[4] {
-            META_FORMAT_V1 => FIXED_LEN_V1,
-            META_FORMAT_V2 if value.len() >= FIXED_LEN => FIXED_LEN,
-            META_FORMAT_V2 => return Err("a version-2 value is too short".into()),
+        match value[4] {
+            META_FORMAT_V3 if value.len() >= FIXED_LEN => {}
+            META_FORMAT_V3 => return Err("a version-3 value is too short".into()),
+            v @ (1 | 2) => {
+                return Err(format!(
+                    "format version {v} belongs to the old layout (record data in sled), which \
+                     this broker does not read"
+                ));
+            }
             v => return Err(format!("unknown format version {v}")),
-        };
+        }
         let u64_at = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().unwrap());
-        let log_start_offset = u64_at(5);
-        let (recovery_point, bytes_below_recovery_point) = if fixed == FIXED_LEN {
-            (u64_at(21), u64_at(29))
-        } else {
-            (log_start_offset, 0)
-        };
-        let count = u32::from_be_bytes(value[fixed - 4..fixed].try_into().unwrap()) as usize;
-        if value.len() != fixed + 16 * count {
+        let count =
+            u32::from_be_bytes(value[FIXED_LEN - 4..FIXED_LEN].try_into().unwrap()) as usize;
+        if value.len() != FIXED_LEN + 16 * count {
             return Err(format!(
                 "{count} epoch entries need {} bytes, the value is {}",
-                fixed + 16 * count,
+                FIXED_LEN + 16 * count,
                 value.len()
             ));
         }
         let entries = (0..count)
             .map(|i| EpochEntry {
-                epoch: u64_at(fixed + 16 * i),
-                start_offset: u64_at(fixed + 16 * i + 8),
+                epoch: u64_at(FIXED_LEN + 16 * i),
+                start_offset: u64_at(FIXED_LEN + 16 * i + 8),
             })
             .collect();
         let epochs = EpochHistory::from_entries(entries)
             .ok_or("the leader-epoch history is not strictly increasing")?;
         Ok(PartitionMeta {
-            log_start_offset,
+            log_start_offset: u64_at(5),
             high_watermark: u64_at(13),
-            recovery_point,
-            bytes_below_recovery_point,
+            checkpoint_segment: u64_at(21),
+            checkpoint_bytes: u64_at(29),
+            checkpoint_offset: u64_at(37),
             epochs,
         })
     }
@@ -123,8 +127,9 @@ mod tests {
         let meta = PartitionMeta {
             log_start_offset: 5,
             high_watermark: 20,
-            recovery_point: 15,
-            bytes_below_recovery_point: 999,
+            checkpoint_segment: 0,
+            checkpoint_bytes: 999,
+            checkpoint_offset: 15,
             epochs,
         };
         let value = meta.encode(b"p/t/1/0");
@@ -140,27 +145,13 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_value_reads_with_the_recovery_point_at_the_log_start() {
-        // Written by the previous layout: no recovery fields.
-        let mut v1 = vec![0u8; 4];
-        v1.push(1);
-        v1.extend_from_slice(&7u64.to_be_bytes());
-        v1.extend_from_slice(&9u64.to_be_bytes());
-        v1.extend_from_slice(&1u32.to_be_bytes());
-        v1.extend_from_slice(&3u64.to_be_bytes());
-        v1.extend_from_slice(&7u64.to_be_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(b"k"), &v1[4..]);
-        v1[..4].copy_from_slice(&crc.to_be_bytes());
-        let meta = PartitionMeta::decode(b"k", &v1).unwrap();
-        assert_eq!(
-            (
-                meta.log_start_offset,
-                meta.high_watermark,
-                meta.recovery_point,
-                meta.bytes_below_recovery_point
-            ),
-            (7, 9, 7, 0)
-        );
-        assert_eq!(meta.epochs.latest_epoch(), Some(3));
+    fn a_value_of_the_sled_layout_is_refused_with_the_reason() {
+        let mut v2 = vec![0u8; 4];
+        v2.push(2);
+        v2.extend_from_slice(&[0; 36]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(b"k"), &v2[4..]);
+        v2[..4].copy_from_slice(&crc.to_be_bytes());
+        let err = PartitionMeta::decode(b"k", &v2).unwrap_err();
+        assert!(err.contains("old layout"), "{err}");
     }
 }

@@ -1,16 +1,18 @@
 //! The partition log: pure storage of record batches per partition, no networking.
 //!
-//! - [`batch`]: [`Record`], [`RecordBatch`] and their CRC32C-checked binary format;
+//! - [`batch`]: [`Record`], [`RecordBatch`] in Kafka's RecordBatch v2 layout ([`batch_v2`]);
 //!   [`split_into_batches`] for the produce path.
-//! - [`LogStore`] ([`store`]): all partitions in one sled database, one group-committed durable
-//!   sync ([`LogStore::sync`]: flush + blob files + `sync_data` on `<dir>/db`).
+//! - [`segment`]: segment files with their offset indexes, and [`segment::segmented`], a
+//!   partition's directory of them (roll, read, truncate, retention, recovery).
+//! - [`LogStore`] ([`store`]): every partition's segments, their small state in one sled
+//!   database, one group-committed durable sync ([`LogStore::sync`]: `fdatasync` of each
+//!   segment file written since the last round).
 //! - [`PartitionLog`] ([`partition`]): appends as leader or replica, reads bounded by the high
-//!   watermark or the log end, truncation, leader-epoch history; [`retention`]; ListOffsets
-//!   ([`offsets`]).
+//!   watermark or the log end, truncation, leader-epoch history; [`recovery`] at open;
+//!   [`retention`]; ListOffsets ([`offsets`]).
 //!
-//! Every call blocks (sled, fsync): use `spawn_blocking` from async code.
+//! Every call blocks (files, sled, fsync): use `spawn_blocking` from async code.
 
-mod accounting;
 pub mod batch;
 pub mod batch_v2;
 pub mod config;
@@ -34,8 +36,9 @@ pub use batch::{
     Header, NO_TIMESTAMP, Record, RecordBatch, split_into_batches,
 };
 pub use config::{
-    DEFAULT_CACHE_CAPACITY_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS, LogConfig,
-    LogStoreConfig, MAX_RECORD_BYTES_LIMIT, UNLIMITED,
+    DEFAULT_CACHE_CAPACITY_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS,
+    DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, LogConfig, LogStoreConfig, MAX_RECORD_BYTES_LIMIT,
+    UNLIMITED,
 };
 pub use epochs::EpochEntry;
 pub use error::LogError;

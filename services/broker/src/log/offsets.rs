@@ -1,7 +1,9 @@
 //! ListOffsets: the earliest, the latest, or the first offset at or after a timestamp.
 
+use super::batch_v2;
 use super::error::LogError;
-use super::partition::{PartitionLog, batch_key};
+use super::partition::PartitionLog;
+use super::store::segment_error;
 
 /// Which offset [`PartitionLog::list_offset`] looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +24,15 @@ pub struct ListedOffset {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Bytes read per step of a timestamp search.
+const SEARCH_READ_BYTES: usize = 1 << 20;
+
 impl PartitionLog {
     /// Looks up an offset. Only committed data (below the high watermark) is searched by
-    /// timestamp, batch by batch using each batch's max timestamp, then record by record; `None`
-    /// when no committed record is that recent. The search reads the log from its start, so it
-    /// costs time proportional to the log's size.
+    /// timestamp: sealed segments whose largest timestamp is older are skipped whole, then
+    /// batch by batch on each batch's max timestamp, then record by record; `None` when no
+    /// committed record is that recent. (No time index yet: a search reads the headers of the
+    /// segment it lands in.)
     pub fn list_offset(&self, spec: OffsetSpec) -> Result<Option<ListedOffset>, LogError> {
         let (log_start, high_watermark) = {
             let state = self.lock_live()?;
@@ -47,28 +53,53 @@ impl PartitionLog {
             }
             OffsetSpec::Timestamp(t) => t,
         };
-        for item in self
-            .data
-            .range(batch_key(log_start)..batch_key(high_watermark))
+        // Skip sealed segments that are all older.
+        let mut at = log_start;
         {
-            let (key, value) = item.map_err(self.sled_error())?;
-            let header = self.verified_header(&key, &value)?;
-            if header.next_offset() > high_watermark {
-                break;
-            }
-            if header.max_timestamp_ms < timestamp {
-                continue;
-            }
-            let batch = super::RecordBatch::decode(bytes::Bytes::from_owner(value))
-                .map_err(|e| self.corrupt(Some(header.base_offset), e.to_string()))?;
-            if let Some((offset, record)) = batch.iter().find(|(_, r)| r.timestamp_ms >= timestamp)
-            {
-                return Ok(Some(ListedOffset {
-                    offset,
-                    timestamp_ms: Some(record.timestamp_ms),
-                }));
+            let state = self.lock_live()?;
+            let log = state.segments();
+            for (base, next, _) in log.sealed() {
+                if (next as u64) <= at {
+                    continue;
+                }
+                let max = log
+                    .max_timestamp_ms(base)
+                    .map_err(|e| segment_error(&self.id, e))?;
+                if max.is_some_and(|m| m < timestamp) {
+                    at = at.max(next as u64);
+                } else {
+                    break;
+                }
             }
         }
+        while at < high_watermark {
+            let batches =
+                self.read_encoded(at, SEARCH_READ_BYTES, super::ReadBound::HighWatermark)?;
+            let Some(last) = batches.last() else {
+                break;
+            };
+            let next = last.header.next_offset();
+            for b in batches {
+                if b.header.max_timestamp_ms < timestamp {
+                    continue;
+                }
+                let batch = b
+                    .decode()
+                    .map_err(|e| self.corrupt(Some(b.header.base_offset), e.to_string()))?;
+                if let Some((offset, record)) = batch
+                    .iter()
+                    .find(|(o, r)| *o >= at && r.timestamp_ms >= timestamp)
+                {
+                    return Ok(Some(ListedOffset {
+                        offset,
+                        timestamp_ms: Some(record.timestamp_ms),
+                    }));
+                }
+            }
+            debug_assert!(next > at);
+            at = next;
+        }
+        let _ = batch_v2::HEADER_LEN;
         Ok(None)
     }
 }

@@ -1,26 +1,21 @@
-//! [`PartitionLog`]: one partition's log of record batches, its offsets, high watermark and
-//! leader-epoch history, stored in its own sled tree (layout in [`super::store`]).
+//! [`PartitionLog`]: one partition's log of record batches in segment files
+//! ([`super::segment::segmented::SegmentedLog`]), with its offsets, high watermark, recovery
+//! checkpoint and leader-epoch history (kept in sled, see [`super::meta`]).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use super::accounting::Accounting;
 use super::batch::{
     BatchError, BatchHeader, NO_TIMESTAMP, Record, RecordBatch, split_into_batches,
 };
+use super::batch_v2;
 use super::epochs::{EpochEntry, EpochHistory};
 use super::error::LogError;
 use super::meta::PartitionMeta;
+use super::segment::SegmentError;
+use super::segment::segmented::{SegmentedConfig, SegmentedLog};
 use super::store::{PartitionId, StoreShared};
-
-/// How many batch removals go into one sled batch (retention, resets).
-pub(super) const REMOVE_CHUNK: usize = 1024;
-
-/// The key of the batch starting at `offset`.
-pub(super) fn batch_key(offset: u64) -> [u8; 8] {
-    offset.to_be_bytes()
-}
 
 /// Where a read stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +62,25 @@ pub struct LogOffsets {
 }
 
 pub(super) struct State {
+    /// The segments; `None` once the partition is deleted.
+    pub log: Option<SegmentedLog>,
     pub log_start: u64,
     pub log_end: u64,
     pub high_watermark: u64,
-    /// Sizes and the recovery point (what opening the log trusts without reading it).
-    pub acct: Accounting,
+    /// The recovery checkpoint last recorded: every batch below it is durable here.
+    pub checkpoint: Checkpointed,
     pub epochs: EpochHistory,
     pub deleted: bool,
+    /// When the active segment took its first append in this process (time-based roll).
+    pub active_since_ms: Option<i64>,
+}
+
+/// A recovery checkpoint as recorded in the metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Checkpointed {
+    pub segment: u64,
+    pub bytes: u64,
+    pub offset: u64,
 }
 
 impl State {
@@ -81,10 +88,20 @@ impl State {
         PartitionMeta {
             log_start_offset: self.log_start,
             high_watermark: self.high_watermark,
-            recovery_point: self.acct.recovery_point(),
-            bytes_below_recovery_point: self.acct.bytes_below_recovery_point(),
+            checkpoint_segment: self.checkpoint.segment,
+            checkpoint_bytes: self.checkpoint.bytes,
+            checkpoint_offset: self.checkpoint.offset,
             epochs: self.epochs.clone(),
         }
+    }
+
+    /// The segments (callers checked `deleted` first, see [`PartitionLog::lock_live`]).
+    pub fn segments(&self) -> &SegmentedLog {
+        self.log.as_ref().expect("a live partition has segments")
+    }
+
+    pub fn segments_mut(&mut self) -> &mut SegmentedLog {
+        self.log.as_mut().expect("a live partition has segments")
     }
 }
 
@@ -94,7 +111,7 @@ impl State {
 /// - Offsets are dense: the log holds exactly `log_start_offset..log_end_offset`, batch after
 ///   batch with no gap; a leader append takes the next offsets, a replica append must start at
 ///   the log end offset. Offsets below the high watermark never change (only retention removes
-///   them, from the start, and only then can the log start move past them).
+///   them, whole segments from the start).
 /// - `log_start_offset <= high_watermark <= log_end_offset`. The high watermark never moves
 ///   back; truncation only removes offsets at or above it.
 /// - Reads bounded by [`ReadBound::HighWatermark`] return only whole batches ending at or below
@@ -103,26 +120,25 @@ impl State {
 /// - Every batch is CRC-checked when read; a bad one is reported as [`LogError::Corrupt`] with
 ///   the partition and its offset, never served.
 /// - Writes are durable only after [`PartitionLog::sync`] (the store's group commit).
-/// - Persisted: the batches (which define the log end offset: the end of the last batch, or the
-///   log start offset when empty) and the metadata (log start, high watermark, epoch history).
-///   Multi-step changes are ordered so that [`PartitionLog::open`] can finish or repair any
-///   crash in between: retention and resets write the new log start before removing batches
-///   (open removes batches below it); a new epoch is recorded before its first batch (open
-///   drops epochs starting past the log end and re-derives epochs of batches written past the
-///   recorded history); truncation removes batches in one atomic sled batch.
+/// - The recovery checkpoint is recorded only at the high watermark (durable here) or lower,
+///   and truncation never goes below the high watermark, so the bytes a later open trusts
+///   without reading them are never rewritten.
+/// - Persisted: the segments (which define the log end offset) and the metadata (log start,
+///   high watermark, checkpoint, epoch history). Multi-step changes are ordered so that
+///   [`PartitionLog::open`] can finish or repair any crash in between: retention moves the log
+///   start before deleting files (open takes the larger of the two starts); a reset creates
+///   its new segment before deleting the old ones (open finishes a reset it finds by the gap);
+///   a new epoch is recorded before its first batch (open drops epochs starting past the log
+///   end and re-derives epochs of batches written past the checkpoint).
 pub struct PartitionLog {
     pub(super) id: PartitionId,
-    /// The tree name, also the key of the partition's metadata.
+    /// The key of the partition's metadata.
     pub(super) name: String,
     pub(super) store: Arc<StoreShared>,
-    pub(super) data: sled::Tree,
     pub(super) state: Mutex<State>,
     /// How many batches the last open read (tests: start-up must not grow with the log).
     #[cfg(test)]
     pub(super) batches_read_at_open: std::sync::atomic::AtomicUsize,
-    /// Called by retention between two chunks (tests: the lock is free there).
-    #[cfg(test)]
-    pub(super) between_retention_chunks: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -135,32 +151,26 @@ impl std::fmt::Debug for PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens the partition's tree and metadata (creating them empty), reads every batch header
-    /// to find the log end offset and the size, and finishes or repairs any multi-step change a
-    /// crash interrupted. A batch with a bad CRC in the middle of the log is only logged here
-    /// (reads report it); a bad last batch, a gap, or bad metadata fail with
-    /// [`LogError::Corrupt`].
+    /// Opens the partition's segments and metadata (creating them empty), recovers the tail
+    /// past the checkpoint (see [`super::recovery`]), and syncs what it found.
     pub(super) fn open(store: Arc<StoreShared>, id: PartitionId) -> Result<PartitionLog, LogError> {
         store.check_usable()?;
-        let name = id.tree_name();
-        let data = store.db.open_tree(&name).map_err(store.write_failed())?;
         let log = PartitionLog {
+            name: id.meta_key(),
             id,
-            name,
             store,
-            data,
             state: Mutex::new(State {
+                log: None,
                 log_start: 0,
                 log_end: 0,
                 high_watermark: 0,
-                acct: Accounting::default(),
+                checkpoint: Checkpointed::default(),
                 epochs: EpochHistory::default(),
                 deleted: false,
+                active_since_ms: None,
             }),
             #[cfg(test)]
             batches_read_at_open: Default::default(),
-            #[cfg(test)]
-            between_retention_chunks: Mutex::new(None),
         };
         log.recover()?;
         Ok(log)
@@ -170,9 +180,16 @@ impl PartitionLog {
         &self.id
     }
 
+    pub(super) fn segmented_config(&self) -> SegmentedConfig {
+        SegmentedConfig {
+            segment_bytes_max: self.store.cfg.segment_bytes_max,
+            index_interval_bytes: self.store.cfg.index_interval_bytes,
+        }
+    }
+
     /// Appends `records` as the leader in `leader_epoch`: they get the next offsets, in order,
-    /// split into batches ([`split_into_batches`] with the store's [`super::LogConfig`]), all
-    /// stored at once (all or nothing).
+    /// split into batches ([`split_into_batches`] with the store's [`super::LogConfig`]), each
+    /// encoded once as a RecordBatch v2 and written to the active segment.
     /// Records without a timestamp ([`NO_TIMESTAMP`]) get `now_ms`. Durable after
     /// [`PartitionLog::sync`].
     ///
@@ -206,32 +223,26 @@ impl PartitionLog {
             });
         }
         let base_offset = state.log_end;
-        if base_offset.checked_add(count).is_none() {
+        if base_offset.checked_add(count).is_none() || base_offset + count > i64::MAX as u64 {
             return Err(BatchError::TooLarge("the offsets would overflow".into()).into());
         }
-        let mut sled_batch = sled::Batch::default();
+        // Encode everything before writing anything: an encoding error writes nothing.
+        let mut encoded = Vec::with_capacity(groups.len());
         let mut offset = base_offset;
-        let batches = groups.len();
-        let mut sizes = Vec::with_capacity(batches);
         for records in groups {
             let batch = RecordBatch {
                 base_offset: offset,
                 leader_epoch,
                 records,
             };
-            let encoded = batch.encode()?;
-            sizes.push((batch.base_offset, batch.next_offset(), encoded.len() as u64));
             offset = batch.next_offset();
-            sled_batch.insert(&batch_key(batch.base_offset), encoded);
+            encoded.push(batch.encode()?);
         }
+        let batches = encoded.len();
         self.record_epoch(&mut state, leader_epoch, base_offset)?;
-        self.data
-            .apply_batch(sled_batch)
-            .map_err(self.store.write_failed())?;
-        self.store.note_write();
-        state.log_end = offset;
-        for (base, end, bytes) in sizes {
-            state.acct.push(base, end, bytes);
+        self.maybe_roll_by_time(&mut state, now_ms)?;
+        for batch in &encoded {
+            self.write_batch(&mut state, batch)?;
         }
         Ok(AppendInfo {
             base_offset,
@@ -240,28 +251,53 @@ impl PartitionLog {
         })
     }
 
+    /// Rolls the active segment when it took its first append `segment_ms` ago or more
+    /// (Kafka's `segment.ms`), so that time retention can delete it.
+    fn maybe_roll_by_time(&self, state: &mut State, now_ms: i64) -> Result<(), LogError> {
+        let segment_ms = self.store.cfg.segment_ms;
+        match state.active_since_ms {
+            Some(since) if segment_ms >= 0 && now_ms.saturating_sub(since) >= segment_ms => {
+                state
+                    .segments_mut()
+                    .roll()
+                    .map_err(self.store.segment_failed(&self.id))?;
+                state.active_since_ms = Some(now_ms);
+            }
+            Some(_) => {}
+            None => state.active_since_ms = Some(now_ms),
+        }
+        Ok(())
+    }
+
+    /// Writes one checked batch that starts at the log end to the active segment and counts
+    /// it for the group commit.
+    fn write_batch(&self, state: &mut State, batch: &[u8]) -> Result<(), LogError> {
+        let log = state.segments_mut();
+        log.append(batch)
+            .map_err(self.store.segment_failed(&self.id))?;
+        let (file, _) = log.active_file();
+        state.log_end = log.next_offset() as u64;
+        self.store.note_write(&file);
+        Ok(())
+    }
+
     /// Appends a batch copied from the leader (it keeps its offsets and epoch). It must start at
     /// the log end offset ([`LogError::NotContiguous`]). The epoch history follows the batch's
     /// epoch as Kafka's does.
     pub fn append_replica(&self, batch: &RecordBatch) -> Result<(), LogError> {
         let encoded = batch.encode()?;
-        self.append_replica_checked(BatchHeader::read(&encoded)?, encoded)
+        self.append_replica_checked(BatchHeader::read(&encoded)?, &encoded)
     }
 
     /// [`PartitionLog::append_replica`] of an encoded batch (as [`PartitionLog::read_encoded`]
-    /// returns), stored as is after a full check ([`LogError::InvalidBatch`] if it fails).
+    /// returns), stored as is after its CRC and header are checked ([`LogError::InvalidBatch`]
+    /// if they fail). The records are not decoded: the CRC covers them.
     pub fn append_replica_encoded(&self, encoded: &[u8]) -> Result<(), LogError> {
-        let bytes = Bytes::copy_from_slice(encoded);
-        let header = BatchHeader::read_verified(&bytes)?;
-        RecordBatch::decode(bytes)?;
-        self.append_replica_checked(header, encoded.to_vec())
+        let header = BatchHeader::read_verified(encoded)?;
+        self.append_replica_checked(header, encoded)
     }
 
-    fn append_replica_checked(
-        &self,
-        header: BatchHeader,
-        encoded: Vec<u8>,
-    ) -> Result<(), LogError> {
+    fn append_replica_checked(&self, header: BatchHeader, encoded: &[u8]) -> Result<(), LogError> {
         let mut state = self.lock_writable()?;
         if header.base_offset != state.log_end {
             return Err(LogError::NotContiguous {
@@ -270,16 +306,9 @@ impl PartitionLog {
             });
         }
         self.record_epoch(&mut state, header.leader_epoch, header.base_offset)?;
-        let len = encoded.len() as u64;
-        self.data
-            .insert(batch_key(header.base_offset), encoded)
-            .map_err(self.store.write_failed())?;
-        self.store.note_write();
-        state.log_end = header.next_offset();
-        state
-            .acct
-            .push(header.base_offset, header.next_offset(), len);
-        Ok(())
+        let now_ms = now_ms();
+        self.maybe_roll_by_time(&mut state, now_ms)?;
+        self.write_batch(&mut state, encoded)
     }
 
     /// Records, before the batch that starts it is written, that `epoch` writes from `start`.
@@ -325,7 +354,8 @@ impl PartitionLog {
     /// Reads whole batches from the one holding `from_offset` (which the caller skips into),
     /// up to `bound`, stopping before `max_bytes` would be exceeded but returning at least one
     /// batch when any is available. Empty when `from_offset` is at or past the bound (but not
-    /// past the log end). CRCs are checked; keys and values are decoded.
+    /// past the log end). CRCs are checked; keys and values are decoded. A corrupt batch ends a
+    /// read before it; a read starting in it fails.
     ///
     /// Errors: [`LogError::OffsetOutOfRange`] below the log start or above the log end offset;
     /// [`LogError::Corrupt`] for a bad batch.
@@ -344,91 +374,100 @@ impl PartitionLog {
             .collect()
     }
 
-    /// [`PartitionLog::read`] without decoding: the stored bytes of each batch, CRC-checked.
+    /// [`PartitionLog::read`] without decoding: the stored bytes of each batch, CRC-checked,
+    /// sharing one buffer read from one segment (a read never crosses into the next segment;
+    /// the caller's next read continues there).
     pub fn read_encoded(
         &self,
         from_offset: u64,
         max_bytes: usize,
         bound: ReadBound,
     ) -> Result<Vec<EncodedBatch>, LogError> {
-        let (log_start, log_end, upper) = {
-            let state = self.lock_live()?;
-            let upper = match bound {
-                ReadBound::HighWatermark => state.high_watermark,
-                ReadBound::LogEnd => state.log_end,
-            };
-            (state.log_start, state.log_end, upper)
+        let state = self.lock_live()?;
+        let upper = match bound {
+            ReadBound::HighWatermark => state.high_watermark,
+            ReadBound::LogEnd => state.log_end,
         };
-        if from_offset < log_start || from_offset > log_end {
-            return Err(self.out_of_range(from_offset, log_start, log_end));
+        if from_offset < state.log_start || from_offset > state.log_end {
+            return Err(self.out_of_range(from_offset, state.log_start, state.log_end));
         }
         if from_offset >= upper {
             return Ok(Vec::new());
         }
-        // The batch holding `from_offset` starts at or before it.
-        let start = self
-            .data
-            .range(batch_key(log_start)..=batch_key(from_offset))
-            .keys()
-            .next_back()
-            .transpose()
-            .map_err(self.sled_error())?
-            .map_or(from_offset, |k| key_offset(&k));
+        let Some(bytes) = state
+            .segments()
+            .read(from_offset as i64, max_bytes)
+            .map_err(|e| super::store::segment_error(&self.id, e))?
+        else {
+            return Err(self.corrupt(
+                Some(from_offset),
+                format!(
+                    "no segment holds offset {from_offset}, below the log end {}",
+                    state.log_end
+                ),
+            ));
+        };
+        drop(state);
         let mut out = Vec::new();
-        let mut total = 0usize;
-        for item in self.data.range(batch_key(start)..batch_key(upper)) {
-            let (key, value) = item.map_err(self.sled_error())?;
-            let header = self.verified_header(&key, &value)?;
+        let mut at = 0;
+        let mut expected: Option<u64> = None;
+        while at < bytes.len() {
+            let v2 = batch_v2::peek_header(&bytes[at..])
+                .map_err(|e| self.corrupt(expected, e.to_string()))?;
+            let end = at + v2.total_len();
+            if end > bytes.len() {
+                return Err(self.corrupt(
+                    Some(v2.base_offset.max(0) as u64),
+                    "a batch runs past what its segment holds".into(),
+                ));
+            }
+            let slice = bytes.slice(at..end);
+            let header = match BatchHeader::read_verified(&slice) {
+                Ok(h) => h,
+                // Serve the good batches before a bad one; a read from it reports it.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => {
+                    return Err(self.corrupt(Some(v2.base_offset.max(0) as u64), e.to_string()));
+                }
+            };
+            if expected.is_some_and(|e| e != header.base_offset) {
+                return Err(self.corrupt(
+                    Some(header.base_offset),
+                    format!(
+                        "the batch at {} follows one ending at {}: a gap",
+                        header.base_offset,
+                        expected.unwrap_or_default()
+                    ),
+                ));
+            }
             if header.next_offset() > upper {
                 break;
             }
-            if !out.is_empty() && total + value.len() > max_bytes {
-                break;
-            }
-            total += value.len();
+            expected = Some(header.next_offset());
             out.push(EncodedBatch {
                 header,
-                bytes: Bytes::from_owner(value),
+                bytes: slice,
             });
-            if total >= max_bytes {
-                break;
-            }
+            at = end;
         }
         if let Some(first) = out.first()
             && !first.header.contains(from_offset)
         {
-            // Retention removed the batch while we read: the offset is gone now.
-            let state = self.lock_live()?;
-            return Err(self.out_of_range(from_offset, state.log_start, state.log_end));
+            return Err(self.corrupt(
+                Some(first.header.base_offset),
+                format!(
+                    "a read at {from_offset} found the batch at {}",
+                    first.header.base_offset
+                ),
+            ));
         }
         Ok(out)
     }
 
-    /// The CRC-checked header of a stored batch, or [`LogError::Corrupt`].
-    pub(super) fn verified_header(
-        &self,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<BatchHeader, LogError> {
-        let base = key_offset(key);
-        let header = BatchHeader::read_verified(value)
-            .map_err(|e| self.corrupt(Some(base), e.to_string()))?;
-        if header.base_offset != base {
-            return Err(self.corrupt(
-                Some(base),
-                format!(
-                    "stored under offset {base} but says base offset {}",
-                    header.base_offset
-                ),
-            ));
-        }
-        Ok(header)
-    }
-
     /// Moves the high watermark up to `high_watermark` (a lower value is ignored: it never
-    /// moves back) and the recovery point with it: everything below the high watermark is
+    /// moves back) and the recovery checkpoint with it: everything below the high watermark is
     /// durable here, so a later open trusts it without reading it. Returns the high watermark
-    /// now. Cheap: no batch is read.
+    /// now. Cheap: an index lookup and a header read or two.
     /// Errors: [`LogError::HighWatermarkAboveLogEnd`] past the log end offset.
     pub fn set_high_watermark(&self, high_watermark: u64) -> Result<u64, LogError> {
         let mut state = self.lock_writable()?;
@@ -439,24 +478,41 @@ impl PartitionLog {
             });
         }
         if high_watermark > state.high_watermark {
-            let mut acct = state.acct.clone();
-            acct.checkpoint(high_watermark);
+            let checkpoint = self.checkpoint_at(&state, high_watermark)?;
             let meta = PartitionMeta {
                 high_watermark,
-                recovery_point: acct.recovery_point(),
-                bytes_below_recovery_point: acct.bytes_below_recovery_point(),
+                checkpoint_segment: checkpoint.segment,
+                checkpoint_bytes: checkpoint.bytes,
+                checkpoint_offset: checkpoint.offset,
                 ..state.meta()
             };
             self.write_meta(&meta)?;
             state.high_watermark = high_watermark;
-            state.acct = acct;
+            state.checkpoint = checkpoint;
         }
         Ok(state.high_watermark)
     }
 
+    /// The checkpoint at the batch boundary at or below `offset`.
+    pub(super) fn checkpoint_at(
+        &self,
+        state: &State,
+        offset: u64,
+    ) -> Result<Checkpointed, LogError> {
+        let (cp, boundary) = state
+            .segments()
+            .checkpoint_at(offset as i64)
+            .map_err(|e| super::store::segment_error(&self.id, e))?;
+        Ok(Checkpointed {
+            segment: cp.segment_base as u64,
+            bytes: cp.bytes,
+            offset: boundary as u64,
+        })
+    }
+
     /// Removes every offset at or after `offset` (a follower dropping what the new leader does
-    /// not have). A batch holding `offset` is rewritten with its records before `offset`. No-op
-    /// at or past the log end.
+    /// not have). A batch holding `offset` is rewritten with its records before `offset` (rare:
+    /// replicas share batch boundaries). No-op at or past the log end.
     /// Errors: [`LogError::TruncateBelowHighWatermark`] (a caller bug: committed data stays).
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
         let mut state = self.lock_writable()?;
@@ -473,37 +529,36 @@ impl PartitionLog {
                 high_watermark: state.high_watermark,
             });
         }
-        let mut sled_batch = sled::Batch::default();
-        let mut rewritten = None;
-        for item in self.data.range(batch_key(offset)..) {
-            let (key, _) = item.map_err(self.sled_error())?;
-            sled_batch.remove(key);
+        let (_, boundary) = state
+            .segments()
+            .checkpoint_at(offset as i64)
+            .map_err(|e| super::store::segment_error(&self.id, e))?;
+        let boundary = boundary as u64;
+        // The batch that straddles `offset`, cut to the records before it.
+        let rewritten = if boundary < offset {
+            let bytes = state
+                .segments()
+                .read(boundary as i64, 1)
+                .map_err(|e| super::store::segment_error(&self.id, e))?
+                .ok_or_else(|| self.corrupt(Some(boundary), "the batch to cut is gone".into()))?;
+            let len = batch_v2::peek_header(&bytes)
+                .map_err(|e| self.corrupt(Some(boundary), e.to_string()))?
+                .total_len();
+            let mut batch = RecordBatch::decode(bytes.slice(..len.min(bytes.len())))
+                .map_err(|e| self.corrupt(Some(boundary), e.to_string()))?;
+            batch.records.truncate((offset - boundary) as usize);
+            Some(batch.encode()?)
+        } else {
+            None
+        };
+        let log = state.segments_mut();
+        log.truncate_to(boundary as i64)
+            .map_err(self.store.segment_failed(&self.id))?;
+        state.log_end = boundary;
+        if let Some(batch) = rewritten {
+            self.write_batch(state, &batch)?;
         }
-        let straddling = self
-            .data
-            .range(batch_key(state.log_start)..batch_key(offset))
-            .next_back()
-            .transpose()
-            .map_err(self.sled_error())?;
-        if let Some((key, value)) = straddling {
-            let header = self.verified_header(&key, &value)?;
-            if header.next_offset() > offset {
-                let mut batch = RecordBatch::decode(Bytes::from_owner(value.clone()))
-                    .map_err(|e| self.corrupt(Some(header.base_offset), e.to_string()))?;
-                batch
-                    .records
-                    .truncate((offset - batch.base_offset) as usize);
-                let encoded = batch.encode()?;
-                rewritten = Some(encoded.len() as u64);
-                sled_batch.insert(&key, encoded);
-            }
-        }
-        self.data
-            .apply_batch(sled_batch)
-            .map_err(self.store.write_failed())?;
-        self.store.note_write();
-        state.log_end = offset;
-        state.acct.truncate(offset, rewritten);
+        debug_assert_eq!(state.log_end, offset);
         let mut epochs = state.epochs.clone();
         if epochs.truncate_from_end(offset) {
             let meta = PartitionMeta {
@@ -522,7 +577,7 @@ impl PartitionLog {
     /// leader's log start): log start = log end = high watermark = `offset`, no epoch history.
     /// Errors: [`LogError::TruncateBelowHighWatermark`] if `offset` is below the high watermark.
     pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), LogError> {
-        {
+        let detached = {
             let mut state = self.lock_writable()?;
             if offset < state.high_watermark {
                 return Err(LogError::TruncateBelowHighWatermark {
@@ -530,51 +585,65 @@ impl PartitionLog {
                     high_watermark: state.high_watermark,
                 });
             }
-            // Past this point every stored batch ends at or before `offset`, so writing the
-            // new log start first lets a crash be finished by `open` (it removes batches
-            // below it).
-            self.truncate_locked(&mut state, offset)?;
+            // The new segment first (synced with its directory entry), then the metadata
+            // (synced), then the old files: a crash anywhere leaves what open finishes.
+            let detached = state
+                .segments_mut()
+                .reset_to(offset as i64)
+                .map_err(self.store.segment_failed(&self.id))?;
             let meta = PartitionMeta {
                 log_start_offset: offset,
                 high_watermark: offset,
-                recovery_point: offset,
-                bytes_below_recovery_point: 0,
+                checkpoint_segment: offset,
+                checkpoint_bytes: 0,
+                checkpoint_offset: offset,
                 epochs: EpochHistory::default(),
             };
             self.write_meta(&meta)?;
+            self.store.sync_meta()?;
             state.log_start = offset;
             state.log_end = offset;
             state.high_watermark = offset;
+            state.checkpoint = Checkpointed {
+                segment: offset,
+                bytes: 0,
+                offset,
+            };
             state.epochs = meta.epochs;
-            state.acct.reset(offset);
-        }
-        // Below the new log start nothing is read any more: removed without the lock.
-        self.remove_below(offset)?;
+            state.active_since_ms = None;
+            detached
+        };
+        // Below the new log start nothing is read any more: deleted without the lock.
+        self.delete_detached(detached)?;
         tracing::info!(topic = %self.id.topic, partition = self.id.partition, offset,
             "emptied partition log and restarted it");
         Ok(())
     }
 
-    /// Removes the stored batches below `offset` (already below the log start, so no reader
-    /// looks at them), a chunk at a time, without holding the partition's lock.
-    pub(super) fn remove_below(&self, offset: u64) -> Result<usize, LogError> {
-        let mut removed = 0;
-        loop {
-            let keys: Vec<[u8; 8]> = self
-                .data
-                .range(..batch_key(offset))
-                .keys()
-                .take(REMOVE_CHUNK)
-                .map(|k| k.map(|k| batch_key(key_offset(&k))))
-                .collect::<Result<_, _>>()
-                .map_err(self.sled_error())?;
-            if keys.is_empty() {
-                return Ok(removed);
-            }
-            self.store.check_usable()?;
-            removed += keys.len();
-            self.remove_keys(&keys)?;
+    /// Deletes the files of segments taken out of the log, then syncs the directory.
+    pub(super) fn delete_detached(
+        &self,
+        detached: Vec<super::segment::LogSegment>,
+    ) -> Result<usize, LogError> {
+        let n = detached.len();
+        if n == 0 {
+            return Ok(0);
         }
+        for segment in detached {
+            segment
+                .delete_files()
+                .map_err(self.store.segment_failed(&self.id))?;
+        }
+        std::fs::File::open(self.store.partition_dir(&self.id))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| {
+                self.store.segment_failed(&self.id)(SegmentError::Io {
+                    what: "cannot sync directory",
+                    path: self.store.partition_dir(&self.id),
+                    source: e,
+                })
+            })?;
+        Ok(n)
     }
 
     /// The first offset written in `epoch`, if the history has it.
@@ -616,9 +685,19 @@ impl PartitionLog {
         self.lock().high_watermark
     }
 
-    /// Encoded bytes of the stored batches.
+    /// Bytes of the segment files.
     pub fn size_bytes(&self) -> u64 {
-        self.lock().acct.size_bytes()
+        self.lock().log.as_ref().map_or(0, SegmentedLog::size_bytes)
+    }
+
+    /// The segments, oldest first, as (base offset, bytes).
+    pub fn segments(&self) -> Vec<(u64, u64)> {
+        self.lock().log.as_ref().map_or(Vec::new(), |l| {
+            l.segments()
+                .into_iter()
+                .map(|(b, n)| (b as u64, n))
+                .collect()
+        })
     }
 
     /// All offsets at one instant.
@@ -628,7 +707,7 @@ impl PartitionLog {
             log_start_offset: state.log_start,
             log_end_offset: state.log_end,
             high_watermark: state.high_watermark,
-            size_bytes: state.acct.size_bytes(),
+            size_bytes: state.log.as_ref().map_or(0, SegmentedLog::size_bytes),
         }
     }
 
@@ -637,7 +716,7 @@ impl PartitionLog {
     }
 
     /// Removes the partition's data and metadata (topic deletion); every later call fails with
-    /// [`LogError::Deleted`]. Durable after the next sync.
+    /// [`LogError::Deleted`]. Durable when it returns.
     pub fn delete(&self) -> Result<(), LogError> {
         let mut state = self.lock();
         if state.deleted {
@@ -645,24 +724,42 @@ impl PartitionLog {
         }
         self.store.check_usable()?;
         state.deleted = true;
-        Self::delete_stored(&self.store, &self.id)?;
-        state.acct.reset(0);
-        Ok(())
+        state.log = None;
+        Self::delete_stored(&self.store, &self.id)
     }
 
-    /// Removes a partition's tree, then its metadata (a crash in between leaves metadata that
-    /// [`super::LogStore::stored_partitions`] still lists).
+    /// Removes a partition's metadata, then its directory (a crash in between leaves a
+    /// directory that [`super::LogStore::stored_partitions`] still lists).
     pub(super) fn delete_stored(store: &StoreShared, id: &PartitionId) -> Result<(), LogError> {
-        let name = id.tree_name();
-        store
-            .db
-            .drop_tree(name.as_bytes())
-            .map_err(store.write_failed())?;
         store
             .meta
-            .remove(name.as_bytes())
+            .remove(id.meta_key().as_bytes())
             .map_err(store.write_failed())?;
-        store.note_write();
+        store.note_meta_write();
+        store.sync_meta()?;
+        let dir = store.partition_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(store.segment_failed(id)(SegmentError::Io {
+                    what: "cannot delete",
+                    path: dir,
+                    source: e,
+                }));
+            }
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| {
+                    store.segment_failed(id)(SegmentError::Io {
+                        what: "cannot sync directory",
+                        path: parent.to_path_buf(),
+                        source: e,
+                    })
+                })?;
+        }
         tracing::info!(topic = %id.topic, topic_id = id.topic_id, partition = id.partition,
             "deleted partition log");
         Ok(())
@@ -674,21 +771,7 @@ impl PartitionLog {
             .meta
             .insert(self.name.as_bytes(), value)
             .map_err(self.store.write_failed())?;
-        self.store.note_write();
-        Ok(())
-    }
-
-    pub(super) fn remove_keys(&self, keys: &[[u8; 8]]) -> Result<(), LogError> {
-        for chunk in keys.chunks(REMOVE_CHUNK) {
-            let mut batch = sled::Batch::default();
-            for key in chunk {
-                batch.remove(key);
-            }
-            self.data
-                .apply_batch(batch)
-                .map_err(self.store.write_failed())?;
-            self.store.note_write();
-        }
+        self.store.note_meta_write();
         Ok(())
     }
 
@@ -744,10 +827,9 @@ impl PartitionLog {
     }
 }
 
-/// The offset of an 8-byte batch key (keys are checked when the log is opened).
-pub(super) fn key_offset(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[8 - n..].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
+/// Milliseconds since the Unix epoch (the clock segment rolls by time read on replicas).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

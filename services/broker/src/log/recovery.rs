@@ -1,25 +1,30 @@
 //! Opening a partition log ([`PartitionLog::recover`]): finishing or repairing what a crash
-//! interrupted, while reading only the tail of the log past its recovery point (see
-//! [`super::accounting`]), so start-up does not grow with the log.
+//! interrupted, while reading only the tail of the log past its recovery checkpoint, so
+//! start-up does not grow with the log.
 //!
 //! What open does, in order:
-//! 1. Batches left below the log start (retention or a reset interrupted after writing the new
-//!    log start) are removed; one straddling the log start is corruption.
-//! 2. The batch that ends at the recovery point is read and checked (it must end exactly
-//!    there): the batches below it were durable and checked when the point was checkpointed,
-//!    and are checked again whenever they are read.
-//! 3. Every batch from the recovery point on is read and CRC-checked: dense offsets, the log
-//!    end, their sizes, and leader epochs a crash kept out of the stored history. A corrupt
-//!    batch in the middle is logged (reads report it); a corrupt last batch, a gap, or bad
-//!    metadata fail with [`LogError::Corrupt`].
-//! 4. The metadata is fixed where the crash left it inconsistent (epochs past the end, a high
-//!    watermark past the end), and the recovery point is moved up to the high watermark.
+//! 1. The segments open ([`SegmentedLog::open`]): below the checkpoint only batch headers from
+//!    the last index entry are read; past it every batch is CRC-checked, and the first torn or
+//!    corrupt one and everything after it is cut off (unsynced data a crash tore; nothing
+//!    acknowledged lies there, since acknowledged data is synced and the checkpoint only moves
+//!    over synced data).
+//! 2. A gap between segments is a reset ([`PartitionLog::truncate_fully_and_start_at`]) a
+//!    crash interrupted: the segments before it go.
+//! 3. The log start is the larger of the recorded one and the first segment's base (retention
+//!    moves the former before deleting files, so after a crash either may lead); whole segments
+//!    below it go.
+//! 4. The batch headers from the checkpoint to the log end are read for leader epochs a crash
+//!    kept out of the stored history.
+//! 5. The metadata is fixed where the crash left it inconsistent (epochs past the end, a high
+//!    watermark past the end), and the active segment is synced: what open found is durable
+//!    before it is served (a follower reports its log end as durable).
 
-use super::accounting::Accounting;
-use super::batch::{BatchError, BatchHeader};
+use super::batch_v2;
 use super::error::LogError;
 use super::meta::PartitionMeta;
-use super::partition::{PartitionLog, batch_key};
+use super::partition::PartitionLog;
+use super::segment::segmented::{Checkpoint, SegmentedLog};
+use super::store::segment_error;
 
 impl PartitionLog {
     pub(super) fn recover(&self) -> Result<(), LogError> {
@@ -34,154 +39,113 @@ impl PartitionLog {
                 .map_err(|detail| self.corrupt(None, format!("partition metadata: {detail}")))?,
         };
         let mut rewrite_meta = stored.is_none();
-        let log_start = meta.log_start_offset;
+        let dir = self.store.partition_dir(&self.id);
 
-        // 1. Leftovers below the log start.
-        if let Some((key, value)) = self
-            .data
-            .range(..batch_key(log_start))
-            .next_back()
-            .transpose()
-            .map_err(self.sled_error())?
-        {
-            if let Ok(h) = BatchHeader::read(&value)
-                && h.next_offset() > log_start
-            {
-                return Err(self.corrupt(
-                    Some(h.base_offset),
-                    format!(
-                        "the batch {}..{} straddles the log start offset {log_start}",
-                        h.base_offset,
-                        h.next_offset()
-                    ),
-                ));
+        // 1. The segments.
+        let checkpoint = Checkpoint {
+            segment_base: meta.checkpoint_segment as i64,
+            bytes: meta.checkpoint_bytes,
+        };
+        let (mut log, recovered) = SegmentedLog::open(
+            &dir,
+            meta.log_start_offset as i64,
+            checkpoint,
+            self.segmented_config(),
+        )
+        .map_err(self.store.segment_failed(&self.id))?;
+        if stored.is_none() {
+            // A new partition: its directory entry is durable before anything in it.
+            if let Some(parent) = dir.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(super::durable::io_error(
+                        "sync the partitions directory",
+                        parent,
+                    ))?;
             }
-            drop((key, value));
-            let removed = self.remove_below(log_start)?;
-            tracing::info!(topic = %self.id.topic, partition = self.id.partition,
-                batches = removed, "finished an interrupted removal of old batches");
+        }
+        #[cfg(test)]
+        self.batches_read_at_open.store(
+            recovered
+                .iter()
+                .map(|(_, r)| r.batches_checked as usize)
+                .sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for (base, r) in &recovered {
+            if r.truncated_bytes > 0 {
+                tracing::warn!(topic = %self.id.topic, partition = self.id.partition,
+                    segment = base, cut_bytes = r.truncated_bytes,
+                    "cut a torn or corrupt unsynced tail off a segment");
+            }
         }
 
-        // 2. The recovery point.
-        let (recovery_point, bytes_below) = if meta.recovery_point > log_start {
-            (meta.recovery_point, meta.bytes_below_recovery_point)
-        } else {
-            (log_start, 0)
-        };
-        if recovery_point > log_start {
-            let before = self
-                .data
-                .range(batch_key(log_start)..batch_key(recovery_point))
-                .next_back()
-                .transpose()
-                .map_err(self.sled_error())?;
-            let Some((key, value)) = before else {
+        // 2. An interrupted reset.
+        let mut detached = Vec::new();
+        if let Some(gap_end) = log.gap_start() {
+            tracing::warn!(topic = %self.id.topic, partition = self.id.partition,
+                restart_at = gap_end, "finishing an interrupted restart of the log");
+            detached.extend(log.detach_before(gap_end));
+            if log.log_start_offset() < gap_end {
                 return Err(self.corrupt(
                     None,
-                    format!(
-                        "no batch is stored below the recovery point {recovery_point} although \
-                         the log starts at {log_start}"
-                    ),
-                ));
-            };
-            let header = self.verified_header(&key, &value)?;
-            if header.next_offset() != recovery_point {
-                return Err(self.corrupt(
-                    Some(header.base_offset),
-                    format!(
-                        "the batch {}..{} does not end at the recovery point {recovery_point}",
-                        header.base_offset,
-                        header.next_offset()
-                    ),
+                    format!("segments before offset {gap_end} remain after a gap"),
                 ));
             }
+            meta.log_start_offset = meta.log_start_offset.max(gap_end as u64);
+            meta.epochs.clear();
+            rewrite_meta = true;
         }
 
-        // 3. The tail.
-        let mut acct = Accounting::new(recovery_point, bytes_below);
-        // The offset the next batch must start at; `None` after a batch whose header cannot
-        // be trusted (then the next key is taken as its end).
-        let mut expected = Some(recovery_point);
-        let mut last_end = recovery_point;
-        let mut bad: Option<(u64, u64, BatchError)> = None;
-        // Where the batches' epoch changes: (epoch, first offset).
-        let mut epoch_changes: Vec<(u64, u64)> = Vec::new();
-        for item in self.data.range(batch_key(recovery_point)..) {
-            let (key, value) = item.map_err(self.sled_error())?;
-            let Ok(key) = <[u8; 8]>::try_from(key.as_ref()) else {
-                return Err(self.corrupt(None, format!("a batch key is not 8 bytes: {key:02x?}")));
-            };
-            let base = u64::from_be_bytes(key);
-            match expected {
-                Some(at) if at != base => {
-                    return Err(self.corrupt(
-                        Some(base.min(at)),
-                        format!("the log has a gap or overlap: expected a batch at {at}, found one at {base}"),
-                    ));
-                }
-                None if base <= last_end => {
-                    return Err(
-                        self.corrupt(Some(base), format!("batch keys out of order at {base}"))
-                    );
-                }
-                _ => {}
-            }
-            if let Some((bad_base, bad_bytes, _)) = bad.take() {
-                // A corrupt batch in the middle: its end is where the next one starts.
-                acct.push(bad_base, base, bad_bytes);
-            }
-            #[cfg(test)]
-            self.batches_read_at_open
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let header = BatchHeader::read_verified(&value).and_then(|h| {
-                if h.base_offset == base {
-                    Ok(h)
-                } else {
-                    Err(BatchError::Malformed(format!(
-                        "stored under offset {base} but says base offset {}",
-                        h.base_offset
-                    )))
-                }
-            });
-            last_end = base;
-            match header {
-                Ok(h) => {
-                    expected = Some(h.next_offset());
-                    last_end = h.next_offset();
-                    acct.push(base, h.next_offset(), value.len() as u64);
-                    if epoch_changes
-                        .last()
-                        .is_none_or(|&(e, _)| e != h.leader_epoch)
-                    {
-                        epoch_changes.push((h.leader_epoch, h.base_offset));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(
-                        topic = %self.id.topic, partition = self.id.partition, offset = base,
-                        error = %e, "corrupt batch in partition log; reads of it will fail"
-                    );
-                    expected = None;
-                    bad = Some((base, value.len() as u64, e));
-                }
-            }
-        }
-        if let Some((offset, _, e)) = bad {
+        // 3. The log start.
+        let log_start = meta.log_start_offset.max(log.log_start_offset() as u64);
+        detached.extend(log.detach_before(log_start as i64));
+        let log_end = log.next_offset() as u64;
+        if log_end < log_start {
             return Err(self.corrupt(
-                Some(offset),
-                format!("the last batch is corrupt, so the log end offset is unknown: {e}"),
+                None,
+                format!(
+                    "the segments end at offset {log_end}, before the log start {log_start} \
+                     (data that was durable is missing)"
+                ),
             ));
         }
-        let log_end = last_end;
+        if log_start != meta.log_start_offset {
+            meta.log_start_offset = log_start;
+            rewrite_meta = true;
+        }
 
-        // 4. Metadata a crash left behind.
+        // 4. Epochs of the batches past the checkpoint.
+        let scan_from = meta.checkpoint_offset.clamp(log_start, log_end);
+        let mut epoch_changes: Vec<(u64, u64)> = Vec::new();
+        let mut at = scan_from;
+        while at < log_end {
+            let Some(bytes) = log
+                .read(at as i64, 1 << 20)
+                .map_err(|e| segment_error(&self.id, e))?
+            else {
+                break;
+            };
+            let mut pos = 0;
+            while pos < bytes.len() {
+                let h = batch_v2::peek_header(&bytes[pos..])
+                    .map_err(|e| self.corrupt(Some(at), e.to_string()))?;
+                let (epoch, base) = (h.partition_leader_epoch as u64, h.base_offset as u64);
+                if base >= at && epoch_changes.last().is_none_or(|&(e, _)| e != epoch) {
+                    epoch_changes.push((epoch, base));
+                }
+                at = at.max(h.last_offset() as u64 + 1);
+                pos += h.total_len();
+            }
+        }
+
+        // 5. Metadata a crash left behind.
         let mut epochs = meta.epochs.clone();
         // Epochs recorded before batches that a crash lost.
         epochs.truncate_from_end(log_end.saturating_add(1));
         epochs.truncate_from_start(log_start);
         for (epoch, start) in epoch_changes {
             if epochs.latest_epoch().is_none_or(|latest| epoch > latest) {
-                // Written after an epoch change whose metadata a crash lost.
                 tracing::warn!(topic = %self.id.topic, partition = self.id.partition, epoch,
                     start, "re-deriving a leader epoch missing from the stored history");
                 epochs.assign(epoch, start);
@@ -202,26 +166,36 @@ impl PartitionLog {
             meta.high_watermark = log_start;
             rewrite_meta = true;
         }
-        acct.checkpoint(meta.high_watermark);
-        if acct.recovery_point() != meta.recovery_point
-            || acct.bytes_below_recovery_point() != meta.bytes_below_recovery_point
-        {
-            meta.recovery_point = acct.recovery_point();
-            meta.bytes_below_recovery_point = acct.bytes_below_recovery_point();
-            rewrite_meta = true;
-        }
-        if rewrite_meta {
-            self.write_meta(&meta)?;
-        }
+        log.sync().map_err(self.store.segment_failed(&self.id))?;
+        self.store.count_sync();
         let mut state = self.lock();
+        state.log = Some(log);
         state.log_start = log_start;
         state.log_end = log_end;
         state.high_watermark = meta.high_watermark;
-        state.acct = acct;
-        state.epochs = meta.epochs;
+        state.epochs = meta.epochs.clone();
+        let checkpoint = self.checkpoint_at(&state, meta.high_watermark)?;
+        if (checkpoint.segment, checkpoint.bytes, checkpoint.offset)
+            != (
+                meta.checkpoint_segment,
+                meta.checkpoint_bytes,
+                meta.checkpoint_offset,
+            )
+        {
+            meta.checkpoint_segment = checkpoint.segment;
+            meta.checkpoint_bytes = checkpoint.bytes;
+            meta.checkpoint_offset = checkpoint.offset;
+            rewrite_meta = true;
+        }
+        state.checkpoint = checkpoint;
+        if rewrite_meta {
+            self.write_meta(&meta)?;
+        }
+        drop(state);
+        self.delete_detached(detached)?;
         tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
-            log_start, log_end, high_watermark = state.high_watermark,
-            recovery_point = state.acct.recovery_point(), "opened partition log");
+            log_start, log_end, high_watermark = meta.high_watermark,
+            checkpoint_offset = meta.checkpoint_offset, "opened partition log");
         Ok(())
     }
 }

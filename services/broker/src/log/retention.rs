@@ -1,134 +1,103 @@
-//! Retention: deleting the oldest whole batches of a partition by age and by total size.
+//! Retention: deleting the oldest whole segments of a partition by age and by total size.
 //!
 //! Defaults ([`super::config`]): 7 days ([`super::DEFAULT_RETENTION_MS`]) and unlimited size
 //! ([`super::DEFAULT_RETENTION_BYTES`]); a negative setting ([`super::UNLIMITED`], -1) turns
 //! that rule off.
 //!
-//! Rules, applied batch by batch from the log start, stopping at the first batch kept:
-//! - only batches wholly below the high watermark go (uncommitted data is never deleted);
-//! - by time: a batch goes when `now_ms - max timestamp > retention_ms` (Kafka's rule, on the
-//!   batch's largest record timestamp);
-//! - by size: a batch goes while the log is larger than `retention_bytes` (encoded bytes).
+//! Rules, as Kafka's, applied segment by segment from the oldest, stopping at the first kept:
+//! - only segments wholly below the high watermark (uncommitted data is never deleted);
+//!   segments roll by size (`segment_bytes_max`) and by age (`segment_ms`); when every
+//!   segment goes, the active one included, the log first rolls a new empty one (as Kafka);
+//! - by time: a segment goes when `now_ms - its largest timestamp > retention_ms`;
+//! - by size: a segment goes while the log without it is still at least `retention_bytes`.
 //!
-//! The log start offset moves to the end of the last deleted batch. The new log start is
-//! written before the batches are removed, so a crash in between is finished when the log is
-//! opened again.
-//!
-//! Retention works a chunk of [`RETENTION_CHUNK_BATCHES`] batches at a time: it reads their
-//! headers without the partition's lock (nothing below the high watermark changes), takes the
-//! lock only to move the log start, and removes the batches after releasing it (no reader
-//! looks below the log start). Appends and reads never wait for a long deletion.
+//! The log start offset moves to the base of the first segment kept. It is written before the
+//! files are deleted, and the files are deleted after the partition's lock is released (no
+//! reader looks below the log start), so appends and reads never wait for a deletion; a crash
+//! in between is finished when the log is opened again.
 
 use super::error::LogError;
-use super::partition::{PartitionLog, batch_key};
-
-/// Batches examined, and at most deleted, per step of retention.
-pub const RETENTION_CHUNK_BATCHES: usize = 1024;
+use super::partition::PartitionLog;
+use super::store::segment_error;
 
 /// What [`PartitionLog::apply_retention`] deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionOutcome {
-    pub deleted_batches: usize,
+    pub deleted_segments: usize,
     pub deleted_bytes: u64,
     /// The log start offset afterwards.
     pub log_start_offset: u64,
 }
 
 impl PartitionLog {
-    /// Deletes the oldest batches that retention no longer keeps (see the module doc). A
-    /// corrupt batch stops retention with [`LogError::Corrupt`] (its age is unknown).
+    /// Deletes the oldest segments that retention no longer keeps (see the module doc). A
+    /// segment whose headers cannot be read stops retention with [`LogError::Corrupt`] (its
+    /// age is unknown).
     pub fn apply_retention(
         &self,
         now_ms: i64,
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<RetentionOutcome, LogError> {
-        let mut outcome = RetentionOutcome {
-            log_start_offset: self.lock_writable()?.log_start,
-            ..RetentionOutcome::default()
-        };
-        if retention_ms < 0 && retention_bytes < 0 {
-            return Ok(outcome);
-        }
-        loop {
-            let (log_start, high_watermark, size) = {
-                let state = self.lock_writable()?;
-                (
-                    state.log_start,
-                    state.high_watermark,
-                    state.acct.size_bytes(),
-                )
-            };
-            // Plan one chunk, without the lock.
-            let mut size_left = size;
-            let mut new_start = log_start;
-            let mut chunk_bytes = 0u64;
-            let mut chunk_batches = 0usize;
-            for item in self
-                .data
-                .range(batch_key(log_start)..batch_key(high_watermark))
-                .take(RETENTION_CHUNK_BATCHES)
-            {
-                let (key, value) = item.map_err(self.sled_error())?;
-                let header = self.verified_header(&key, &value)?;
-                if header.next_offset() > high_watermark {
+        let mut outcome = RetentionOutcome::default();
+        let detached = {
+            let mut state = self.lock_writable()?;
+            outcome.log_start_offset = state.log_start;
+            if retention_ms < 0 && retention_bytes < 0 {
+                return Ok(outcome);
+            }
+            let log = state.segments();
+            let mut size_left = log.size_bytes();
+            let mut new_start = None;
+            let segments = log.list();
+            let active = segments.last().map(|&(b, _, _)| b);
+            let mut takes_active = false;
+            for (base, next, bytes) in segments {
+                if bytes == 0 {
+                    break;
+                }
+                if next as u64 > state.high_watermark {
                     break;
                 }
                 let expired = retention_ms >= 0
-                    && now_ms.saturating_sub(header.max_timestamp_ms) > retention_ms;
-                let oversized = retention_bytes >= 0 && size_left > retention_bytes as u64;
+                    && log
+                        .max_timestamp_ms(base)
+                        .map_err(|e| segment_error(&self.id, e))?
+                        .is_some_and(|t| now_ms.saturating_sub(t) > retention_ms);
+                let oversized = retention_bytes >= 0
+                    && size_left.saturating_sub(bytes) >= retention_bytes as u64;
                 if !expired && !oversized {
                     break;
                 }
-                size_left = size_left.saturating_sub(value.len() as u64);
-                chunk_bytes += value.len() as u64;
-                chunk_batches += 1;
-                new_start = header.next_offset();
+                size_left -= bytes;
+                outcome.deleted_segments += 1;
+                outcome.deleted_bytes += bytes;
+                new_start = Some(next as u64);
+                takes_active = Some(base) == active;
             }
-            if chunk_batches == 0 {
-                break;
-            }
-            // Move the log start, under the lock, unless the log changed meanwhile.
-            {
-                let mut state = self.lock_writable()?;
-                if state.log_start != log_start {
-                    break;
-                }
-                let mut meta = state.meta();
-                meta.log_start_offset = new_start;
-                meta.epochs.truncate_from_start(new_start);
-                let mut acct = state.acct.clone();
-                acct.remove_front(new_start, chunk_bytes);
-                meta.recovery_point = acct.recovery_point();
-                meta.bytes_below_recovery_point = acct.bytes_below_recovery_point();
-                self.write_meta(&meta)?;
-                state.log_start = new_start;
-                state.epochs = meta.epochs;
-                state.acct = acct;
-            }
-            // Remove the batches, without the lock.
-            self.remove_below(new_start)?;
-            outcome.deleted_batches += chunk_batches;
-            outcome.deleted_bytes += chunk_bytes;
+            let Some(new_start) = new_start.filter(|&s| s > state.log_start) else {
+                return Ok(outcome);
+            };
+            let mut meta = state.meta();
+            meta.log_start_offset = new_start;
+            meta.epochs.truncate_from_start(new_start);
+            self.write_meta(&meta)?;
+            state.log_start = new_start;
+            state.epochs = meta.epochs;
             outcome.log_start_offset = new_start;
-            if chunk_batches < RETENTION_CHUNK_BATCHES {
-                break;
+            if takes_active {
+                state.active_since_ms = None;
+                state
+                    .segments_mut()
+                    .roll()
+                    .map_err(self.store.segment_failed(&self.id))?;
             }
-            #[cfg(test)]
-            if let Some(hook) = self
-                .between_retention_chunks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-            {
-                hook();
-            }
-        }
-        if outcome.deleted_batches > 0 {
-            tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
-                deleted_batches = outcome.deleted_batches,
-                log_start = outcome.log_start_offset, "applied retention");
-        }
+            state.segments_mut().detach_before(new_start as i64)
+        };
+        self.delete_detached(detached)?;
+        tracing::debug!(topic = %self.id.topic, partition = self.id.partition,
+            deleted_segments = outcome.deleted_segments,
+            log_start = outcome.log_start_offset, "applied retention");
         Ok(outcome)
     }
 }

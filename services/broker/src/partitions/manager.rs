@@ -381,12 +381,18 @@ fn shrink_isrs(broker: &Arc<Broker>) {
 
 async fn checkpoint_all(broker: &Arc<Broker>) {
     let partitions = broker.data.all();
+    let store = broker.data.store.clone();
     let done = tokio::task::spawn_blocking(move || {
         for p in partitions {
             if let Err(e) = p.checkpoint_hw() {
                 tracing::warn!(topic = %p.id.topic, partition = p.id.partition, error = %e,
                     "could not checkpoint the high watermark");
             }
+        }
+        // Metadata-only writes reach the disk within about a second even without produce
+        // traffic bringing a group commit round.
+        if let Err(e) = store.sync_meta_if_due() {
+            tracing::warn!(error = %e, "could not sync the partitions' metadata");
         }
     })
     .await;
@@ -446,9 +452,9 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                     .log
                     .apply_retention(now_ms, s.retention_ms, s.retention_bytes)
                 {
-                    Ok(outcome) if outcome.deleted_batches > 0 => {
+                    Ok(outcome) if outcome.deleted_segments > 0 => {
                         tracing::info!(topic = %p.id.topic, partition = p.id.partition,
-                            batches = outcome.deleted_batches, bytes = outcome.deleted_bytes,
+                            segments = outcome.deleted_segments, bytes = outcome.deleted_bytes,
                             log_start = outcome.log_start_offset, "retention deleted old batches")
                     }
                     Ok(_) => {}

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -81,13 +82,16 @@ pub struct Recovered {
 pub struct LogSegment {
     base_offset: i64,
     path: PathBuf,
-    file: File,
+    /// Shared with the group commit, which syncs it without the partition's lock.
+    file: Arc<File>,
     len_bytes: u64,
     /// The offset after the last record (the base offset while empty).
     next_offset: i64,
     index: OffsetIndex,
     index_interval_bytes: u64,
     bytes_since_index_entry: u64,
+    /// The largest batch max timestamp, once a scan found it (cleared by appends and cuts).
+    max_timestamp_ms: OnceLock<i64>,
 }
 
 /// The file name of segment `base_offset` with `extension` ("log", "index").
@@ -129,12 +133,13 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             path,
-            file,
+            file: Arc::new(file),
             len_bytes: 0,
             next_offset: base_offset,
             index,
             index_interval_bytes,
             bytes_since_index_entry: 0,
+            max_timestamp_ms: OnceLock::new(),
         })
     }
 
@@ -163,12 +168,13 @@ impl LogSegment {
         let mut segment = LogSegment {
             base_offset,
             path,
-            file,
+            file: Arc::new(file),
             len_bytes: file_len,
             next_offset: base_offset,
             index,
             index_interval_bytes,
             bytes_since_index_entry: 0,
+            max_timestamp_ms: OnceLock::new(),
         };
         // Below the checkpoint: headers only, from the last index entry, to learn the next
         // offset (and index what a lost or short index missed).
@@ -264,6 +270,86 @@ impl LogSegment {
         self.maybe_index(&header, position)?;
         self.len_bytes += batch.len() as u64;
         self.next_offset = header.last_offset() + 1;
+        self.max_timestamp_ms = OnceLock::new();
+        Ok(())
+    }
+
+    /// Whether a batch of `len_bytes` ending at `last_offset` still fits (bytes and the
+    /// index's 32-bit relative offsets).
+    pub fn fits(&self, len_bytes: u64, last_offset: i64) -> bool {
+        self.len_bytes + len_bytes <= SEGMENT_BYTES_LIMIT
+            && last_offset - self.base_offset <= i64::from(u32::MAX)
+    }
+
+    /// The file, for a group commit to `fdatasync` without holding the log (the index is
+    /// derived data: open rebuilds what a lost index misses, see [`index`]).
+    pub fn file_handle(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// The batch boundary at or below `offset`: (the base offset of the batch holding
+    /// `offset`, its byte position), or (next offset, length) at or past the end.
+    pub fn boundary_at_or_below(&self, offset: i64) -> Result<(i64, u64), SegmentError> {
+        if offset >= self.next_offset {
+            return Ok((self.next_offset, self.len_bytes));
+        }
+        let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let (mut base, mut position) =
+            self.index
+                .floor(relative)
+                .map_or((self.base_offset, 0), |e| {
+                    (
+                        self.base_offset + i64::from(e.relative_offset),
+                        u64::from(e.position),
+                    )
+                });
+        while position < self.len_bytes {
+            let header = self
+                .header_at(position)?
+                .ok_or_else(|| self.corrupt(position))?;
+            if header.last_offset() >= offset {
+                return Ok((header.base_offset, position));
+            }
+            base = header.last_offset() + 1;
+            position += header.total_len() as u64;
+        }
+        Ok((base, position))
+    }
+
+    /// The largest max timestamp of its batches (`i64::MIN` when empty): one scan of the
+    /// headers, remembered until the segment changes (retention asks only of sealed segments).
+    pub fn max_timestamp_ms(&self) -> Result<i64, SegmentError> {
+        if let Some(&t) = self.max_timestamp_ms.get() {
+            return Ok(t);
+        }
+        let mut max = i64::MIN;
+        let mut position = 0;
+        while position < self.len_bytes {
+            let header = self
+                .header_at(position)?
+                .ok_or_else(|| self.corrupt(position))?;
+            max = max.max(header.max_timestamp);
+            position += header.total_len() as u64;
+        }
+        Ok(*self.max_timestamp_ms.get_or_init(|| max))
+    }
+
+    /// Removes the segment's files (it was already detached from its log).
+    pub fn delete_files(self) -> Result<(), SegmentError> {
+        let index = self.path.with_extension("index");
+        for path in [self.path, index] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(SegmentError::Io {
+                        what: "cannot delete",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
@@ -369,6 +455,7 @@ impl LogSegment {
             .map_err(io_err("cannot truncate index", &self.path))?;
         self.len_bytes = position;
         self.bytes_since_index_entry = self.index_interval_bytes;
+        self.max_timestamp_ms = OnceLock::new();
         self.sync()
     }
 

@@ -1,7 +1,7 @@
 //! A partition's log as a directory of segments (the storage half of Kafka's `UnifiedLog`):
 //! appends go to the active (last) segment, which rolls at `segment_bytes_max`; reads cross
-//! segments; truncation and retention remove whole files or a file's tail. Issue 11's third
-//! piece; the broker does not use it yet.
+//! segments; truncation and retention remove whole files or a file's tail. The storage under
+//! [`crate::log::PartitionLog`], which keeps the offsets, epochs and checkpoints in sled.
 //!
 //! # To ensure correctness
 //! - [`SegmentedLog::sync`] makes every append before it durable: the active segment's file
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{LogSegment, Recovered, SegmentError, file_name};
+use super::{LogSegment, Recovered, SegmentError};
 
 /// Where an earlier process last synced: the active segment's base and its length then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,19 +122,169 @@ impl SegmentedLog {
         self.segments.values_mut().next_back().expect("never empty")
     }
 
-    /// Appends one whole batch, rolling first if the active segment would pass its size.
-    /// Not durable until [`sync`](Self::sync).
+    /// Appends one whole batch, rolling first if the active segment would pass its size (or
+    /// the index's 32-bit relative offsets). Not durable until [`sync`](Self::sync).
     pub fn append(&mut self, batch: &[u8]) -> Result<(), SegmentError> {
+        let header = super::batch_v2::peek_header(batch)?;
         let active = self.active();
         if active.len_bytes() > 0
-            && active.len_bytes() + batch.len() as u64 > self.cfg.segment_bytes_max
+            && (active.len_bytes() + batch.len() as u64 > self.cfg.segment_bytes_max
+                || !active.fits(batch.len() as u64, header.last_offset()))
         {
-            let base = active.next_offset();
-            active.sync()?;
-            let segment = LogSegment::create(&self.dir, base, self.cfg.index_interval_bytes)?;
-            self.segments.insert(base, segment);
+            self.roll()?;
         }
         self.active_mut().append(batch)
+    }
+
+    /// Seals the active segment (synced) and starts a new one at the next offset; a no-op
+    /// while the active segment is empty.
+    pub fn roll(&mut self) -> Result<(), SegmentError> {
+        let active = self.active();
+        if active.len_bytes() == 0 {
+            return Ok(());
+        }
+        let base = active.next_offset();
+        active.sync()?;
+        let segment = LogSegment::create(&self.dir, base, self.cfg.index_interval_bytes)?;
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// The active segment's file (for the group commit) and the checkpoint a sync of it now
+    /// would make true.
+    pub fn active_file(&self) -> (std::sync::Arc<fs::File>, Checkpoint) {
+        let active = self.active();
+        (
+            active.file_handle(),
+            Checkpoint {
+                segment_base: active.base_offset(),
+                bytes: active.len_bytes(),
+            },
+        )
+    }
+
+    /// The checkpoint at the batch boundary at or below `offset` (every batch before it is
+    /// durable when the caller records it), and that boundary's offset.
+    pub fn checkpoint_at(&self, offset: i64) -> Result<(Checkpoint, i64), SegmentError> {
+        let segment = match self.segments.range(..=offset).next_back() {
+            Some((_, s)) => s,
+            None => self.segments.values().next().expect("never empty"),
+        };
+        let (boundary, bytes) = segment.boundary_at_or_below(offset)?;
+        Ok((
+            Checkpoint {
+                segment_base: segment.base_offset(),
+                bytes,
+            },
+            boundary,
+        ))
+    }
+
+    /// The sealed segments (never the active one) as (base offset, next offset, bytes), oldest
+    /// first, for retention to choose from.
+    pub fn sealed(&self) -> Vec<(i64, i64, u64)> {
+        let mut out = self.list();
+        out.pop();
+        out
+    }
+
+    /// Every segment, the active one last, as (base offset, next offset, bytes).
+    pub fn list(&self) -> Vec<(i64, i64, u64)> {
+        self.segments
+            .values()
+            .map(|s| (s.base_offset(), s.next_offset(), s.len_bytes()))
+            .collect()
+    }
+
+    /// The largest timestamp in segment `base` (see [`LogSegment::max_timestamp_ms`]).
+    pub fn max_timestamp_ms(&self, base: i64) -> Result<Option<i64>, SegmentError> {
+        self.segments
+            .get(&base)
+            .map(LogSegment::max_timestamp_ms)
+            .transpose()
+    }
+
+    /// Takes the sealed segments that end at or below `offset` out of the log, oldest first;
+    /// the caller deletes their files ([`LogSegment::delete_files`]) without holding the log,
+    /// then [`sync_dir`](Self::sync_dir). Never the active segment.
+    pub fn detach_before(&mut self, offset: i64) -> Vec<LogSegment> {
+        let active = self.active().base_offset();
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset() != active && s.next_offset() <= offset)
+            .map(LogSegment::base_offset)
+            .collect();
+        doomed
+            .into_iter()
+            .filter_map(|b| self.segments.remove(&b))
+            .collect()
+    }
+
+    /// Empties the log and restarts it at `offset`: a new, synced segment there first (unless
+    /// the active one is empty and already there), then every other segment is detached for
+    /// the caller to delete. A crash in between leaves a gap before the new segment, which
+    /// [`gap_start`](Self::gap_start) shows the next open.
+    pub fn reset_to(&mut self, offset: i64) -> Result<Vec<LogSegment>, SegmentError> {
+        let active = self.active();
+        if !(active.base_offset() == offset && active.len_bytes() == 0) {
+            if self.segments.contains_key(&offset) {
+                // A segment file with that name exists (it holds data from `offset` on, which
+                // the reset drops): cut it empty instead of creating a second one.
+                let mut keep = self.segments.remove(&offset).expect("present");
+                keep.truncate_to(offset)?;
+                let mut detached: Vec<LogSegment> =
+                    std::mem::take(&mut self.segments).into_values().collect();
+                self.segments.insert(offset, keep);
+                detached.retain(|s| s.base_offset() != offset);
+                return Ok(detached);
+            }
+            let segment = LogSegment::create(&self.dir, offset, self.cfg.index_interval_bytes)?;
+            self.segments.insert(offset, segment);
+        }
+        let doomed: Vec<i64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|&b| b != offset)
+            .collect();
+        Ok(doomed
+            .into_iter()
+            .filter_map(|b| self.segments.remove(&b))
+            .collect())
+    }
+
+    /// Where the last gap between two segments ends (the base of the segment after it), if
+    /// there is one: a reset ([`reset_to`](Self::reset_to)) a crash interrupted; everything
+    /// before that base is obsolete.
+    pub fn gap_start(&self) -> Option<i64> {
+        let mut gap = None;
+        let mut prev_next: Option<i64> = None;
+        for s in self.segments.values() {
+            if let Some(next) = prev_next
+                && s.base_offset() > next
+            {
+                gap = Some(s.base_offset());
+            }
+            prev_next = Some(s.next_offset());
+        }
+        gap
+    }
+
+    /// Syncs the directory (after segment files were deleted).
+    pub fn sync_dir(&self) -> Result<(), SegmentError> {
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| SegmentError::Io {
+                what: "cannot sync directory",
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Makes every earlier append durable; returns the checkpoint to record for the next open.
@@ -181,42 +331,21 @@ impl SegmentedLog {
     /// Deletes whole segments that end at or below `offset` (retention, or a log start moved
     /// by a delete-records), never the active one. Returns the new log start offset.
     pub fn delete_segments_before(&mut self, offset: i64) -> Result<i64, SegmentError> {
-        let active = self.active().base_offset();
-        let doomed: Vec<i64> = self
-            .segments
-            .values()
-            .filter(|s| s.base_offset() != active && s.next_offset() <= offset)
-            .map(LogSegment::base_offset)
-            .collect();
-        for base in doomed {
-            self.delete_segment(base)?;
+        let detached = self.detach_before(offset);
+        if !detached.is_empty() {
+            for segment in detached {
+                segment.delete_files()?;
+            }
+            self.sync_dir()?;
         }
         Ok(self.log_start_offset())
     }
 
     fn delete_segment(&mut self, base: i64) -> Result<(), SegmentError> {
-        self.segments.remove(&base);
-        for extension in ["log", "index"] {
-            let path = self.dir.join(file_name(base, extension));
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(SegmentError::Io {
-                        what: "cannot delete",
-                        path,
-                        source,
-                    });
-                }
-            }
+        if let Some(segment) = self.segments.remove(&base) {
+            segment.delete_files()?;
         }
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SegmentError::Io {
-                what: "cannot sync directory",
-                path: self.dir.clone(),
-                source,
-            })
+        self.sync_dir()
     }
 
     /// The first offset the log may hold.
@@ -245,6 +374,7 @@ impl SegmentedLog {
 
 #[cfg(test)]
 mod tests {
+    use super::super::file_name;
     use super::*;
     use crate::log::batch_v2::{NewRecord, ProducerFields, encode};
 

@@ -59,25 +59,44 @@ fn encode_decode_roundtrip() {
 }
 
 #[test]
-fn crc_detects_every_flipped_byte() {
+fn crc_detects_every_flipped_byte_it_covers() {
     let encoded = sample().encode().unwrap();
     for i in 0..encoded.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = encoded.clone();
             bad[i] ^= bit;
-            let err = RecordBatch::decode_slice(&bad).unwrap_err();
-            if i == 0 {
-                assert!(
-                    matches!(err, BatchError::UnsupportedVersion { .. }),
-                    "{err}"
-                );
-            } else if (41..45).contains(&i) {
-                assert!(matches!(err, BatchError::LengthMismatch { .. }), "{err}");
-            } else {
-                assert!(
-                    matches!(err, BatchError::CrcMismatch { .. }),
-                    "byte {i}: {err}"
-                );
+            let got = RecordBatch::decode_slice(&bad);
+            match i {
+                // The base offset and the partition leader epoch lie outside the CRC on
+                // purpose (a leader assigns them): a flip changes them, or makes them negative.
+                0..8 | 12..16 => match got {
+                    Ok(b) => assert_ne!(
+                        (b.base_offset, b.leader_epoch),
+                        (42, 7),
+                        "byte {i} changed nothing"
+                    ),
+                    Err(e) => assert!(matches!(e, BatchError::Malformed(_)), "byte {i}: {e}"),
+                },
+                8..12 => assert!(
+                    matches!(got, Err(BatchError::LengthMismatch { .. })),
+                    "byte {i}: {got:?}"
+                ),
+                // The counts are checked before the CRC.
+                23..27 | 57..61 => assert!(
+                    matches!(
+                        got,
+                        Err(BatchError::Malformed(_) | BatchError::CrcMismatch { .. })
+                    ),
+                    "byte {i}: {got:?}"
+                ),
+                16 => assert!(
+                    matches!(got, Err(BatchError::UnsupportedVersion { .. })),
+                    "{got:?}"
+                ),
+                _ => assert!(
+                    matches!(got, Err(BatchError::CrcMismatch { .. })),
+                    "byte {i}: {got:?}"
+                ),
             }
         }
     }
@@ -109,65 +128,76 @@ fn truncated_and_empty_inputs_are_errors() {
     assert!(matches!(overflowing.encode(), Err(BatchError::TooLarge(_))));
 }
 
-/// Replaces everything after the header with `records` and fixes lengths and CRC, so that
-/// decoding gets past the CRC into the record parser.
+/// Replaces everything after the header with `records` (v2 record bytes) and fixes the
+/// count, the last offset delta, the lengths and the CRC, so that decoding gets past the CRC
+/// into the record parser.
 fn with_valid_crc(mut header: Vec<u8>, count: u32, max_ts: i64, records: &[u8]) -> Vec<u8> {
     header.truncate(BATCH_HEADER_LEN);
-    header[21..25].copy_from_slice(&count.to_be_bytes());
-    header[33..41].copy_from_slice(&max_ts.to_be_bytes());
-    header[41..45].copy_from_slice(&(records.len() as u32).to_be_bytes());
+    header[57..61].copy_from_slice(&count.to_be_bytes());
+    header[23..27].copy_from_slice(&count.saturating_sub(1).to_be_bytes());
+    header[35..43].copy_from_slice(&max_ts.to_be_bytes());
     header.extend_from_slice(records);
-    let crc = crc32c::crc32c(&header[5..]);
-    header[1..5].copy_from_slice(&crc.to_be_bytes());
+    let batch_length = (header.len() - 12) as u32;
+    header[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&header[21..]);
+    header[17..21].copy_from_slice(&crc.to_be_bytes());
     header
 }
+
+/// A minimal v2 record: attributes, timestamp and offset deltas 0, null key, empty value, no
+/// headers; behind its zigzag length 6.
+const MINIMAL_RECORD: [u8; 7] = [12, 0, 0, 0, 1, 0, 0];
 
 #[test]
 fn malformed_records_behind_a_valid_crc_are_errors() {
     let base = sample().encode().unwrap();
-    // A key length larger than what is left.
-    let bad = with_valid_crc(base.clone(), 1, 0, &[0, 100, 1, b'x', 0]);
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
-    // A header count far beyond the bytes left (must not allocate it).
-    let bad = with_valid_crc(base.clone(), 1, 0, &[0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
-    // A record count the bytes cannot hold.
-    let bad = with_valid_crc(base.clone(), u32::MAX, 0, &[0, 0, 0, 0]);
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
-    // Trailing bytes.
-    let bad = with_valid_crc(base.clone(), 1, 1_700_000_000_000, &[0, 0, 0, 0, 9]);
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
-    // A max timestamp that disagrees with the records.
-    let bad = with_valid_crc(base.clone(), 1, 3, &[0, 0, 0, 0]);
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
-    // A header key that is not UTF-8.
-    let bad = with_valid_crc(
-        base.clone(),
-        1,
-        1_700_000_000_000,
-        &[0, 0, 0, 1, 1, 0xff, 0],
+    let malformed = |bytes: Vec<u8>, what: &str| {
+        assert!(
+            matches!(
+                RecordBatch::decode_slice(&bytes),
+                Err(BatchError::Malformed(_))
+            ),
+            "{what}: {:?}",
+            RecordBatch::decode_slice(&bytes)
+        );
+    };
+    // A key length (50) larger than what is left.
+    malformed(
+        with_valid_crc(base.clone(), 1, 0, &[10, 0, 0, 0, 100, 0]),
+        "key length",
     );
-    assert!(matches!(
-        RecordBatch::decode_slice(&bad),
-        Err(BatchError::Malformed(_))
-    ));
+    // A header count far beyond the bytes left (must not allocate it).
+    malformed(
+        with_valid_crc(
+            base.clone(),
+            1,
+            0,
+            &[20, 0, 0, 0, 1, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f],
+        ),
+        "header count",
+    );
+    // A record count the bytes cannot hold.
+    malformed(
+        with_valid_crc(base.clone(), i32::MAX as u32, 0, &MINIMAL_RECORD),
+        "record count",
+    );
+    // Trailing bytes.
+    let mut trailing = MINIMAL_RECORD.to_vec();
+    trailing.push(9);
+    malformed(with_valid_crc(base.clone(), 1, 0, &trailing), "trailing");
+    // A header key that is not UTF-8 (one header, key 0xff, null value).
+    malformed(
+        with_valid_crc(base.clone(), 1, 0, &[18, 0, 0, 0, 1, 0, 2, 2, 0xff, 1]),
+        "header key",
+    );
+    // Offsets that are not dense (a compacted batch): last offset delta 1 for one record.
+    let mut sparse = with_valid_crc(base.clone(), 1, 0, &MINIMAL_RECORD);
+    sparse[23..27].copy_from_slice(&1u32.to_be_bytes());
+    let crc = crc32c::crc32c(&sparse[21..]);
+    sparse[17..21].copy_from_slice(&crc.to_be_bytes());
+    malformed(sparse, "sparse offsets");
     // And the well-formed minimal record decodes.
-    let good = with_valid_crc(base, 1, 1_700_000_000_000, &[0, 0, 0, 0]);
+    let good = with_valid_crc(base, 1, 1_700_000_000_000, &MINIMAL_RECORD);
     let batch = RecordBatch::decode_slice(&good).unwrap();
     assert_eq!(batch.records[0].key, None);
     assert!(batch.records[0].value.is_empty());
@@ -210,7 +240,7 @@ fn split_fills_batches_under_the_target_and_refuses_oversized_records() {
     assert_eq!(
         split_into_batches(records, 64 * 1024, 1000),
         Err(BatchError::RecordTooLarge {
-            size: 1029,
+            size: 1033,
             max: 1000
         })
     );
@@ -270,7 +300,7 @@ proptest! {
     fn any_records_roundtrip_and_split(
         records in proptest::collection::vec(arb_record(), 1..30),
         base in 0u64..1 << 40,
-        epoch in any::<u64>(),
+        epoch in 0..=i32::MAX as u64,
         max in 50usize..2000,
     ) {
         let batch = RecordBatch { base_offset: base, leader_epoch: epoch, records: records.clone() };

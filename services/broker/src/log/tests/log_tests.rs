@@ -109,6 +109,7 @@ fn records_without_timestamp_get_the_append_time_and_limits_are_enforced() {
         log: LogConfig {
             max_batch_bytes: 1024,
             max_record_bytes: 500,
+            ..LogConfig::default()
         },
         ..LogStoreConfig::default()
     };
@@ -150,6 +151,7 @@ fn records_without_timestamp_get_the_append_time_and_limits_are_enforced() {
         log: LogConfig {
             max_batch_bytes: 300,
             max_record_bytes: 500,
+            ..LogConfig::default()
         },
         ..LogStoreConfig::default()
     };
@@ -210,6 +212,7 @@ fn records_without_timestamp_get_the_append_time_and_limits_are_enforced() {
                 log: LogConfig {
                     max_batch_bytes: 1024,
                     max_record_bytes: 0,
+                    ..LogConfig::default()
                 },
                 ..LogStoreConfig::default()
             }
@@ -413,7 +416,7 @@ fn replicas_store_the_leaders_bytes() {
 fn reopen_returns_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let (before, data, meta) = {
-        let store = open(dir.path());
+        let store = open_one_batch_per_segment(dir.path());
         let log = store.partition("orders", 9, 2).unwrap();
         log.append_as_leader(recs("a", 3, T0), 1, T0).unwrap();
         log.append_as_leader(recs("b", 3, T0 + 10), 2, T0).unwrap();
@@ -428,7 +431,7 @@ fn reopen_returns_the_same_state() {
         )
     };
     assert_eq!(before.log_start_offset, 3);
-    let store = open(dir.path());
+    let store = open_one_batch_per_segment(dir.path());
     assert_eq!(
         store.stored_partitions().unwrap(),
         [PartitionId::new("orders", 9, 2)]
@@ -442,10 +445,44 @@ fn reopen_returns_the_same_state() {
     assert_eq!(info.base_offset, 9);
 }
 
+/// A store whose segments roll at every batch.
+fn open_one_batch_per_segment(dir: &std::path::Path) -> LogStore {
+    let cfg = LogStoreConfig {
+        log: LogConfig {
+            segment_bytes_max: 1,
+            ..LogConfig::default()
+        },
+        ..LogStoreConfig::default()
+    };
+    LogStore::open_with(dir, cfg).unwrap()
+}
+
+/// How many segment files (`.log`) the store under `dir` holds.
+fn segment_files(dir: &std::path::Path) -> usize {
+    walk(&dir.join("partitions"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn retention_by_time_and_size_never_passes_the_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    // One batch per segment: retention deletes whole segments.
+    let store = open_one_batch_per_segment(dir.path());
     let log = store.partition("t", 1, 0).unwrap();
     for i in 0..5 {
         // Batch i: offsets 2i..2i+2, max timestamp T0 + 100 i + 1.
@@ -458,13 +495,15 @@ fn retention_by_time_and_size_never_passes_the_high_watermark() {
     let out = log
         .apply_retention(T0 + 10_000, UNLIMITED, UNLIMITED)
         .unwrap();
-    assert_eq!(out.deleted_batches, 0);
+    assert_eq!(out.deleted_segments, 0);
+    assert_eq!(log.segments().len(), 5);
 
     // Everything expired, but only what is below the high watermark may go.
     log.set_high_watermark(5).unwrap();
     let out = log.apply_retention(T0 + 10_000, 1000, UNLIMITED).unwrap();
-    assert_eq!((out.deleted_batches, out.log_start_offset), (2, 4));
+    assert_eq!((out.deleted_segments, out.log_start_offset), (2, 4));
     assert_eq!(log.log_start_offset(), 4);
+    assert_eq!(segment_files(dir.path()), 3, "whole files went");
     assert!(matches!(
         log.read(3, ALL, ReadBound::LogEnd),
         Err(LogError::OffsetOutOfRange {
@@ -489,18 +528,24 @@ fn retention_by_time_and_size_never_passes_the_high_watermark() {
     // By time: only batches older than the retention.
     log.set_high_watermark(10).unwrap();
     let out = log.apply_retention(T0 + 1201, 1000, UNLIMITED).unwrap();
-    assert_eq!((out.deleted_batches, out.log_start_offset), (0, 4));
+    assert_eq!((out.deleted_segments, out.log_start_offset), (0, 4));
     let out = log.apply_retention(T0 + 1202, 1000, UNLIMITED).unwrap();
-    assert_eq!((out.deleted_batches, out.log_start_offset), (1, 6));
+    assert_eq!((out.deleted_segments, out.log_start_offset), (1, 6));
 
-    // By size: down to at most the limit.
+    // By size (Kafka's rule): a segment goes while the rest still holds the limit.
     let out = log
         .apply_retention(T0, UNLIMITED, (batch_len + 1) as i64)
         .unwrap();
-    assert_eq!((out.deleted_batches, out.log_start_offset), (1, 8));
+    assert_eq!((out.deleted_segments, out.log_start_offset), (0, 6));
+    let out = log
+        .apply_retention(T0, UNLIMITED, batch_len as i64)
+        .unwrap();
+    assert_eq!((out.deleted_segments, out.log_start_offset), (1, 8));
     assert_eq!(log.size_bytes(), batch_len);
+    // Everything, the active segment included: the log rolls an empty one first.
     let out = log.apply_retention(T0, UNLIMITED, 0).unwrap();
     assert_eq!(out.log_start_offset, 10);
+    assert_eq!(log.segments(), [(10, 0)]);
     assert_eq!(log.offsets().size_bytes, 0);
     assert_eq!(log.log_end_offset(), 10);
     assert!(log.read(10, ALL, ReadBound::LogEnd).unwrap().is_empty());
@@ -508,7 +553,7 @@ fn retention_by_time_and_size_never_passes_the_high_watermark() {
     // An empty log keeps its end offset across a reopen, and appends go on from it.
     drop(log);
     drop(store);
-    let store = open(dir.path());
+    let store = open_one_batch_per_segment(dir.path());
     let log = store.partition("t", 1, 0).unwrap();
     assert_eq!(
         (
@@ -567,14 +612,29 @@ fn list_offsets_by_timestamp_searches_committed_data() {
     );
 }
 
-/// Flips one byte in the middle of the stored batch at `offset`.
-fn corrupt_stored_batch(store: &LogStore, id: &PartitionId, offset: u64) {
-    let tree = store.db().open_tree(id.tree_name()).unwrap();
-    let key = offset.to_be_bytes();
-    let mut value = tree.get(key).unwrap().unwrap().to_vec();
-    let mid = value.len() / 2 + 10;
-    value[mid] ^= 0x40;
-    tree.insert(key, value).unwrap();
+/// Flips one byte in the middle of the stored batch at `offset` (in its segment file).
+fn corrupt_stored_batch(dir: &std::path::Path, id: &PartitionId, offset: u64) {
+    let pdir = dir.join("partitions").join(id.dir_name());
+    let mut logs: Vec<_> = walk(&pdir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    for path in logs {
+        let mut data = std::fs::read(&path).unwrap();
+        let mut pos = 0;
+        while pos < data.len() {
+            let h = super::super::batch_v2::peek_header(&data[pos..]).unwrap();
+            if h.base_offset as u64 == offset {
+                let mid = pos + h.total_len() / 2 + 10;
+                data[mid] ^= 0x40;
+                std::fs::write(&path, &data).unwrap();
+                return;
+            }
+            pos += h.total_len();
+        }
+    }
+    panic!("no batch at {offset}");
 }
 
 #[test]
@@ -587,11 +647,17 @@ fn a_corrupt_batch_is_reported_never_served() {
         log.append_as_leader(recs("a", 3, T0), 1, T0).unwrap(); // 0..3
         log.append_as_leader(recs("b", 3, T0), 1, T0).unwrap(); // 3..6
         log.append_as_leader(recs("c", 3, T0), 1, T0).unwrap(); // 6..9
+        log.sync().unwrap();
         log.set_high_watermark(9).unwrap();
-        corrupt_stored_batch(&store, &id, 3);
+        corrupt_stored_batch(dir.path(), &id, 3);
 
-        // Reading from before it: the good batch, then the error.
-        let err = log.read(0, ALL, ReadBound::HighWatermark).unwrap_err();
+        // Reading from before it: the good batch only; from it, the error.
+        assert_eq!(
+            read_all(&log, 0, ReadBound::HighWatermark).len(),
+            3,
+            "served up to the corrupt batch"
+        );
+        let err = log.read(3, ALL, ReadBound::HighWatermark).unwrap_err();
         match &err {
             LogError::Corrupt {
                 topic,
@@ -626,16 +692,10 @@ fn a_corrupt_batch_is_reported_never_served() {
             log.list_offset(OffsetSpec::Timestamp(T0 + 3)),
             Err(LogError::Corrupt { .. })
         ));
-        assert!(matches!(
-            log.apply_retention(T0 + 1_000_000, 1, UNLIMITED),
-            Err(LogError::Corrupt {
-                offset: Some(3),
-                ..
-            })
-        ));
-        log.sync().unwrap();
+        store.sync_meta_if_due().unwrap();
     }
-    // Reopening: a corrupt batch in the middle opens (reads still report it)...
+    // Reopening: a corrupt batch below the checkpoint opens (its bytes were durable and
+    // checked; reads still report it)...
     {
         let store = open(dir.path());
         let log = store.partition("orders", 3, 1).unwrap();
@@ -647,25 +707,27 @@ fn a_corrupt_batch_is_reported_never_served() {
                 ..
             })
         ));
-        // ...but a corrupt last batch leaves the log end unknown: open refuses.
-        corrupt_stored_batch(&store, &id, 6);
+        // ...and one past it, where only unsynced writes can be torn, is cut with what follows.
+        log.append_as_leader(recs("d", 3, T0), 1, T0).unwrap(); // 9..12
+        log.append_as_leader(recs("e", 3, T0), 1, T0).unwrap(); // 12..15
         log.sync().unwrap();
+        corrupt_stored_batch(dir.path(), &id, 9);
     }
     let store = open(dir.path());
-    assert!(matches!(
-        store.partition("orders", 3, 1),
-        Err(LogError::Corrupt {
-            offset: Some(6),
-            ..
-        })
-    ));
-    // Corrupt metadata is refused too.
-    store
-        .db()
-        .open_tree("log_meta")
-        .unwrap()
-        .insert(id.tree_name(), b"junk".to_vec())
-        .unwrap();
+    let log = store.partition("orders", 3, 1).unwrap();
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (9, 9));
+    drop(log);
+    drop(store);
+    // Corrupt metadata is refused.
+    {
+        let db = super::super::durable::open_sled(dir.path(), 1 << 20).unwrap();
+        db.open_tree("log_meta")
+            .unwrap()
+            .insert(id.meta_key(), b"junk".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
     assert!(matches!(
         store.partition("orders", 3, 1),
         Err(LogError::Corrupt { offset: None, .. })
@@ -677,13 +739,14 @@ fn open_finishes_interrupted_changes() {
     let dir = tempfile::tempdir().unwrap();
     let id = PartitionId::new("t", 1, 0);
     {
-        let store = open(dir.path());
+        let store = open_one_batch_per_segment(dir.path());
         let log = store.partition("t", 1, 0).unwrap();
         log.append_as_leader(recs("a", 2, T0), 1, T0).unwrap(); // 0..2
         log.append_as_leader(recs("b", 2, T0), 1, T0).unwrap(); // 2..4
         log.append_as_leader(recs("c", 2, T0), 2, T0).unwrap(); // 4..6
+        log.sync().unwrap();
         log.set_high_watermark(4).unwrap();
-        // As if retention wrote the new log start and crashed before removing the batches, and
+        // As if retention wrote the new log start and crashed before deleting the segment,
         // the epoch change before offset 4 never reached the metadata, and a high watermark
         // past the end had survived.
         let mut meta = PartitionMeta {
@@ -693,12 +756,15 @@ fn open_finishes_interrupted_changes() {
         };
         meta.epochs.assign(1, 0);
         meta.epochs.assign(9, 7);
-        let tree = store.db().open_tree("log_meta").unwrap();
-        tree.insert(id.tree_name(), meta.encode(id.tree_name().as_bytes()))
+        store
+            .db()
+            .open_tree("log_meta")
+            .unwrap()
+            .insert(id.meta_key(), meta.encode(id.meta_key().as_bytes()))
             .unwrap();
-        log.sync().unwrap();
+        store.db().flush().unwrap();
     }
-    let store = open(dir.path());
+    let store = open_one_batch_per_segment(dir.path());
     let log = store.partition("t", 1, 0).unwrap();
     assert_eq!(
         log.offsets(),
@@ -709,11 +775,36 @@ fn open_finishes_interrupted_changes() {
             size_bytes: log.size_bytes()
         }
     );
-    let data = store.db().open_tree(id.tree_name()).unwrap();
-    assert_eq!(data.len(), 2, "the batch below the log start was removed");
+    assert_eq!(
+        segment_files(dir.path()),
+        2,
+        "the segment below the log start went"
+    );
     // Epoch 9 (recorded, no batch) is past the end and dropped; epoch 2 re-derived; the
     // first epoch starts at the log start.
     assert_eq!(epochs(&log), [(1, 2), (2, 4)]);
+    drop(log);
+    drop(store);
+
+    // A reset that crashed after creating its new segment, before the metadata and the
+    // deletion of the old ones: open finishes it.
+    {
+        let pdir = dir.path().join("partitions").join(id.dir_name());
+        let name = super::super::segment::file_name(50, "log");
+        std::fs::File::create(pdir.join(name)).unwrap();
+    }
+    let store = open_one_batch_per_segment(dir.path());
+    let log = store.partition("t", 1, 0).unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (50, 50, 50)
+    );
+    assert_eq!(segment_files(dir.path()), 1);
+    assert!(epochs(&log).is_empty());
 }
 
 #[test]
@@ -799,13 +890,13 @@ fn deleting_a_topic_removes_its_partitions_only() {
 
 #[test]
 fn large_batches_survive_sync_and_reopen() {
-    // Batches of ~3.8 MiB exceed a quarter of sled's 8 MiB segments, so sled writes them as
-    // blob files; sync must cover them.
+    // Batches of ~3.8 MiB in 8 MiB segments: reads return them whole, segments roll.
     let dir = tempfile::tempdir().unwrap();
     let value = Bytes::from(vec![0x5a; 60 * 1024]);
     let cfg = LogStoreConfig {
         log: LogConfig {
             max_batch_bytes: 4 * 1024 * 1024,
+            segment_bytes_max: 8 * 1024 * 1024,
             ..LogConfig::default()
         },
         ..LogStoreConfig::default()
@@ -814,6 +905,7 @@ fn large_batches_survive_sync_and_reopen() {
         let store = LogStore::open_with(dir.path(), cfg).unwrap();
         let a = store.partition("t", 1, 0).unwrap();
         let b = store.partition("t", 1, 1).unwrap();
+        let rounds = store.durable_sync_count();
         for _ in 0..3 {
             let records: Vec<Record> = (0..64).map(|_| Record::new(value.clone())).collect();
             a.append_as_leader(records.clone(), 1, T0).unwrap();
@@ -821,8 +913,9 @@ fn large_batches_survive_sync_and_reopen() {
             // One sync for both partitions.
             store.sync().unwrap();
         }
-        assert!(store.blob_file_count() > 0, "expected sled blob files");
+        assert_eq!(store.durable_sync_count() - rounds, 3);
         assert_eq!(a.log_end_offset(), 3 * 64);
+        assert!(a.segments().len() >= 2, "{:?}", a.segments());
     }
     let store = LogStore::open_with(dir.path(), cfg).unwrap();
     for p in 0..2 {
