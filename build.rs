@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("dmq_v1_descriptor.bin"))
         // Snapshot chunks are slices of one shared buffer, not copies.
         .bytes(".dmq.v1.InstallSnapshotRequest.data")
+        // Record batches are slices of the buffer read from a segment, not copies.
+        .bytes(".dmq.v1.FetchResponse.batches")
+        .bytes(".dmq.v1.ReplicaFetchResponse.batches")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -490,6 +490,46 @@ impl DataService {
         }
     }
 
+    /// Whole stored batches from the one holding `from`, ending at or below `hw`, at most about
+    /// `max_bytes` (at least one batch): the raw-batches Fetch answer, sent as read (slices of
+    /// one buffer). Returns the batches, their record count, the next offset and the bytes.
+    async fn read_committed_batches(
+        part: &Arc<Partition>,
+        from: u64,
+        hw: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<bytes::Bytes>, usize, u64, usize), DataError> {
+        let log = part.log.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            log.read_encoded(from, max_bytes, crate::log::ReadBound::LogEnd)
+        })
+        .await
+        .map_err(blocking_error)?;
+        match read {
+            Ok(batches) => {
+                let mut out = Vec::with_capacity(batches.len());
+                let (mut count, mut next, mut bytes) = (0, from, 0);
+                for b in batches {
+                    // The log's own high watermark is a checkpoint; the partition's is current.
+                    if b.header.next_offset() > hw {
+                        break;
+                    }
+                    count += b
+                        .header
+                        .next_offset()
+                        .saturating_sub(from.max(b.header.base_offset))
+                        as usize;
+                    next = b.header.next_offset();
+                    bytes += b.bytes.len();
+                    out.push(b.bytes);
+                }
+                Ok((out, count, next, bytes))
+            }
+            Err(LogError::OffsetOutOfRange { .. }) => Err(Self::out_of_range(part, from)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Fetch (see the module doc).
     pub(crate) async fn fetch(
         &self,
@@ -514,16 +554,32 @@ impl DataService {
                 // The answer is built in memory: at most `max_bytes` (plus one batch). A long
                 // poll holds nothing while it waits.
                 let _reservation = self.broker.data.budget.try_reserve(max_bytes)?;
-                let (records, next_offset, bytes) =
-                    Self::read_committed(&part, offset, hw, max_bytes).await?;
-                if !records.is_empty() {
-                    crate::metrics::fetched("fetch", records.len(), bytes);
-                    return Ok(pb::FetchResponse {
-                        records,
-                        high_watermark: hw,
-                        log_start_offset: part.log.log_start_offset(),
-                        next_offset,
-                    });
+                if request.raw_batches {
+                    let (batches, count, next_offset, bytes) =
+                        Self::read_committed_batches(&part, offset, hw, max_bytes).await?;
+                    if !batches.is_empty() {
+                        crate::metrics::fetched("fetch", count, bytes);
+                        return Ok(pb::FetchResponse {
+                            records: Vec::new(),
+                            high_watermark: hw,
+                            log_start_offset: part.log.log_start_offset(),
+                            next_offset,
+                            batches,
+                        });
+                    }
+                } else {
+                    let (records, next_offset, bytes) =
+                        Self::read_committed(&part, offset, hw, max_bytes).await?;
+                    if !records.is_empty() {
+                        crate::metrics::fetched("fetch", records.len(), bytes);
+                        return Ok(pb::FetchResponse {
+                            records,
+                            high_watermark: hw,
+                            log_start_offset: part.log.log_start_offset(),
+                            next_offset,
+                            batches: Vec::new(),
+                        });
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -532,6 +588,7 @@ impl DataService {
                     high_watermark: hw,
                     log_start_offset: part.log.log_start_offset(),
                     next_offset: offset,
+                    batches: Vec::new(),
                 });
             }
             tokio::select! {
@@ -741,7 +798,7 @@ impl DataService {
         if fetch_offset < offsets.log_start_offset || fetch_offset > offsets.log_end_offset {
             return Err(Self::out_of_range(&part, fetch_offset));
         }
-        let answer = |batches: Vec<Vec<u8>>, diverging: Option<pb::EpochEndOffset>| {
+        let answer = |batches: Vec<bytes::Bytes>, diverging: Option<pb::EpochEndOffset>| {
             pb::ReplicaFetchResponse {
                 batches,
                 high_watermark: leader.commitment().high_watermark,
@@ -826,8 +883,8 @@ impl DataService {
             let now = Instant::now();
             let hw_due = hw_moved_at.map(|at| (at + HW_NOTICE_DELAY).min(deadline));
             if !batches.is_empty() || hw_due.is_some_and(|due| now >= due) || now >= deadline {
-                let bytes: Vec<Vec<u8>> = batches.into_iter().map(|b| b.bytes.to_vec()).collect();
-                let size = bytes.iter().map(Vec::len).sum();
+                let bytes: Vec<bytes::Bytes> = batches.into_iter().map(|b| b.bytes).collect();
+                let size = bytes.iter().map(bytes::Bytes::len).sum();
                 crate::metrics::fetched("replica", bytes.len(), size);
                 return Ok(answer(bytes, None));
             }

@@ -51,6 +51,7 @@ mod testing;
 pub use dmq_proto::v1 as pb;
 
 pub use admin::{Admin, AdminOptions};
+pub use consumer::decode_batches as decode_raw_fetch;
 pub use consumer::{
     Consumer, ConsumerConfig, OffsetReset, PartitionOffsets, Start, TopicPartition,
 };

@@ -152,10 +152,18 @@ pub async fn read_full(
             offset,
             max_bytes: 1024 * 1024,
             max_wait_ms: 0,
+            // The stored bytes themselves, decoded here: the check reads what the disk holds.
+            raw_batches: true,
         };
         let answer = tokio::time::timeout(CALL_TIMEOUT * 2, client.fetch(request)).await;
         let r = match answer {
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => {
+                let mut r = dmq_client::decode_raw_fetch(r.into_inner()).map_err(|e| {
+                    format!("Fetch of partition {partition} at {offset} from broker {broker}: {e}")
+                })?;
+                r.records.retain(|rec| rec.offset >= offset);
+                r
+            }
             Ok(Err(s))
                 if s.code() == Code::OutOfRange && records.is_empty() && log_start.is_none() =>
             {

@@ -225,6 +225,7 @@ pub async fn consume(
             offset: position,
             max_bytes: 256 * 1024,
             max_wait_ms: opts.fetch_wait_ms,
+            raw_batches: false,
         });
         request.set_timeout(deadline);
         let mut client = meta.broker_client(&leader.address);

@@ -14,8 +14,8 @@
 
 use bytes::Bytes;
 
+use super::batch_v2::varint;
 use super::batch_v2::{self, BatchV2Error, HeaderV2, NewRecord, ProducerFields};
-use super::varint;
 
 /// The batch layout this module writes and reads: Kafka's magic 2.
 pub const BATCH_FORMAT_V2: u8 = batch_v2::MAGIC_V2;

@@ -14,7 +14,8 @@
 //! Every call blocks (files, sled, fsync): use `spawn_blocking` from async code.
 
 pub mod batch;
-pub mod batch_v2;
+/// Kafka's RecordBatch v2 codec (the `dmq-recordbatch` crate, shared with the client).
+pub use dmq_recordbatch as batch_v2;
 pub mod config;
 mod durable;
 pub mod epochs;
@@ -26,7 +27,6 @@ mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod store;
-mod varint;
 
 #[cfg(test)]
 mod tests;

@@ -284,7 +284,7 @@ impl Fetcher {
         if !response.batches.is_empty() {
             let batches = response.batches;
             let count = batches.len();
-            let bytes: usize = batches.iter().map(Vec::len).sum();
+            let bytes: usize = batches.iter().map(bytes::Bytes::len).sum();
             // Written and synced in one trip to the syncer thread: whatever was appended (even
             // before a failure) is durable before the next fetch reports the new log end. A
             // failed sync leaves the store unusable: stop.
@@ -359,7 +359,7 @@ impl Fetcher {
 
 /// Appends replicated batches at the log end: batches the log already has are skipped, one
 /// that straddles the log end is cut there.
-fn append_batches(log: &PartitionLog, batches: Vec<Vec<u8>>) -> Result<(), DataError> {
+fn append_batches(log: &PartitionLog, batches: Vec<Bytes>) -> Result<(), DataError> {
     for encoded in batches {
         let header = BatchHeader::read(&encoded).map_err(LogError::from)?;
         let leo = log.log_end_offset();
@@ -367,7 +367,7 @@ fn append_batches(log: &PartitionLog, batches: Vec<Vec<u8>>) -> Result<(), DataE
             continue;
         }
         if header.base_offset < leo {
-            let mut batch = RecordBatch::decode(Bytes::from(encoded)).map_err(LogError::from)?;
+            let mut batch = RecordBatch::decode(encoded).map_err(LogError::from)?;
             batch.records.drain(..(leo - batch.base_offset) as usize);
             batch.base_offset = leo;
             log.append_replica(&batch)?;
@@ -463,11 +463,11 @@ mod tests {
         follower.truncate_to(target).unwrap();
         let last = last_fetched_epoch(&follower.leader_epochs(), 0, 5);
         assert_eq!(divergence_on(&leader, last, 5), None);
-        let batches: Vec<Vec<u8>> = leader
+        let batches: Vec<Bytes> = leader
             .read_encoded(5, usize::MAX, crate::log::ReadBound::LogEnd)
             .unwrap()
             .into_iter()
-            .map(|b| b.bytes.to_vec())
+            .map(|b| b.bytes)
             .collect();
         append_batches(&follower, batches.clone()).unwrap();
         // Appending the same batches again is a no-op.

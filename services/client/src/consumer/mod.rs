@@ -396,7 +396,8 @@ impl Consumer {
     }
 }
 
-/// One long-poll Fetch of `tp` at `offset`, retried across leader changes.
+/// One long-poll Fetch of `tp` at `offset`, retried across leader changes. It asks for raw
+/// record batches (the broker sends them as stored) and decodes them here into `records`.
 async fn fetch(
     metadata: &MetadataView,
     config: &ConsumerConfig,
@@ -409,6 +410,7 @@ async fn fetch(
         offset,
         max_bytes: config.max_bytes,
         max_wait_ms: config.max_wait.as_millis() as u32,
+        raw_batches: true,
     };
     let target = Target {
         topic: &tp.topic,
@@ -428,6 +430,38 @@ async fn fetch(
         },
     )
     .await
+    .and_then(decode_batches)
+}
+
+/// Moves the records of a raw-batches Fetch answer (`raw_batches: true`) into `records` (an
+/// answer with records is left as it is). The first batch may hold records below the offset
+/// asked for: the caller skips them. A batch that fails its CRC or does not decode is reported
+/// as `DATA_LOSS`: it was damaged on the way (the broker checks what it reads).
+pub fn decode_batches(mut response: pb::FetchResponse) -> Result<pb::FetchResponse, ClientError> {
+    for batch in std::mem::take(&mut response.batches) {
+        let records = dmq_recordbatch::records(&batch).map_err(|e| {
+            ClientError::Other(tonic::Status::data_loss(format!(
+                "a fetched record batch is damaged: {e}"
+            )))
+        })?;
+        response.records.extend(records.into_iter().map(|r| {
+            pb::FetchedRecord {
+                offset: r.offset.max(0) as u64,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                value: r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| pb::Header {
+                        key: h.key,
+                        value: h.value.map(|v| v.to_vec()).unwrap_or_default(),
+                    })
+                    .collect(),
+            }
+        }));
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

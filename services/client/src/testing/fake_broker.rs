@@ -236,11 +236,19 @@ impl BrokerService for FakeBroker {
                         })
                         .collect();
                     let next_offset = request.offset + records.len() as u64;
+                    // A client asking for raw batches gets them as a broker stores them: one
+                    // RecordBatch v2 of the same records.
+                    let (records, batches) = if request.raw_batches && !records.is_empty() {
+                        (Vec::new(), vec![raw_batch(request.offset, &records)])
+                    } else {
+                        (records, Vec::new())
+                    };
                     return Ok(Response::new(pb::FetchResponse {
                         records,
                         high_watermark: hw,
                         log_start_offset: s.log_start,
                         next_offset,
+                        batches,
                     }));
                 }
             }
@@ -279,4 +287,26 @@ impl BrokerService for FakeBroker {
     ) -> Answer<pb::ReplicaFetchResponse> {
         Err(Status::unimplemented("fake"))
     }
+}
+
+/// `records` (consecutive offsets from `base`) as one RecordBatch v2.
+fn raw_batch(base: u64, records: &[pb::FetchedRecord]) -> bytes::Bytes {
+    use dmq_recordbatch::{HeaderV2, NewRecord, ProducerFields, encode};
+    let records: Vec<NewRecord> = records
+        .iter()
+        .map(|r| NewRecord {
+            timestamp_ms: r.timestamp_ms,
+            key: Some(bytes::Bytes::from(r.key.clone())).filter(|k| !k.is_empty()),
+            value: Some(bytes::Bytes::from(r.value.clone())),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| HeaderV2 {
+                    key: h.key.clone(),
+                    value: Some(bytes::Bytes::from(h.value.clone())),
+                })
+                .collect(),
+        })
+        .collect();
+    bytes::Bytes::from(encode(base as i64, 0, ProducerFields::NONE, &records).expect("encodes"))
 }

@@ -1,7 +1,8 @@
-//! Kafka's RecordBatch v2 ("magic 2"), byte for byte: the layout partition segment files will
-//! hold (issue 11), so that a Kafka-protocol listener can serve stored batches as they are and
-//! the idempotent producer finds its fields where Kafka keeps them. This module only encodes,
-//! checks and decodes; it keeps no state and does no I/O.
+//! Kafka's RecordBatch v2 ("magic 2"), byte for byte: the layout the broker's partition
+//! segment files hold and its Fetch answers with raw batches carry, so that a Kafka-protocol
+//! listener can serve stored batches as they are and the idempotent producer finds its fields
+//! where Kafka keeps them. This crate only encodes, checks and decodes; it keeps no state and
+//! does no I/O.
 //!
 //! # Layout
 //! Fixed-width integers are big-endian. Inside records, "varint" and "varlong" are zigzag
@@ -48,7 +49,7 @@
 
 use bytes::Bytes;
 
-use super::varint;
+pub mod varint;
 
 /// The magic byte of this layout.
 pub const MAGIC_V2: u8 = 2;

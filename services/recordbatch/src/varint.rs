@@ -1,5 +1,5 @@
 //! Unsigned LEB128 varints (7 bits a byte, low bits first, high bit = "more follows") and
-//! zigzag for signed values, as used inside a record batch (see [`super::batch`]).
+//! zigzag for signed values, as used inside a record batch (see [`crate`]).
 
 /// The most bytes a u64 varint takes.
 pub const MAX_VARINT_LEN: usize = 10;
