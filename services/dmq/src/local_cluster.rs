@@ -133,9 +133,18 @@ pub enum LocalClusterError {
     Port(std::io::Error),
 }
 
-fn free_port() -> Result<u16, LocalClusterError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(LocalClusterError::Port)?;
-    Ok(l.local_addr().map_err(LocalClusterError::Port)?.port())
+/// `n` distinct free loopback ports. Every listener stays bound until all are picked: one
+/// dropped at once lets the kernel hand the same port out again (seen: a controller started
+/// with `--listen` and `--peer-listen` on one port).
+fn free_ports(n: usize) -> Result<Vec<u16>, LocalClusterError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LocalClusterError::Port)?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().map_err(LocalClusterError::Port)?.port()))
+        .collect()
 }
 
 impl LocalCluster {
@@ -147,6 +156,16 @@ impl LocalCluster {
             None => std::env::current_exe().map_err(LocalClusterError::Exe)?,
         };
         let mut addrs = Vec::new();
+        let mut picked = match spec.base_port {
+            Some(_) => Vec::new(),
+            None => free_ports(2 * spec.controllers + spec.brokers)?,
+        }
+        .into_iter();
+        let mut free_port = || {
+            picked.next().ok_or_else(|| {
+                LocalClusterError::Port(std::io::Error::other("picked too few ports"))
+            })
+        };
         for i in 0..spec.controllers {
             let (client, peer) = match spec.base_port {
                 Some(base) => (base + i as u16, base + 100 + i as u16),
@@ -516,6 +535,21 @@ impl Drop for LocalCluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    /// A local cluster's ports are picked together, all distinct (picking one at a time gave
+    /// a controller the same port for its two listeners now and then).
+    #[test]
+    fn free_ports_are_distinct() {
+        for _ in 0..20 {
+            let ports = super::free_ports(64).unwrap();
+            assert_eq!(ports.iter().collect::<HashSet<_>>().len(), 64, "{ports:?}");
         }
     }
 }
