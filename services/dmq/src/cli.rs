@@ -96,6 +96,8 @@ pub enum BenchCommand {
     Produce(crate::bench::data::DataBenchArgs),
     /// Read records back from one partition: records/s, MB/s.
     Consume(crate::bench::data::DataBenchArgs),
+    /// Fill partition logs (default 10 GiB) and time opening them as a broker does at start.
+    LogOpen(crate::bench::log_open::LogOpenArgs),
 }
 
 /// `dmq controller`. Start one per member with the same `--peers` on every member.

@@ -124,6 +124,9 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Bench(cli::BenchCommand::NewTopic(args)) => {
             bench::new_topic::run(args).await.map_err(CliError::Runtime)
         }
+        Command::Bench(cli::BenchCommand::LogOpen(args)) => {
+            bench::log_open::run(args).await.map_err(CliError::Runtime)
+        }
         Command::Topic(command) => topic_cmd::run(command).await,
         Command::Cluster(command) => cluster_cmd::run(command).await,
         Command::Produce(args) => produce_cmd::run(args).await,

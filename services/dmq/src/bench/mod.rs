@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod failover;
+pub mod log_open;
 pub mod meta;
 pub mod new_topic;
 pub mod stability;
