@@ -37,9 +37,14 @@ pub struct DataBenchArgs {
     pub linger_ms: u64,
     #[arg(long, default_value_t = 3)]
     pub replication_factor: u32,
-    /// Bytes of records per Produce request at most (the producer's batch size).
-    #[arg(long, default_value_t = 256 * 1024)]
+    /// Bytes of records per Produce request at most (the producer's batch size, as the
+    /// producer counts a record: its encoded size plus a few bytes).
+    #[arg(long, default_value_t = 256 * 1024, conflicts_with = "records_per_request")]
     pub batch_max_bytes: usize,
+    /// Records per Produce request at most: sets the batch size to what holds exactly this
+    /// many `--record-size` records (1: one record per request, none batched).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub records_per_request: Option<u32>,
     /// Produce requests in flight to the partition at once (pipelining). Above 1, a retried
     /// batch may land after a later one, as in Kafka without idempotence.
     #[arg(long, default_value_t = 4)]
@@ -221,20 +226,55 @@ async fn produce_records(
     Ok((lat, errors, started.elapsed()))
 }
 
-fn producer_for(metadata: MetadataView, args: &DataBenchArgs) -> Result<Producer, String> {
-    let cfg = ProducerConfig {
+/// Bytes the producer counts for a record of `record_size` value bytes (no key, headers or
+/// timestamp): its protobuf encoding (tag, length, value) plus the client's 16 bytes of
+/// bookkeeping.
+pub fn record_cost(record_size: usize) -> usize {
+    let mut varint = 1;
+    let mut n = record_size >> 7;
+    while n > 0 {
+        varint += 1;
+        n >>= 7;
+    }
+    1 + varint + record_size + 16
+}
+
+/// The batch size that holds `records` records of `record_size` bytes and not one more: half
+/// a record's cost of slack, so that a few bytes more or less per record change nothing.
+pub fn batch_bytes_for(records: u32, record_size: usize) -> usize {
+    let cost = record_cost(record_size);
+    records as usize * cost + cost / 2
+}
+
+fn producer_config(args: &DataBenchArgs) -> ProducerConfig {
+    let defaults = ProducerConfig::default();
+    let batch_max_bytes = match args.records_per_request {
+        Some(n) => batch_bytes_for(n, args.record_size),
+        None => args.batch_max_bytes,
+    };
+    ProducerConfig {
         acks: Acks::All,
         linger: Duration::from_millis(if args.in_flight <= 1 {
             0
         } else {
             args.linger_ms
         }),
-        ..ProducerConfig::default()
-    };
-    Producer::new(metadata, cfg).map_err(|e| e.to_string())
+        batch_max_bytes,
+        // A record must fit in a batch; the batch size bounds records, not the other way.
+        max_record_bytes: defaults.max_record_bytes.min(batch_max_bytes),
+        buffer_max_bytes: defaults.buffer_max_bytes.max(batch_max_bytes),
+        max_in_flight_per_partition: args.max_in_flight_requests.max(1),
+        ..defaults
+    }
 }
 
-fn print(name: &str, r: &DataReport, json: bool) {
+fn producer_for(metadata: MetadataView, args: &DataBenchArgs) -> Result<Producer, String> {
+    Producer::new(metadata, producer_config(args)).map_err(|e| e.to_string())
+}
+
+/// Prints a report as `dmq bench produce` / `consume` do: text in the style of the Kafka perf
+/// tools, or one JSON object.
+pub fn print_report(name: &str, r: &DataReport, json: bool) {
     if json {
         println!("{}", serde_json::to_string(r).expect("serializable"));
         return;
@@ -292,7 +332,7 @@ pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
         leader_changes,
         elections,
     };
-    print("produce", &report, args.json);
+    print_report("produce", &report, args.json);
     Ok(())
 }
 
@@ -344,6 +384,56 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
         leader_changes,
         elections,
     };
-    print("consume", &report, args.json);
+    print_report("consume", &report, args.json);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_costs_its_encoding_plus_the_clients_bookkeeping() {
+        // Tag, length varint (1 byte below 128, 2 below 16 KiB, 3 below 2 MiB), value, 16.
+        assert_eq!(record_cost(0), 18);
+        assert_eq!(record_cost(127), 1 + 1 + 127 + 16);
+        assert_eq!(record_cost(128), 1 + 2 + 128 + 16);
+        assert_eq!(record_cost(1024), 1 + 2 + 1024 + 16);
+        assert_eq!(record_cost(16_384), 1 + 3 + 16_384 + 16);
+    }
+
+    #[test]
+    fn records_per_request_sizes_the_batch_to_hold_that_many_and_no_more() {
+        for size in [0, 100, 1024, 10_000] {
+            for n in [1, 2, 64, 1000] {
+                let bytes = batch_bytes_for(n, size);
+                let cost = record_cost(size);
+                assert!(n as usize * cost <= bytes, "{n} x {size}");
+                assert!((n as usize + 1) * cost > bytes, "{n} x {size}");
+            }
+        }
+        let args = |extra: &[&str]| {
+            use clap::Parser;
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                a: DataBenchArgs,
+            }
+            let argv = std::iter::once("bench").chain(extra.iter().copied());
+            Cli::try_parse_from(argv).map(|c| c.a)
+        };
+        let one = producer_config(&args(&["--records-per-request", "1"]).unwrap());
+        assert_eq!(one.batch_max_bytes, batch_bytes_for(1, 1024));
+        assert!(one.max_record_bytes <= one.batch_max_bytes);
+        assert!(one.validate().is_ok());
+        let piped = producer_config(&args(&["--max-in-flight-requests", "256"]).unwrap());
+        assert_eq!(piped.max_in_flight_per_partition, 256);
+        assert_eq!(piped.batch_max_bytes, 256 * 1024);
+        assert_eq!(
+            producer_config(&args(&[]).unwrap()).max_in_flight_per_partition,
+            4
+        );
+        assert!(args(&["--records-per-request", "0"]).is_err());
+        assert!(args(&["--records-per-request", "1", "--batch-max-bytes", "9"]).is_err());
+    }
 }
