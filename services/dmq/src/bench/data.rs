@@ -1,9 +1,10 @@
 //! `dmq bench produce` and `dmq bench consume`, in the style of kafka-producer-perf-test and
 //! kafka-consumer-perf-test: 1 KiB records, one partition, replication factor 3, acks=all,
 //! every acknowledgment after an fsync. Each starts its own local cluster (3 controllers,
-//! 3 brokers) unless given `--bootstrap`, and reports the brokers' peak resident memory, and
-//! how many partition leaderships moved and controller elections happened during the run (a
-//! saturating run, `--duration-s`, must move none: issue 12's "no false failovers").
+//! 3 brokers) unless given `--bootstrap`, and reports the brokers' peak resident memory and
+//! what they wrote during the timed part (`/proc/PID/io`), and how many partition leaderships
+//! moved and controller elections happened during the run (a saturating run, `--duration-s`,
+//! must move none: issue 12's "no false failovers").
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,10 @@ pub struct DataBenchArgs {
 #[derive(Debug, Serialize)]
 pub struct DataReport {
     pub records: u64,
+    /// Value bytes per record.
+    pub record_size: usize,
+    /// Replicas of the partition (every broker's writes are summed in `broker_io`).
+    pub replication_factor: u32,
     pub records_per_s: f64,
     pub mb_per_s: f64,
     /// Per-record latency (send to acknowledgment) for produce; empty for consume.
@@ -68,6 +73,9 @@ pub struct DataReport {
     pub errors: u64,
     /// Highest resident memory seen among the local brokers, in MiB (local cluster only).
     pub broker_rss_max_mib: Option<f64>,
+    /// What the local brokers wrote during the timed part, summed over them (`/proc/PID/io`;
+    /// local cluster only).
+    pub broker_io: Option<ProcIo>,
     /// Partition leaderships that moved during the timed part (over every topic that existed
     /// before it); `None` if the metadata could not be read.
     pub leader_changes: Option<u64>,
@@ -111,18 +119,62 @@ async fn target(args: &DataBenchArgs) -> Result<Target, String> {
     })
 }
 
-/// Peak RSS of the local brokers, sampled from /proc while `work` runs.
-async fn with_rss<T>(
-    cluster: Option<&LocalCluster>,
+/// Bytes written by a set of processes, from `/proc/PID/io`: `write_bytes` is what they caused
+/// to be sent to the storage layer (counted when a page is dirtied: page-cache writes that
+/// reach the disk later count too), `wchar` what they passed to write(2) and its kin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcIo {
+    pub write_bytes: u64,
+    pub wchar: u64,
+}
+
+impl ProcIo {
+    /// The sum over `pids` (processes that cannot be read count 0).
+    pub fn of(pids: &[u32]) -> ProcIo {
+        let mut sum = ProcIo::default();
+        for &pid in pids {
+            let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+            let io = ProcIo::parse(&io);
+            sum.write_bytes += io.write_bytes;
+            sum.wchar += io.wchar;
+        }
+        sum
+    }
+
+    /// The fields of one `/proc/PID/io` text (missing ones are 0).
+    pub fn parse(text: &str) -> ProcIo {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        ProcIo {
+            write_bytes: field("write_bytes"),
+            wchar: field("wchar"),
+        }
+    }
+
+    /// What was written since `before` (counters of exited processes do not go back).
+    pub fn since(self, before: ProcIo) -> ProcIo {
+        ProcIo {
+            write_bytes: self.write_bytes.saturating_sub(before.write_bytes),
+            wchar: self.wchar.saturating_sub(before.wchar),
+        }
+    }
+}
+
+/// Peak RSS (MiB) of `pids`, sampled every 100 ms while `work` runs, and what they wrote
+/// meanwhile; both `None` without pids.
+pub async fn watch_processes<T>(
+    pids: &[u32],
     work: impl Future<Output = T>,
-) -> (T, Option<f64>) {
-    let pids: Vec<u32> = cluster
-        .map(|c| c.brokers.iter().filter_map(|b| b.pid()).collect())
-        .unwrap_or_default();
+) -> (T, Option<f64>, Option<ProcIo>) {
     if pids.is_empty() {
-        return (work.await, None);
+        return (work.await, None, None);
     }
     let sample = || pids.iter().filter_map(|&p| rss_kib(p)).max().unwrap_or(0);
+    let io_before = ProcIo::of(pids);
     let mut peak = sample();
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -133,7 +185,19 @@ async fn with_rss<T>(
         }
     };
     peak = peak.max(sample());
-    (out, Some(peak as f64 / 1024.0))
+    let io = ProcIo::of(pids).since(io_before);
+    (out, Some(peak as f64 / 1024.0), Some(io))
+}
+
+/// [`watch_processes`] over the local brokers (nothing to watch with `--bootstrap`).
+async fn with_brokers<T>(
+    cluster: Option<&LocalCluster>,
+    work: impl Future<Output = T>,
+) -> (T, Option<f64>, Option<ProcIo>) {
+    let pids: Vec<u32> = cluster
+        .map(|c| c.brokers.iter().filter_map(|b| b.pid()).collect())
+        .unwrap_or_default();
+    watch_processes(&pids, work).await
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -290,6 +354,19 @@ pub fn print_report(name: &str, r: &DataReport, json: bool) {
     if let Some(m) = r.broker_rss_max_mib {
         println!("broker peak RSS: {m:.0} MiB; errors: {}", r.errors);
     }
+    if let Some(io) = r.broker_io {
+        // Per replica: what one copy of the records cost the broker that holds it.
+        let copies =
+            (r.records as f64 * r.record_size as f64 * r.replication_factor as f64).max(1.0);
+        println!(
+            "brokers wrote {:.1} MB to storage, {:.2} bytes per byte of records per replica \
+             (write(2) and kin: {:.1} MB, {:.2})",
+            io.write_bytes as f64 / 1e6,
+            io.write_bytes as f64 / copies,
+            io.wchar as f64 / 1e6,
+            io.wchar as f64 / copies
+        );
+    }
     let moved = r
         .leader_changes
         .map_or("unknown".to_string(), |n| n.to_string());
@@ -312,7 +389,7 @@ pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let watch = Watch::start(&admin, &t.controllers).await;
-    let (result, rss) = with_rss(
+    let (result, rss, io) = with_brokers(
         t.cluster.as_ref(),
         produce_records(&producer, &topic, &args),
     )
@@ -324,11 +401,14 @@ pub async fn produce(args: DataBenchArgs) -> Result<(), String> {
     let n = lat.summary().count;
     let report = DataReport {
         records: n,
+        record_size: args.record_size,
+        replication_factor: args.replication_factor,
         records_per_s: n as f64 / secs,
         mb_per_s: (n as f64 * args.record_size as f64) / secs / 1_048_576.0,
         latency: Some(lat.summary()),
         errors,
         broker_rss_max_mib: rss,
+        broker_io: io,
         leader_changes,
         elections,
     };
@@ -370,17 +450,20 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
         }
         Ok::<_, String>((got, started.elapsed()))
     };
-    let (result, rss) = with_rss(t.cluster.as_ref(), work).await;
+    let (result, rss, io) = with_brokers(t.cluster.as_ref(), work).await;
     let (got, took) = result?;
     let (leader_changes, elections) = watch.finish(&admin, &t.controllers).await;
     let secs = took.as_secs_f64();
     let report = DataReport {
         records: got,
+        record_size: args.record_size,
+        replication_factor: args.replication_factor,
         records_per_s: got as f64 / secs,
         mb_per_s: (got as f64 * args.record_size as f64) / secs / 1_048_576.0,
         latency: None,
         errors: want.saturating_sub(got),
         broker_rss_max_mib: rss,
+        broker_io: io,
         leader_changes,
         elections,
     };
@@ -391,6 +474,35 @@ pub async fn consume(args: DataBenchArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_io_reads_the_write_counters_and_sums_deltas() {
+        let text = "rchar: 10\nwchar: 4096\nsyscr: 1\nsyscw: 2\nread_bytes: 0\n\
+                    write_bytes: 8192\ncancelled_write_bytes: 100\n";
+        let io = ProcIo::parse(text);
+        assert_eq!(
+            io,
+            ProcIo {
+                write_bytes: 8192,
+                wchar: 4096
+            }
+        );
+        assert_eq!(ProcIo::parse(""), ProcIo::default());
+        let later = ProcIo {
+            write_bytes: 10_000,
+            wchar: 5000,
+        };
+        assert_eq!(
+            later.since(io),
+            ProcIo {
+                write_bytes: 1808,
+                wchar: 904
+            }
+        );
+        assert_eq!(io.since(later), ProcIo::default());
+        // A process that cannot be read counts 0.
+        assert_eq!(ProcIo::of(&[u32::MAX]), ProcIo::default());
+    }
 
     #[test]
     fn a_record_costs_its_encoding_plus_the_clients_bookkeeping() {
