@@ -83,7 +83,12 @@ pub async fn run(args: NatsBenchArgs) -> Result<(), String> {
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait_s);
     let admin = connect(&args.servers).await?;
-    let admin_js = jetstream::new(admin.clone());
+    // Short API timeouts, retried until the deadline: a new cluster ignores the first
+    // requests (its JetStream is not up yet), which would otherwise wait out the client's
+    // default 10 s request timeout.
+    let admin_js = ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(admin.clone());
     let name = format!("bench-{}", std::process::id());
     let subject = format!("bench.{}", std::process::id());
     let config = stream::Config {
