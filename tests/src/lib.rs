@@ -8,6 +8,8 @@
 //! - [`wait_until`]: poll a condition until a deadline; the suites never sleep for a fixed time.
 //! - [`etcd_bench`]: `dmq bench meta`'s workload against etcd, for
 //!   `tests/bench/metadata_vs_etcd.sh`.
+//! - [`nats_bench`]: `dmq bench produce` / `consume`'s workloads against NATS JetStream, for
+//!   `tests/bench/produce_vs_nats.sh`.
 //!
 //! The program under test is the `dmq-under-test` binary of this package (the same code as
 //! `dmq`, see [`dmq_bin`]).
@@ -22,6 +24,7 @@ mod fake_broker;
 mod fake_controller;
 pub mod faults;
 mod grpc;
+pub mod nats_bench;
 pub mod ports;
 mod process;
 mod router;
