@@ -376,7 +376,8 @@ impl PartitionLog {
 
     /// [`PartitionLog::read`] without decoding: the stored bytes of each batch, CRC-checked,
     /// sharing one buffer read from one segment (a read never crosses into the next segment;
-    /// the caller's next read continues there).
+    /// the caller's next read continues there). Only finding where to read holds the
+    /// partition's lock; the `pread` itself happens after it is released.
     pub fn read_encoded(
         &self,
         from_offset: u64,
@@ -394,9 +395,9 @@ impl PartitionLog {
         if from_offset >= upper {
             return Ok(Vec::new());
         }
-        let Some(bytes) = state
+        let Some(plan) = state
             .segments()
-            .read(from_offset as i64, max_bytes)
+            .plan_read(from_offset as i64)
             .map_err(|e| super::store::segment_error(&self.id, e))?
         else {
             return Err(self.corrupt(
@@ -407,7 +408,11 @@ impl PartitionLog {
                 ),
             ));
         };
+        // The data is read without the lock: appends and other reads do not wait for it.
         drop(state);
+        let bytes = plan
+            .read(max_bytes)
+            .map_err(|e| super::store::segment_error(&self.id, e))?;
         let mut out = Vec::new();
         let mut at = 0;
         let mut expected: Option<u64> = None;

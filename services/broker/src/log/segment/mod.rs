@@ -94,6 +94,88 @@ pub struct LogSegment {
     max_timestamp_ms: OnceLock<i64>,
 }
 
+/// A read of a segment decided under the partition's lock and done after it (see
+/// [`LogSegment::plan_read`]): the file stays readable even if the segment is deleted
+/// meanwhile (an open handle keeps the data), and nothing past `end` is read.
+#[derive(Debug)]
+pub struct ReadPlan {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Where the batch holding the offset starts.
+    start: u64,
+    /// The segment's length when the plan was made.
+    end: u64,
+}
+
+impl ReadPlan {
+    /// Whole batches from the planned one on: one `pread` of about `max_bytes` (a second one
+    /// only when the first batch alone is larger), trimmed to whole batches by their headers.
+    pub fn read(&self, max_bytes: usize) -> Result<Bytes, SegmentError> {
+        let available = self.end - self.start;
+        let want = (max_bytes.max(HEADER_LEN) as u64).min(available) as usize;
+        let mut buf = self.read_at(self.start, want)?;
+        if buf.len() < want {
+            // The file was cut after the plan (a follower truncating): nothing to serve here.
+            return Ok(Bytes::new());
+        }
+        let first = batch_v2::peek_header(&buf).map_err(|e| self.corrupt(self.start, e))?;
+        if first.total_len() as u64 > available {
+            return Err(self.corrupt(
+                self.start,
+                format!(
+                    "a batch of {} bytes runs past the segment's end",
+                    first.total_len()
+                ),
+            ));
+        }
+        if first.total_len() > buf.len() {
+            buf = self.read_at(self.start, first.total_len())?;
+            if buf.len() < first.total_len() {
+                return Ok(Bytes::new());
+            }
+        }
+        let mut keep = 0;
+        while keep < buf.len() {
+            match batch_v2::peek_header(&buf[keep..]) {
+                Ok(h) if keep + h.total_len() <= buf.len() => keep += h.total_len(),
+                _ => break,
+            }
+        }
+        buf.truncate(keep);
+        Ok(Bytes::from(buf))
+    }
+
+    fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, SegmentError> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match self.file.read_at(&mut buf[done..], position + done as u64) {
+                // Cut shorter meanwhile (a follower truncating): what is there is what there is.
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(SegmentError::Io {
+                        what: "cannot read segment",
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    fn corrupt(&self, position: u64, why: impl ToString) -> SegmentError {
+        SegmentError::Corrupt {
+            path: self.path.clone(),
+            position,
+            why: why.to_string(),
+        }
+    }
+}
+
 /// The file name of segment `base_offset` with `extension` ("log", "index").
 pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -382,6 +464,15 @@ impl LogSegment {
     /// Whole batches from the one holding `offset` on, as stored: at most `max_bytes`, but at
     /// least that one batch. `None` if `offset` is at or past [`next_offset`](Self::next_offset).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, SegmentError> {
+        self.plan_read(offset)?
+            .map(|plan| plan.read(max_bytes))
+            .transpose()
+    }
+
+    /// Where a read of `offset` starts (the batch holding it, found from the index and a few
+    /// header reads) and ends (the segment's length now). The plan reads without the segment:
+    /// callers make it under the partition's lock and read after releasing it.
+    pub fn plan_read(&self, offset: i64) -> Result<Option<ReadPlan>, SegmentError> {
         if offset >= self.next_offset {
             return Ok(None);
         }
@@ -400,20 +491,12 @@ impl LogSegment {
             }
             position += header.total_len() as u64;
         };
-        let mut end = start;
-        while end < self.len_bytes {
-            let header = self.header_at(end)?.ok_or_else(|| self.corrupt(end))?;
-            let next = end + header.total_len() as u64;
-            if end > start && (next - start) as usize > max_bytes {
-                break;
-            }
-            end = next;
-        }
-        let mut out = vec![0u8; (end - start) as usize];
-        self.file
-            .read_exact_at(&mut out, start)
-            .map_err(io_err("cannot read segment", &self.path))?;
-        Ok(Some(Bytes::from(out)))
+        Ok(Some(ReadPlan {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            start,
+            end: self.len_bytes,
+        }))
     }
 
     /// Removes every batch whose last offset is at or past `offset` (whole batches: the

@@ -300,17 +300,25 @@ impl SegmentedLog {
     /// Whole stored batches from the one holding `offset`, within one segment, at most
     /// `max_bytes` (at least one batch); `None` at or past the end or below the log start.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<Bytes>, SegmentError> {
+        self.plan_read(offset)?
+            .map(|plan| plan.read(max_bytes))
+            .transpose()
+    }
+
+    /// [`read`](Self::read)'s first half: which segment and where, without reading the data
+    /// (see [`LogSegment::plan_read`]).
+    pub fn plan_read(&self, offset: i64) -> Result<Option<super::ReadPlan>, SegmentError> {
         if offset < self.log_start_offset() {
             return Ok(None);
         }
         if let Some((_, segment)) = self.segments.range(..=offset).next_back()
             && offset < segment.next_offset()
         {
-            return segment.read(offset, max_bytes);
+            return segment.plan_read(offset);
         }
         // `offset` falls in a gap before a later segment (or past the end).
         match self.segments.range(offset + 1..).next() {
-            Some((_, next)) => next.read(next.base_offset(), max_bytes),
+            Some((_, next)) => next.plan_read(next.base_offset()),
             None => Ok(None),
         }
     }
@@ -429,6 +437,27 @@ mod tests {
         let (second, _) = segments[1];
         let got = log.read(second - 1, 1 << 20).unwrap().unwrap();
         assert!((got.len() as u64) <= segments[0].1);
+    }
+
+    /// A read is planned under the partition's lock and done after it: the planned segment may
+    /// be deleted or cut meanwhile, and the read still returns whole, real batches.
+    #[test]
+    fn a_planned_read_survives_deletion_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path());
+        let deleted = log.plan_read(3).unwrap().unwrap();
+        let cut = log.plan_read(497).unwrap().unwrap();
+        let second = log.segments()[1].0;
+        log.delete_segments_before(second).unwrap();
+        assert!(log.read(3, 1).unwrap().is_none(), "gone from the log");
+        let got = deleted.read(1 << 20).unwrap();
+        assert_eq!(first_offset(&got), 0, "the open file still holds it");
+        log.truncate_to(490).unwrap();
+        let got = cut.read(1 << 20).unwrap();
+        assert!(got.is_empty(), "nothing past the cut: {} bytes", got.len());
+        // Bytes read are whole batches, however small max_bytes is.
+        let got = log.plan_read(second + 2).unwrap().unwrap().read(1).unwrap();
+        crate::log::batch_v2::check(&got).unwrap();
     }
 
     #[test]
