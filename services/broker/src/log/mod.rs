@@ -11,7 +11,10 @@
 //!   watermark or the log end, truncation, leader-epoch history; [`recovery`] at open;
 //!   [`retention`]; ListOffsets ([`offsets`]).
 //!
-//! Every call blocks (files, sled, fsync): use `spawn_blocking` from async code.
+//! Every call blocks on files or sled. Syncs, opens, retention and reads of data that may not
+//! be cached belong on blocking threads (`spawn_blocking`, the syncer); an append is a short
+//! write into the page cache, which the broker's produce path runs inline on purpose (see
+//! `data_service`).
 
 pub mod batch;
 /// Kafka's RecordBatch v2 codec (the `dmq-recordbatch` crate, shared with the client).
