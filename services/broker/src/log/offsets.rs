@@ -1,6 +1,5 @@
 //! ListOffsets: the earliest, the latest, or the first offset at or after a timestamp.
 
-use super::batch_v2;
 use super::error::LogError;
 use super::partition::PartitionLog;
 use super::store::segment_error;
@@ -29,10 +28,9 @@ const SEARCH_READ_BYTES: usize = 1 << 20;
 
 impl PartitionLog {
     /// Looks up an offset. Only committed data (below the high watermark) is searched by
-    /// timestamp: sealed segments whose largest timestamp is older are skipped whole, then
-    /// batch by batch on each batch's max timestamp, then record by record; `None` when no
-    /// committed record is that recent. (No time index yet: a search reads the headers of the
-    /// segment it lands in.)
+    /// timestamp: sealed segments whose largest timestamp is older are skipped whole, the
+    /// segment's time index says where in it to start, then batch by batch on each batch's max
+    /// timestamp, then record by record; `None` when no committed record is that recent.
     pub fn list_offset(&self, spec: OffsetSpec) -> Result<Option<ListedOffset>, LogError> {
         let (log_start, high_watermark) = {
             let state = self.lock_live()?;
@@ -71,6 +69,8 @@ impl PartitionLog {
                     break;
                 }
             }
+            // Within the segment: from its time index's bound on.
+            at = (log.time_search_start(at as i64, timestamp) as u64).min(high_watermark.max(at));
         }
         while at < high_watermark {
             let batches =
@@ -99,7 +99,6 @@ impl PartitionLog {
             debug_assert!(next > at);
             at = next;
         }
-        let _ = batch_v2::HEADER_LEN;
         Ok(None)
     }
 }

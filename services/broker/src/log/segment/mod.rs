@@ -1,6 +1,6 @@
 //! One segment of a partition log (Kafka's `LogSegment`): an append-only file of whole
 //! RecordBatch v2 batches (`<base offset, 20 digits>.log`, see [`super::batch_v2`]) and its
-//! sparse offset index ([`index`]). Issue 11's second piece: a segment appends, syncs, reads
+//! sparse offset and time indexes ([`index`], [`time_index`]). Issue 11's second piece: a segment appends, syncs, reads
 //! contiguous batch bytes, truncates, and recovers its tail at open. Rolling, retention and
 //! the group commit over many segments and partitions sit above it (not yet written); the
 //! broker does not use segments yet.
@@ -20,6 +20,7 @@
 
 pub mod index;
 pub mod segmented;
+pub mod time_index;
 
 use std::fs::File;
 use std::io;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 
 use super::batch_v2::{self, BatchHeaderV2, BatchV2Error, HEADER_LEN};
 use index::{IndexEntry, OffsetIndex};
+use time_index::TimeIndex;
 
 /// Kafka's default `index.interval.bytes`.
 pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -88,6 +90,7 @@ pub struct LogSegment {
     /// The offset after the last record (the base offset while empty).
     next_offset: i64,
     index: OffsetIndex,
+    time_index: TimeIndex,
     index_interval_bytes: u64,
     bytes_since_index_entry: u64,
     /// The largest batch max timestamp, once a scan found it (cleared by appends and cuts).
@@ -207,8 +210,14 @@ impl LogSegment {
         let index_path = dir.join(file_name(base_offset, "index"));
         let index = OffsetIndex::open(&index_path, 0)
             .map_err(io_err("cannot create index", &index_path))?;
+        let time_path = dir.join(file_name(base_offset, "timeindex"));
+        let time_index =
+            TimeIndex::create(&time_path).map_err(io_err("cannot create index", &time_path))?;
         file.sync_all().map_err(io_err("cannot sync", &path))?;
         index.sync().map_err(io_err("cannot sync", &index_path))?;
+        time_index
+            .sync()
+            .map_err(io_err("cannot sync", &time_path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("cannot sync directory", dir))?;
@@ -219,6 +228,7 @@ impl LogSegment {
             len_bytes: 0,
             next_offset: base_offset,
             index,
+            time_index,
             index_interval_bytes,
             bytes_since_index_entry: 0,
             max_timestamp_ms: OnceLock::new(),
@@ -247,6 +257,9 @@ impl LogSegment {
         let index_path = dir.join(file_name(base_offset, "index"));
         let index = OffsetIndex::open(&index_path, trusted)
             .map_err(io_err("cannot open index", &index_path))?;
+        let time_path = dir.join(file_name(base_offset, "timeindex"));
+        let time_index = TimeIndex::open(&time_path, u64::MAX)
+            .map_err(io_err("cannot open index", &time_path))?;
         let mut segment = LogSegment {
             base_offset,
             path,
@@ -254,6 +267,7 @@ impl LogSegment {
             len_bytes: file_len,
             next_offset: base_offset,
             index,
+            time_index,
             index_interval_bytes,
             bytes_since_index_entry: 0,
             max_timestamp_ms: OnceLock::new(),
@@ -314,6 +328,19 @@ impl LogSegment {
         let truncated_bytes = file_len - position;
         if truncated_bytes > 0 {
             segment.cut_at(position)?;
+        }
+        // Entries at or past the end go, durably, before anything is appended there.
+        let relative_end = (segment.next_offset - segment.base_offset) as u64;
+        let before = segment.time_index.len();
+        segment
+            .time_index
+            .truncate_to(relative_end)
+            .map_err(io_err("cannot truncate index", &segment.path))?;
+        if segment.time_index.len() != before {
+            segment
+                .time_index
+                .sync()
+                .map_err(io_err("cannot sync index", &segment.path))?;
         }
         Ok((
             segment,
@@ -419,7 +446,8 @@ impl LogSegment {
     /// Removes the segment's files (it was already detached from its log).
     pub fn delete_files(self) -> Result<(), SegmentError> {
         let index = self.path.with_extension("index");
-        for path in [self.path, index] {
+        let time_index = self.path.with_extension("timeindex");
+        for path in [self.path, index, time_index] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -437,7 +465,15 @@ impl LogSegment {
 
     /// Adds an index entry for the batch at `position` once enough bytes went by without one.
     fn maybe_index(&mut self, header: &BatchHeaderV2, position: u64) -> Result<(), SegmentError> {
-        if self.bytes_since_index_entry >= self.index_interval_bytes {
+        let due = self.bytes_since_index_entry >= self.index_interval_bytes;
+        self.time_index
+            .on_append(
+                (header.base_offset - self.base_offset) as u32,
+                header.max_timestamp,
+                due,
+            )
+            .map_err(io_err("cannot write index", &self.path))?;
+        if due {
             let entry = IndexEntry {
                 relative_offset: (header.base_offset - self.base_offset) as u32,
                 position: position as u32,
@@ -458,7 +494,16 @@ impl LogSegment {
             .map_err(io_err("cannot sync segment", &self.path))?;
         self.index
             .sync()
+            .map_err(io_err("cannot sync index", &self.path))?;
+        self.time_index
+            .sync()
             .map_err(io_err("cannot sync index", &self.path))
+    }
+
+    /// Where a search for the first record at or after `target_ms` may start: nothing before
+    /// this offset has a timestamp that recent (see [`time_index`]).
+    pub fn time_search_start(&self, target_ms: i64) -> i64 {
+        self.base_offset + i64::from(self.time_index.search_start(target_ms))
     }
 
     /// Whole batches from the one holding `offset` on, as stored: at most `max_bytes`, but at
@@ -523,6 +568,11 @@ impl LogSegment {
             next = header.last_offset() + 1;
             position += header.total_len() as u64;
         }
+        // The time index first: an entry past the cut that outlived a crash could vouch for
+        // records written there later (cut_at syncs it with the rest).
+        self.time_index
+            .truncate_to((next - self.base_offset) as u64)
+            .map_err(io_err("cannot truncate index", &self.path))?;
         self.cut_at(position)?;
         self.next_offset = next;
         Ok(next)

@@ -196,6 +196,16 @@ impl SegmentedLog {
             .collect()
     }
 
+    /// Where a search for the first record at or after `target_ms`, from `from` on, may start:
+    /// the segment holding `from`'s time index rules out what lies before (see
+    /// [`super::time_index`]).
+    pub fn time_search_start(&self, from: i64, target_ms: i64) -> i64 {
+        match self.segments.range(..=from).next_back() {
+            Some((_, s)) => s.time_search_start(target_ms).max(from),
+            None => from,
+        }
+    }
+
     /// The largest timestamp in segment `base` (see [`LogSegment::max_timestamp_ms`]).
     pub fn max_timestamp_ms(&self, base: i64) -> Result<Option<i64>, SegmentError> {
         self.segments
@@ -497,8 +507,8 @@ mod tests {
         let files = fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(
             files,
-            2 * log.segments().len(),
-            "a .log and an .index per segment"
+            3 * log.segments().len(),
+            "a .log, an .index and a .timeindex per segment"
         );
         log.append(&batch(250, 5)).unwrap();
         let start = log.delete_segments_before(200).unwrap();

@@ -412,6 +412,84 @@ fn replicas_store_the_leaders_bytes() {
     assert_eq!(follower.end_offset_for_epoch(2), Some((2, 10)));
 }
 
+/// Issue 11's time index: ListOffsets by timestamp gives the brute-force answer over
+/// timestamps that go up and down, across rolls, a reopen (after which the active segment takes
+/// no new entries) and a truncation; and the index actually has entries to skip with.
+#[test]
+fn list_offsets_by_timestamp_agrees_with_a_full_scan() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogStoreConfig {
+        log: LogConfig {
+            segment_bytes_max: 16 * 1024,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        },
+        ..LogStoreConfig::default()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261203);
+    let mut stamps: Vec<i64> = Vec::new();
+    let append = |log: &PartitionLog, rng: &mut rand::rngs::StdRng, stamps: &mut Vec<i64>| {
+        let base = T0 + stamps.len() as i64 * 10;
+        let records: Vec<Record> = (0..3)
+            .map(|i| {
+                let t = base + rng.random_range(-400..400);
+                stamps.push(t);
+                rec(&format!("r{i}"), t)
+            })
+            .collect();
+        log.append_as_leader(records, 1, T0).unwrap();
+    };
+    let check = |log: &PartitionLog, stamps: &[i64], rng: &mut rand::rngs::StdRng| {
+        let hw = log.high_watermark() as usize;
+        for _ in 0..300 {
+            let target = T0 + rng.random_range(-600..(stamps.len() as i64 * 10 + 600));
+            let expected = (log.log_start_offset() as usize..hw)
+                .find(|&o| stamps[o] >= target)
+                .map(|o| (o as u64, stamps[o]));
+            let got = log
+                .list_offset(OffsetSpec::Timestamp(target))
+                .unwrap()
+                .map(|l| (l.offset, l.timestamp_ms.unwrap()));
+            assert_eq!(got, expected, "target {target}");
+        }
+    };
+    {
+        let store = LogStore::open_with(dir.path(), cfg).unwrap();
+        let log = store.partition("t", 1, 0).unwrap();
+        for _ in 0..600 {
+            append(&log, &mut rng, &mut stamps);
+        }
+        log.set_high_watermark(log.log_end_offset()).unwrap();
+        assert!(log.segments().len() > 3, "{:?}", log.segments());
+        let entries: u64 = super::super::segment::time_index::ENTRY_BYTES;
+        let time_index_bytes: u64 = walk(&dir.path().join("partitions"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "timeindex"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(
+            time_index_bytes / entries > 20,
+            "{time_index_bytes} bytes of time index"
+        );
+        check(&log, &stamps, &mut rng);
+        log.sync().unwrap();
+    }
+    let store = LogStore::open_with(dir.path(), cfg).unwrap();
+    let log = store.partition("t", 1, 0).unwrap();
+    for _ in 0..100 {
+        append(&log, &mut rng, &mut stamps);
+    }
+    log.set_high_watermark(log.log_end_offset() - 30).unwrap();
+    log.truncate_to(log.log_end_offset() - 20).unwrap();
+    stamps.truncate(log.log_end_offset() as usize);
+    for _ in 0..50 {
+        append(&log, &mut rng, &mut stamps);
+    }
+    log.set_high_watermark(log.log_end_offset()).unwrap();
+    check(&log, &stamps, &mut rng);
+}
+
 #[test]
 fn reopen_returns_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
