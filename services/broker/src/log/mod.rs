@@ -8,7 +8,8 @@
 //!   database, one group-committed durable sync ([`LogStore::sync`]: `fdatasync` of each
 //!   segment file written since the last round).
 //! - [`PartitionLog`] ([`partition`]): appends as leader or replica, reads bounded by the high
-//!   watermark or the log end, truncation, leader-epoch history; [`recovery`] at open;
+//!   watermark or the log end, leader-epoch history; truncation and resets (`truncation`);
+//!   [`recovery`] at open;
 //!   [`retention`]; ListOffsets ([`offsets`]).
 //!
 //! Every call blocks on files or sled. Syncs, opens, retention and reads of data that may not
@@ -30,6 +31,7 @@ mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod store;
+mod truncation;
 
 #[cfg(test)]
 mod tests;
