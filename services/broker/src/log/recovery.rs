@@ -13,18 +13,16 @@
 //! 3. The log start is the larger of the recorded one and the first segment's base (retention
 //!    moves the former before deleting files, so after a crash either may lead); whole segments
 //!    below it go.
-//! 4. The batch headers from the checkpoint to the log end are read for leader epochs a crash
-//!    kept out of the stored history.
+//! 4. The leader epochs of the batches step 1 checked (past the checkpoint) are taken for
+//!    those a crash kept out of the stored history.
 //! 5. The metadata is fixed where the crash left it inconsistent (epochs past the end, a high
 //!    watermark past the end), and the active segment is synced: what open found is durable
 //!    before it is served (a follower reports its log end as durable).
 
-use super::batch_v2;
 use super::error::LogError;
 use super::meta::PartitionMeta;
 use super::partition::PartitionLog;
 use super::segment::segmented::{Checkpoint, SegmentedLog};
-use super::store::segment_error;
 
 impl PartitionLog {
     pub(super) fn recover(&self) -> Result<(), LogError> {
@@ -115,29 +113,13 @@ impl PartitionLog {
             rewrite_meta = true;
         }
 
-        // 4. Epochs of the batches past the checkpoint.
-        let scan_from = meta.checkpoint_offset.clamp(log_start, log_end);
-        let mut epoch_changes: Vec<(u64, u64)> = Vec::new();
-        let mut at = scan_from;
-        while at < log_end {
-            let Some(bytes) = log
-                .read(at as i64, 1 << 20)
-                .map_err(|e| segment_error(&self.id, e))?
-            else {
-                break;
-            };
-            let mut pos = 0;
-            while pos < bytes.len() {
-                let h = batch_v2::peek_header(&bytes[pos..])
-                    .map_err(|e| self.corrupt(Some(at), e.to_string()))?;
-                let (epoch, base) = (h.partition_leader_epoch as u64, h.base_offset as u64);
-                if base >= at && epoch_changes.last().is_none_or(|&(e, _)| e != epoch) {
-                    epoch_changes.push((epoch, base));
-                }
-                at = at.max(h.last_offset() as u64 + 1);
-                pos += h.total_len();
-            }
-        }
+        // 4. Epochs of the batches past the checkpoint: the segments' recovery read them.
+        let epoch_changes: Vec<(u64, u64)> = recovered
+            .iter()
+            .flat_map(|(_, r)| r.epoch_starts.iter())
+            .filter(|&&(_, base)| base as u64 >= log_start)
+            .map(|&(epoch, base)| (epoch.max(0) as u64, base as u64))
+            .collect();
 
         // 5. Metadata a crash left behind.
         let mut epochs = meta.epochs.clone();

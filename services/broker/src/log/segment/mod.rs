@@ -69,7 +69,7 @@ pub enum SegmentError {
 }
 
 /// What [`LogSegment::open`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovered {
     /// Bytes kept.
     pub valid_bytes: u64,
@@ -77,6 +77,9 @@ pub struct Recovered {
     pub truncated_bytes: u64,
     /// Batches CRC-checked past the checkpoint.
     pub batches_checked: u64,
+    /// Among those batches, where the partition leader epoch changes: (epoch, base offset),
+    /// the first batch's included. The partition's epoch history may lack them after a crash.
+    pub epoch_starts: Vec<(i32, i64)>,
 }
 
 /// See the module docs.
@@ -309,9 +312,16 @@ impl LogSegment {
         }
         // Past it: every batch whole and checked, or the tail goes.
         let mut checked = 0;
+        let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
         loop {
             match segment.checked_batch_at(position, file_len) {
                 Ok(Some(header)) => {
+                    if epoch_starts
+                        .last()
+                        .is_none_or(|&(e, _)| e != header.partition_leader_epoch)
+                    {
+                        epoch_starts.push((header.partition_leader_epoch, header.base_offset));
+                    }
                     segment.maybe_index(&header, position)?;
                     segment.next_offset = header.last_offset() + 1;
                     position += header.total_len() as u64;
@@ -348,6 +358,7 @@ impl LogSegment {
                 valid_bytes: position,
                 truncated_bytes,
                 batches_checked: checked,
+                epoch_starts,
             },
         ))
     }

@@ -109,7 +109,8 @@ fn reopening_at_the_checkpoint_checks_nothing_and_continues() {
         Recovered {
             valid_bytes: len,
             truncated_bytes: 0,
-            batches_checked: 0
+            batches_checked: 0,
+            epoch_starts: vec![],
         }
     );
     assert_eq!(s.next_offset(), 200);
