@@ -34,33 +34,18 @@ impl OffsetIndex {
     /// Opens (or creates) the index at `path`, keeping the entries that are in order and point
     /// below `valid_bytes` of the segment; the file is cut to what is kept.
     pub fn open(path: &Path, valid_bytes: u64) -> io::Result<OffsetIndex> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        let mut raw = vec![0u8; (len - len % ENTRY_BYTES) as usize];
-        file.read_exact_at(&mut raw, 0)?;
-        let mut entries: Vec<IndexEntry> = Vec::with_capacity(raw.len() / 8);
-        for chunk in raw.chunks_exact(ENTRY_BYTES as usize) {
-            let e = IndexEntry {
-                relative_offset: u32::from_be_bytes(chunk[..4].try_into().expect("4 bytes")),
-                position: u32::from_be_bytes(chunk[4..].try_into().expect("4 bytes")),
-            };
-            let in_order = entries.last().is_none_or(|last| {
-                e.relative_offset > last.relative_offset && e.position > last.position
-            });
-            if !in_order || u64::from(e.position) >= valid_bytes {
-                break;
-            }
-            entries.push(e);
-        }
-        let kept = entries.len() as u64 * ENTRY_BYTES;
-        if kept != len {
-            file.set_len(kept)?;
-        }
+        let (file, entries) = open_entries(
+            path,
+            |raw: &[u8; ENTRY_BYTES as usize]| IndexEntry {
+                relative_offset: u32::from_be_bytes(raw[..4].try_into().expect("4 bytes")),
+                position: u32::from_be_bytes(raw[4..].try_into().expect("4 bytes")),
+            },
+            |last: Option<&IndexEntry>, e: &IndexEntry| {
+                last.is_none_or(|l| {
+                    e.relative_offset > l.relative_offset && e.position > l.position
+                }) && u64::from(e.position) < valid_bytes
+            },
+        )?;
         Ok(OffsetIndex { file, entries })
     }
 
@@ -115,6 +100,38 @@ impl OffsetIndex {
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// Opens (or creates) an index file of `N`-byte entries and keeps the longest prefix of them
+/// that `keep` accepts (given the previous entry kept), cutting the file to it: the loading
+/// both segment indexes share (torn, out-of-order or stale entries end the prefix).
+pub(super) fn open_entries<const N: usize, T>(
+    path: &Path,
+    parse: impl Fn(&[u8; N]) -> T,
+    mut keep: impl FnMut(Option<&T>, &T) -> bool,
+) -> io::Result<(File, Vec<T>)> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut raw = vec![0u8; (len - len % N as u64) as usize];
+    file.read_exact_at(&mut raw, 0)?;
+    let mut entries: Vec<T> = Vec::with_capacity(raw.len() / N);
+    for chunk in raw.chunks_exact(N) {
+        let e = parse(chunk.try_into().expect("N bytes"));
+        if !keep(entries.last(), &e) {
+            break;
+        }
+        entries.push(e);
+    }
+    let kept = (entries.len() * N) as u64;
+    if kept != len {
+        file.set_len(kept)?;
+    }
+    Ok((file, entries))
 }
 
 #[cfg(test)]

@@ -224,18 +224,37 @@ impl LogSegment {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("cannot sync directory", dir))?;
-        Ok(LogSegment {
+        Ok(LogSegment::assemble(
+            base_offset,
+            path,
+            file,
+            0,
+            (index, time_index),
+            index_interval_bytes,
+        ))
+    }
+
+    /// A segment over its opened files, its next offset still to be learned (the base).
+    fn assemble(
+        base_offset: i64,
+        path: PathBuf,
+        file: File,
+        len_bytes: u64,
+        (index, time_index): (OffsetIndex, TimeIndex),
+        index_interval_bytes: u64,
+    ) -> LogSegment {
+        LogSegment {
             base_offset,
             path,
             file: Arc::new(file),
-            len_bytes: 0,
+            len_bytes,
             next_offset: base_offset,
             index,
             time_index,
             index_interval_bytes,
             bytes_since_index_entry: 0,
             max_timestamp_ms: OnceLock::new(),
-        })
+        }
     }
 
     /// Opens segment `base_offset` in `dir`, trusting its first `checkpoint_bytes` and
@@ -263,18 +282,14 @@ impl LogSegment {
         let time_path = dir.join(file_name(base_offset, "timeindex"));
         let time_index = TimeIndex::open(&time_path, u64::MAX)
             .map_err(io_err("cannot open index", &time_path))?;
-        let mut segment = LogSegment {
+        let mut segment = LogSegment::assemble(
             base_offset,
             path,
-            file: Arc::new(file),
-            len_bytes: file_len,
-            next_offset: base_offset,
-            index,
-            time_index,
+            file,
+            file_len,
+            (index, time_index),
             index_interval_bytes,
-            bytes_since_index_entry: 0,
-            max_timestamp_ms: OnceLock::new(),
-        };
+        );
         // Below the checkpoint: headers only, from the last index entry, to learn the next
         // offset (and index what a lost or short index missed).
         let mut position = segment.index.last().map_or(0, |e| u64::from(e.position));

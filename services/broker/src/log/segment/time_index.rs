@@ -56,33 +56,18 @@ impl TimeIndex {
     /// Opens (or creates) the index of an existing segment, keeping the entries in order whose
     /// offset is below `relative_end`; it takes no further entries.
     pub fn open(path: &Path, relative_end: u64) -> io::Result<TimeIndex> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        let mut raw = vec![0u8; (len - len % ENTRY_BYTES) as usize];
-        file.read_exact_at(&mut raw, 0)?;
-        let mut entries: Vec<TimeEntry> = Vec::with_capacity(raw.len() / ENTRY_BYTES as usize);
-        for chunk in raw.chunks_exact(ENTRY_BYTES as usize) {
-            let e = TimeEntry {
-                timestamp_ms: i64::from_be_bytes(chunk[..8].try_into().expect("8 bytes")),
-                relative_offset: u32::from_be_bytes(chunk[8..].try_into().expect("4 bytes")),
-            };
-            let in_order = entries.last().is_none_or(|last| {
-                e.timestamp_ms > last.timestamp_ms && e.relative_offset > last.relative_offset
-            });
-            if !in_order || u64::from(e.relative_offset) >= relative_end {
-                break;
-            }
-            entries.push(e);
-        }
-        let kept = entries.len() as u64 * ENTRY_BYTES;
-        if kept != len {
-            file.set_len(kept)?;
-        }
+        let (file, entries) = super::index::open_entries(
+            path,
+            |raw: &[u8; ENTRY_BYTES as usize]| TimeEntry {
+                timestamp_ms: i64::from_be_bytes(raw[..8].try_into().expect("8 bytes")),
+                relative_offset: u32::from_be_bytes(raw[8..].try_into().expect("4 bytes")),
+            },
+            |last: Option<&TimeEntry>, e: &TimeEntry| {
+                last.is_none_or(|l| {
+                    e.timestamp_ms > l.timestamp_ms && e.relative_offset > l.relative_offset
+                }) && u64::from(e.relative_offset) < relative_end
+            },
+        )?;
         Ok(TimeIndex {
             file,
             entries,
