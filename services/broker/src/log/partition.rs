@@ -696,8 +696,9 @@ impl PartitionLog {
     }
 }
 
-/// Milliseconds since the Unix epoch (the clock segment rolls by time read on replicas).
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (the broker's one wall clock: record timestamps, segment
+/// rolls by time).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -58,17 +58,6 @@ fn template_batch() -> Vec<u8> {
     batch_v2::encode(0, 1, ProducerFields::NONE, &records).expect("encodes")
 }
 
-fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
 pub async fn run(args: LogOpenArgs) -> Result<(), String> {
     tokio::task::spawn_blocking(move || run_blocking(args))
         .await
@@ -130,7 +119,7 @@ fn run_blocking(args: LogOpenArgs) -> Result<(), String> {
         fill_seconds,
         page_cache_dropped,
         open_ms,
-        rss_after_open_mib: rss_mib(),
+        rss_after_open_mib: super::data::rss_kib(std::process::id()).unwrap_or(0) / 1024,
     };
     if args.json {
         println!(
@@ -140,13 +129,15 @@ fn run_blocking(args: LogOpenArgs) -> Result<(), String> {
     } else {
         println!(
             "log-open: {} partitions, {:.2} GiB in {} segments ({} MiB each past its checkpoint), \
-             filled in {:.1} s; opened in {:.0} ms (page cache dropped: {}), RSS after open {} MiB",
+             filled in {:.1} s; opened in {:.0} ms, {:.2}% of the fill time (page cache \
+             dropped: {}), RSS after open {} MiB",
             report.partitions,
             report.bytes as f64 / (1u64 << 30) as f64,
             report.segments,
             args.tail_mib,
             report.fill_seconds,
             report.open_ms,
+            report.open_ms / 10.0 / report.fill_seconds,
             if report.page_cache_dropped {
                 "yes"
             } else {
