@@ -25,6 +25,8 @@
 # missed with --check, 2 cannot run here (no etcd and not root), other: a run failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 
 rounds=2
 build=1
@@ -46,17 +48,6 @@ DMQ=$TARGET/release/dmq
 CLIENT=$TARGET/release/dmq-etcd-bench
 
 # --- tools ----------------------------------------------------------------------------------
-install_pkgs() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing $*; install them (apt-get install $*) or run as root" >&2
-    exit 2
-  fi
-  echo "== apt-get install $*"
-  # A Debian image without /usr/sbin/policy-rc.d would also start the packaged etcd service
-  # (default ports 2379/2380, which this script does not use).
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
-    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
-}
 ETCD=${ETCD:-$(command -v etcd || true)}
 if [ -z "$ETCD" ]; then
   install_pkgs etcd-server etcd-client
@@ -104,21 +95,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Ports below the ephemeral range (an outgoing connection may take one from it at any time),
-# free now and distinct.
-taken=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    case "$taken" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then
-      taken="$taken$p "
-      echo "$p"
-      return 0
-    fi
-  done
-}
 
 start_etcd() { # $1: run name; sets etcd_endpoints
   local dir=$work/$1 i cluster="" token="dmq-bench-$$-$1" deadline
@@ -174,38 +150,8 @@ start_etcd() { # $1: run name; sets etcd_endpoints
 # test on the machine shows here; such a run's figures are not comparable.
 hz=$(getconf CLK_TCK)
 ncpu=$(nproc)
-cpu_mark() { # prints "MACHINE_TICKS OWN_TICKS SECONDS"
-  local m o
-  m=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-  o=$(sed 's/.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }')
-  echo "$m $o $EPOCHREALTIME"
-}
-other_cpu() { # $1 $2 $3: a cpu_mark; prints the % of the machine others used since
-  local m o t
-  read -r m o t < <(cpu_mark)
-  awk -v m0="$1" -v o0="$2" -v t0="$3" -v m="$m" -v o="$o" -v t="$t" -v hz="$hz" -v n="$ncpu" \
-    'BEGIN { x = ((m - m0) - (o - o0)) / hz / ((t - t0) * n) * 100; printf "%.1f", (x < 0 ? 0 : x) }'
-}
 
 # Before each run, wait (at most 120 s) for a second in which the machine is less than 10% busy.
-wait_quiet() {
-  local deadline=$((SECONDS + 120)) m0 m1 waited=0
-  while :; do
-    m0=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-    sleep 1
-    m1=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-    if [ $(((m1 - m0) * 100)) -lt $((hz * ncpu * 10)) ]; then
-      [ "$waited" = 1 ] && echo "   (the machine is quiet again)"
-      return 0
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "   (still busy after 120 s: running anyway)"
-      return 0
-    fi
-    [ "$waited" = 0 ] && echo "   (the machine is busy: waiting up to 120 s for it to be quiet)"
-    waited=1
-  done
-}
 
 run_dmq() { # $1: run name
   local out=$work/$1.json mark
@@ -250,13 +196,6 @@ run_etcd() { # $1: run name
 }
 
 # --- the disk's own floor: one 4 KiB write + fdatasync (O_DSYNC), 1,000 times ---------------
-dsync_ms() { # prints ms per write; $1: extra dd flags
-  local secs n=1000
-  # shellcheck disable=SC2086
-  secs=$(dd if=/dev/zero of="$work/dsync" bs=4k count=$n oflag=dsync $1 2>&1 |
-    sed -nE 's/.* copied, ([0-9.e+-]+) s,.*/\1/p')
-  awk -v s="$secs" -v n="$n" 'BEGIN { printf "%.3f", s * 1000 / n }'
-}
 disk() { # prints "APPEND OVERWRITE" (ms per write)
   local a o
   rm -f "$work/dsync"
@@ -265,7 +204,6 @@ disk() { # prints "APPEND OVERWRITE" (ms per write)
   rm -f "$work/dsync"
   echo "$a $o"
 }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # Measured before and after the rounds: the disk (often a virtual one) varies with what else
 # the host does, and so does every figure below.
 read -r disk_append disk_overwrite < <(disk)

@@ -39,6 +39,8 @@
 # missed with --check, 2 cannot run here (no nats-server and not root), other: a run failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 
 rounds=2
 build=1
@@ -64,17 +66,6 @@ DMQ=$TARGET/release/dmq
 CLIENT=$TARGET/release/dmq-nats-bench
 
 # --- tools ----------------------------------------------------------------------------------
-install_pkgs() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing $*; install them (apt-get install $*) or run as root" >&2
-    exit 2
-  fi
-  echo "== apt-get install $*"
-  # A Debian image with systemd would also start the packaged service (default port 4222,
-  # which this script does not use).
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
-    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
-}
 NATS_SERVER=${NATS_SERVER:-$(command -v nats-server || true)}
 if [ -z "$NATS_SERVER" ]; then
   install_pkgs nats-server
@@ -121,21 +112,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Ports below the ephemeral range (an outgoing connection may take one from it at any time),
-# free now and distinct.
-taken=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    case "$taken" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then
-      taken="$taken$p "
-      echo "$p"
-      return 0
-    fi
-  done
-}
 
 start_nats() { # $1: run name; sets nats_servers
   local dir=$work/$1 i routes="" deadline
@@ -193,38 +169,8 @@ EOF
 # machine shows here; such a run's figures are not comparable.
 hz=$(getconf CLK_TCK)
 ncpu=$(nproc)
-cpu_mark() { # prints "MACHINE_TICKS OWN_TICKS SECONDS"
-  local m o
-  m=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-  o=$(sed 's/.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }')
-  echo "$m $o $EPOCHREALTIME"
-}
-other_cpu() { # $1 $2 $3: a cpu_mark; prints the % of the machine others used since
-  local m o t
-  read -r m o t < <(cpu_mark)
-  awk -v m0="$1" -v o0="$2" -v t0="$3" -v m="$m" -v o="$o" -v t="$t" -v hz="$hz" -v n="$ncpu" \
-    'BEGIN { x = ((m - m0) - (o - o0)) / hz / ((t - t0) * n) * 100; printf "%.1f", (x < 0 ? 0 : x) }'
-}
 
 # Before each run, wait (at most 120 s) for a second in which the machine is less than 10% busy.
-wait_quiet() {
-  local deadline=$((SECONDS + 120)) m0 m1 waited=0
-  while :; do
-    m0=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-    sleep 1
-    m1=$(awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat)
-    if [ $(((m1 - m0) * 100)) -lt $((hz * ncpu * 10)) ]; then
-      [ "$waited" = 1 ] && echo "   (the machine is quiet again)"
-      return 0
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "   (still busy after 120 s: running anyway)"
-      return 0
-    fi
-    [ "$waited" = 0 ] && echo "   (the machine is busy: waiting up to 120 s for it to be quiet)"
-    waited=1
-  done
-}
 
 # The workloads: `dmq bench` arguments, then `dmq-nats-bench` arguments.
 dmq_args() { # $1: workload
@@ -302,13 +248,6 @@ dd_mbps() { # sequential 1 MiB writes, 1,000 MB, fdatasync at the end (in dd's t
   rm -f "$work/dd"
   awk -v l="$line" 'BEGIN { split(l, f, " "); printf "%.1f", f[1] / f[2] / 1e6 }'
 }
-dsync_ms() { # prints ms per write; $1: extra dd flags
-  local secs n=1000
-  # shellcheck disable=SC2086
-  secs=$(dd if=/dev/zero of="$work/dsync" bs=4k count=$n oflag=dsync $1 2>&1 |
-    sed -nE 's/.* copied, ([0-9.e+-]+) s,.*/\1/p')
-  awk -v s="$secs" -v n="$n" 'BEGIN { printf "%.3f", s * 1000 / n }'
-}
 disk() { # prints "DD_MBPS APPEND_MS OVERWRITE_MS"
   local d a o
   d=$(dd_mbps)
@@ -318,7 +257,6 @@ disk() { # prints "DD_MBPS APPEND_MS OVERWRITE_MS"
   rm -f "$work/dsync"
   echo "$d $a $o"
 }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # Measured before and after the rounds: the disk (often a virtual one) varies with what else
 # the host does, and so does every figure below.
 wait_quiet
