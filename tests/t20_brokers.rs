@@ -400,16 +400,19 @@ async fn a_pause_shorter_than_the_session_moves_nothing_and_a_longer_one_fences(
         "a pause shorter than the session is not a failure"
     );
 
-    s.brokers.pause(2, true);
+    // The long pause on another broker: broker 2 may not have heartbeated since its first
+    // pause yet (seen: fenced 2.06 s into a second pause with a 4 s session), while broker 3
+    // last heartbeated less than an interval ago.
+    s.brokers.pause(3, true);
     let paused = Instant::now();
-    wait_brokers(&s.router, session + SLOW, |b| match b.get(&2) {
+    wait_brokers(&s.router, session + SLOW, |b| match b.get(&3) {
         Some(b) if b.status() == BrokerStatus::Offline => Ok(()),
-        _ => Err("broker 2 not OFFLINE yet".into()),
+        _ => Err("broker 3 not OFFLINE yet".into()),
     })
     .await;
     let after = paused.elapsed();
-    s.brokers.pause(2, false);
-    println!("paused broker 2 marked OFFLINE after {after:?} (session {session:?})");
+    s.brokers.pause(3, false);
+    println!("paused broker 3 marked OFFLINE after {after:?} (session {session:?})");
     assert!(
         after + Duration::from_millis(500) >= session,
         "fenced after {after:?}: a paused broker keeps its connection, only the session applies"
