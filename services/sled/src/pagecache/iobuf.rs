@@ -309,6 +309,11 @@ pub(crate) struct IoBufs {
     // file, and there may be buffers that have been written out-of-order
     // to stable storage due to interesting thread interleavings.
     pub stable_lsn: AtomicLsn,
+    // dmq patch: the highest contiguous lsn known to be on disk, i.e. covered by an
+    // `fdatasync` that began after it was written. `stable_lsn` only says "written to the
+    // file" (see `write_to_log`); everything that upstream derived from "stable" as a
+    // durability fact (segment headers' stable lsn, segment reuse) uses this instead.
+    pub durable_lsn: AtomicLsn,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
     pub segment_accountant: Mutex<SegmentAccountant>,
@@ -403,6 +408,12 @@ impl IoBufs {
             iobuf.store_segment_header(0, next_lsn, stable);
         }
 
+        // dmq patch: what recovery found may be only in the page cache (a process crash
+        // leaves unsynced writes readable); make it durable before calling it so.
+        if !config.temporary {
+            config.file.sync_all()?;
+        }
+
         Ok(IoBufs {
             config,
 
@@ -412,6 +423,7 @@ impl IoBufs {
             interval_updated: Condvar::new(),
 
             stable_lsn: AtomicLsn::new(stable),
+            durable_lsn: AtomicLsn::new(stable),
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
             segment_accountant: Mutex::new(segment_accountant),
@@ -519,6 +531,34 @@ impl IoBufs {
     pub(in crate::pagecache) fn stable(&self) -> Lsn {
         debug_delay();
         self.stable_lsn.load(Acquire)
+    }
+
+    /// dmq patch: the last offset known to be on disk (see `durable_lsn`).
+    pub(in crate::pagecache) fn durable(&self) -> Lsn {
+        self.durable_lsn.load(Acquire)
+    }
+
+    /// dmq patch: makes everything written so far durable with one `fdatasync`, then lets
+    /// the segment accountant reuse what that sync made safe to reuse. Skipped when nothing
+    /// was written since the last sync.
+    pub(in crate::pagecache) fn sync_written(&self) -> Result<()> {
+        let written = self.stable();
+        if self.durable() >= written {
+            return Ok(());
+        }
+        if !self.config.temporary {
+            if let Err(e) = self.config.file.sync_data() {
+                // After a failed fsync the kernel may have dropped the dirty pages: nothing
+                // written since the last good sync can be trusted, so sled stops here.
+                let e: Error = e.into();
+                self.config.set_global_error(e.clone());
+                return Err(e);
+            }
+        }
+        super::bump_atomic_lsn(&self.durable_lsn, written);
+        let guard = pin();
+        let header_stable = self.max_header_stable_lsn.load(Acquire);
+        self.sa_stabilize(header_stable, &guard)
     }
 
     // Adds a header to the front of the buffer
@@ -728,33 +768,12 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
-            }
+            // dmq patch: no `sync_file_range` here. Upstream waited for every buffer's
+            // writeback (WAIT_BEFORE | WRITE | WAIT_AFTER), on the flushing thread or a pool
+            // thread, and that is not durability anyway (no device cache flush, no metadata);
+            // every caller that needs durability flushes, and `flush` now ends in one
+            // `fdatasync` (`sync_written`). So a write here costs a copy into the page cache,
+            // not a disk round trip, and a flush one disk round trip instead of one per buffer.
         }
         io_fail!(self, "buffer write post");
 
@@ -1011,7 +1030,10 @@ pub(in crate::pagecache) fn make_stable_inner(
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     let _cc = concurrency_control::read();
     let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
-    make_stable(iobufs, max_reserved_lsn)
+    let written = make_stable(iobufs, max_reserved_lsn)?;
+    // dmq patch: a flush is durable (see `write_to_log`).
+    iobufs.sync_written()?;
+    Ok(written)
 }
 
 /// Attempt to seal the current IO buffer, possibly
@@ -1143,7 +1165,9 @@ fn seal_and_write_iobuf(
             stored_max_stable_lsn: -1,
         };
 
-        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.stable());
+        // dmq patch: the header promises what is on disk, not merely written: recovery
+        // trusts the segments below it without checking their contiguity.
+        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.durable());
 
         next_iobuf
     } else {
