@@ -164,9 +164,9 @@ struct Loaded {
 /// # To ensure correctness
 /// - A call returns only once what it wrote is on disk: the writes of one `persist` (one Ready,
 ///   so one group commit) or `compact` are applied in one sled transaction across both trees
-///   (so a crash leaves all or none of them), then `Db::flush` writes sled's log and, because
-///   that ends in `sync_file_range` and not in an fsync, `sync_data` on our own handle of sled's
-///   data file `<dir>/db` makes it survive power loss. New sled blob files are synced first.
+///   (so a crash leaves all or none of them), then `Db::flush` writes sled's log and ends in
+///   one `fdatasync` of its data file `<dir>/db` (our vendored sled, `services/sled/PATCHES.md`
+///   patch 5), which makes it survive power loss. New sled blob files are synced first.
 /// - Within a call the order is snapshot, entries, hard state, as the trait asks; the
 ///   transaction makes the order invisible after a crash.
 /// - `synced_index` only grows past what a completed sync covered: it is lowered before a write
@@ -753,8 +753,8 @@ impl SledStorage {
             })
     }
 
-    /// Makes everything written so far durable: sled's flush (which ends in
-    /// `sync_file_range`), then an fsync of new blob files, then `sync_data` on the data file.
+    /// Makes everything written so far durable: sled's flush, which ends in one `fdatasync`
+    /// (new blob files were synced when sled wrote them).
     fn sync(&mut self) -> Result<(), RaftStorageError> {
         let stall = self.faults.sync_stall();
         if !stall.is_zero() {
