@@ -883,7 +883,8 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
         trace!("skipping roll_iobuf due to empty segment");
     } else {
         trace!("sealing ioubuf from  roll_iobuf");
-        maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+        // dmq patch 6: written on this thread (see `exit_reservation`).
+        seal_and_write_iobuf(iobufs, &iobuf, header, false, true)?;
     }
 
     Ok(header::offset(header))

@@ -433,17 +433,22 @@ impl Log {
                  to log from exit_reservation",
                 lsn
             );
-            let iobufs = self.iobufs.clone();
-            let iobuf = iobuf.clone();
-            threadpool::spawn(move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
-                    error!(
-                        "hit error while writing iobuf with lsn {}: {:?}",
-                        lsn, e
-                    );
-                    iobufs.config.set_global_error(e);
-                }
-            })?;
+            // dmq patch 6: the last writer of a sealed buffer writes it itself. With patch 5
+            // a buffer write is a `pwrite` into the page cache, cheaper than waking a pool
+            // thread; every sled transaction seals two buffers (the one it rolls and its
+            // batch manifest), so the hand-offs cost each Raft persist two thread wakeups
+            // and a wait for them. No lock is held here (the reservation is gone).
+            if let Err(e) = self.iobufs.write_to_log(iobuf) {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                self.iobufs.config.set_global_error(e.clone());
+                // Wake flushers waiting for this buffer: they find the error.
+                drop(self.iobufs.intervals.lock());
+                let _notified = self.iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
 
             Ok(())
         } else {
