@@ -243,3 +243,47 @@ async fn t12_leader_stop_fails_over_and_lagging_node_catches_up_by_snapshot() {
         .await
         .unwrap();
 }
+
+/// Commits do not wake `watch_status` receivers (every waiter on it was woken once per write,
+/// on every controller, while they only care about role changes); `status()` still has the
+/// current indexes, and a role change still wakes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_commits_do_not_wake_role_watchers() {
+    let mut c = Cluster::start(3, 10_000).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let follower = c.members.keys().copied().find(|&id| id != leader).unwrap();
+    let h = c.members[&leader].handle.clone();
+    let mut watchers: Vec<_> = c
+        .members
+        .values()
+        .map(|m| {
+            let mut w = m.handle.watch_status();
+            w.borrow_and_update();
+            w
+        })
+        .collect();
+    let before = h.status().commit_index;
+    for i in 1..=20u64 {
+        h.propose(&register(i)).await.unwrap();
+    }
+    assert!(h.status().commit_index >= before + 20);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.members.values().all(|m| m.store.brokers().len() == 20) {
+        assert!(Instant::now() < deadline, "followers did not apply");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for w in &watchers {
+        assert!(
+            !w.has_changed().unwrap(),
+            "20 commits woke a role watcher: {:?}",
+            *w.borrow()
+        );
+    }
+    // A role change does wake them: the leader stops, so the others see a new term.
+    c.stop_node(leader).await;
+    let watcher = &mut watchers[(follower - 1) as usize];
+    tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+        .await
+        .expect("no role change seen within 10 s")
+        .unwrap();
+}

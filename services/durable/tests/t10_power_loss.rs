@@ -265,7 +265,13 @@ fn every_acknowledged_write_survives_power_loss_while_segments_are_reused() {
     let db_dir = disk.mount.join("db");
     let mut child = Writer(
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "churn_writer", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "churn_writer",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(ROLE_ENV, "churn-writer")
             .env(DIR_ENV, &db_dir)
             .stdout(Stdio::piped())
@@ -307,7 +313,11 @@ fn every_acknowledged_write_survives_power_loss_while_segments_are_reused() {
             i >= last_acked && i % CHURN_KEYS == key,
             "key {key} holds write {i}, but write {last_acked} was acknowledged"
         );
-        assert_eq!(&value[..], &churn_value(i)[..], "key {key}: write {i} is torn");
+        assert_eq!(
+            &value[..],
+            &churn_value(i)[..],
+            "key {key}: write {i} is torn"
+        );
     }
     drop(db);
     disk.unmount();

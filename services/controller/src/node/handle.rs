@@ -32,6 +32,29 @@ pub struct NodeStatus {
     pub catching_up: bool,
 }
 
+impl NodeStatus {
+    /// Whether `self` and `other` agree on everything but the indexes.
+    pub fn same_role(&self, other: &NodeStatus) -> bool {
+        (
+            self.id,
+            self.role,
+            self.term,
+            self.leader_id,
+            &self.leader_addr,
+            self.running,
+            self.catching_up,
+        ) == (
+            other.id,
+            other.role,
+            other.term,
+            other.leader_id,
+            &other.leader_addr,
+            other.running,
+            other.catching_up,
+        )
+    }
+}
+
 /// Why a request to the node failed, and what the caller should do. Every variant says whether
 /// the request may have taken effect: [`NodeError::outcome_unknown`] is true only for
 /// [`NodeError::OutcomeUnknown`]; every other variant means the request was certainly not
@@ -248,6 +271,8 @@ pub struct NodeHandle {
     /// See [`super::NodeConfig::snapshot_min_rate_bytes_per_sec`].
     pub(crate) snapshot_min_rate_bytes_per_sec: u64,
     pub(crate) status: watch::Receiver<NodeStatus>,
+    /// See [`NodeHandle::watch_status`].
+    pub(crate) role_status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,
     pub(crate) addrs: Arc<BTreeMap<NodeId, crate::node::PeerAddrs>>,
@@ -356,9 +381,12 @@ impl NodeHandle {
             .filter(|&t| std::time::Instant::now() < t)
     }
 
-    /// A receiver that sees every published status (leader changes, commits).
+    /// A receiver that is told when the node's role changes: its role, term, leader, whether
+    /// it runs or is catching up ([`NodeStatus::same_role`]). Its index fields are those of
+    /// that change; [`NodeHandle::status`] has the current ones. Commits do not wake it: every
+    /// waiter on a status that changed with each commit was woken once per write.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
-        self.status.clone()
+        self.role_status.clone()
     }
 
     /// Every controller's addresses.

@@ -16,7 +16,7 @@ use crate::node::{NodeError, NodeHandle, NodeStatus, PeerAddrs};
 pub trait Consensus: Clone + Send + Sync + 'static {
     /// What the node is and knows now.
     fn status(&self) -> NodeStatus;
-    /// Every status the node publishes.
+    /// Told when the node's role changes, not on commits ([`NodeHandle::watch_status`]).
     fn watch_status(&self) -> watch::Receiver<NodeStatus>;
     /// The error a non-leader answers a mutation with.
     fn not_leader(&self) -> NodeError;

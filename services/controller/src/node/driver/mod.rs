@@ -84,6 +84,8 @@ struct Driver {
     unsent_snapshots: Vec<(NodeId, Index)>,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
     status_tx: watch::Sender<NodeStatus>,
+    /// Published only when the role changes (see [`NodeHandle::watch_status`]).
+    role_status_tx: watch::Sender<NodeStatus>,
     proposals: BTreeMap<Index, ProposalWaiter>,
     /// (deadline, index) in proposal order, to time proposals out cheaply.
     proposal_deadlines: VecDeque<(Instant, Index)>,
@@ -124,7 +126,8 @@ pub(crate) fn spawn(
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
     let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
     let status = status_of(&cfg, &raft, true);
-    let (status_tx, status_rx) = watch::channel(status);
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let (role_status_tx, role_status_rx) = watch::channel(status);
     let cluster_id = Arc::new(super::ClusterId::new(&metadata.cluster_id()));
     if let Some(id) = logged_cluster_id {
         cluster_id.set_logged(&id);
@@ -165,6 +168,7 @@ pub(crate) fn spawn(
         // Half a heartbeat interval: an idle Raft thread answers within microseconds.
         busy_answer_after: cfg.tick * cfg.heartbeat_interval_ticks / 2,
         status: status_rx,
+        role_status: role_status_rx,
         replication_timeout: cfg.replication_timeout,
         max_command_bytes: COMMAND_BYTES_MAX,
         addrs: Arc::new(cfg.peers.clone()),
@@ -186,6 +190,7 @@ pub(crate) fn spawn(
         unsent_snapshots: Vec::new(),
         peers,
         status_tx,
+        role_status_tx,
         proposals: BTreeMap::new(),
         proposal_deadlines: VecDeque::new(),
         next_read_ctx: 1,
@@ -787,6 +792,13 @@ impl Driver {
             .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
         self.publish_lease();
         let status = status_of(&self.cfg, &self.raft, running);
+        self.role_status_tx.send_if_modified(|s| {
+            let changed = !s.same_role(&status);
+            if changed {
+                *s = status.clone();
+            }
+            changed
+        });
         self.status_tx.send_if_modified(|s| {
             if *s != status {
                 crate::metrics::raft_status(s, &status);
