@@ -1,5 +1,5 @@
-//! Durability of the partition logs: the shared sled recipe (`dmq-durable`: flush, sync new
-//! blob files, `sync_data` on sled's data file), sled opened with segments sized for record
+//! Durability of the partition logs' state: the shared sled recipe (`dmq-durable`: our
+//! vendored sled's flush, which ends in one `fdatasync`), sled opened with segments sized for record
 //! batches, and the conversions into [`LogError`].
 
 use std::io;
