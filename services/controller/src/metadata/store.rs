@@ -170,12 +170,16 @@ impl MetadataStore {
 
     /// Applies consecutive log entries (`None` for a no-op) in one sled transaction, which is
     /// what a Ready's committed entries are: one write for the batch instead of one per entry.
-    /// Each outcome is what [`MetadataStore::apply`] would have returned. On `Err` the node
-    /// must stop: the in-memory state may be ahead of what was written.
+    /// `answer` gets the outcomes, each what [`MetadataStore::apply`] would have returned, once
+    /// the in-memory state holds them and before that transaction: the entries are committed,
+    /// so their outcomes are decided whatever happens to this node's copy, and the proposers'
+    /// round trips overlap the write (readers still wait for it: the state's lock is held).
+    /// On `Err` the node must stop: the in-memory state may be ahead of what was written.
     pub fn apply_batch(
         &self,
         entries: &[(u64, Option<&MetadataCommand>)],
-    ) -> Result<Vec<ApplyOutcome>, StoreError> {
+        answer: impl FnOnce(Vec<ApplyOutcome>),
+    ) -> Result<(), StoreError> {
         let mut state = self.write();
         let (mut brokers, mut topics, mut meta) =
             (Batch::default(), Batch::default(), Batch::default());
@@ -214,12 +218,13 @@ impl MetadataStore {
             last = Some(index);
             outcomes.push(outcome);
         }
+        answer(outcomes);
         if let Some(index) = last {
             meta.insert(KEY_APPLIED_INDEX, seal_u64(KEY_APPLIED_INDEX, index));
             self.commit(&brokers, &topics, &meta)?;
             debug_check(&state, index);
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// Applies a log entry that carries no metadata command (a new leader's no-op, a membership

@@ -9,7 +9,7 @@ use dmq_raft::{Entry, EntryKind, Index};
 use prost::Message as _;
 
 use super::{Driver, Fatal};
-use crate::metadata::features;
+use crate::metadata::{ApplyOutcome, features};
 use crate::node::{NodeError, Unknown};
 
 /// How many of a Ready's `committed` entries (in index order) may be applied before the Ready
@@ -94,13 +94,6 @@ impl Driver {
             .zip(&commands)
             .map(|(e, c)| (e.index, c.as_ref()))
             .collect();
-        let outcomes = self.metadata.apply_batch(&batch).map_err(|err| {
-            Fatal::Storage(format!(
-                "applying entries {}..={} failed: {err}",
-                entries[0].index,
-                entries[entries.len() - 1].index
-            ))
-        })?;
         if entries
             .iter()
             .any(|e| self.proposals.contains_key(&e.index))
@@ -108,16 +101,26 @@ impl Driver {
             // A proposer that sees its answer must see a status that includes it.
             self.publish_status(true);
         }
-        for (e, outcome) in entries.iter().zip(outcomes) {
-            if let Some(w) = self.proposals.remove(&e.index) {
-                let answer = if w.term == e.term {
-                    Ok(outcome)
-                } else {
-                    Err(NodeError::OutcomeUnknown(Unknown::LeadershipLost))
-                };
-                let _ = w.reply.send(answer);
+        let proposals = &mut self.proposals;
+        let answer = |outcomes: Vec<ApplyOutcome>| {
+            for (e, outcome) in entries.iter().zip(outcomes) {
+                if let Some(w) = proposals.remove(&e.index) {
+                    let answer = if w.term == e.term {
+                        Ok(outcome)
+                    } else {
+                        Err(NodeError::OutcomeUnknown(Unknown::LeadershipLost))
+                    };
+                    let _ = w.reply.send(answer);
+                }
             }
-        }
+        };
+        self.metadata.apply_batch(&batch, answer).map_err(|err| {
+            Fatal::Storage(format!(
+                "applying entries {}..={} failed: {err}",
+                entries[0].index,
+                entries[entries.len() - 1].index
+            ))
+        })?;
         match cannot_apply {
             Some(why) => Err(stop(why)),
             None => Ok(()),
