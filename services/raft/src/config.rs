@@ -14,8 +14,8 @@ pub enum PlantedBug {
     /// An entry of an earlier term is committed by counting replicas (the Figure 8 case, §5.4.2).
     CommitPreviousTerm,
     /// The node's messages are sent before its Ready is persisted (acknowledgment before flush).
-    /// The core cannot do I/O, so this bug lives in the caller; the core only reports it through
-    /// [`Config::planted_bug`] so a driver can plant it.
+    /// The core cannot do I/O, so this bug lives in the caller's [`crate::ReadyPlan`], which
+    /// puts every message before the write.
     AckBeforeFlush,
     /// A node that sees a higher term takes it but does not step down (§5.1).
     NoStepDownOnHigherTerm,

@@ -3,8 +3,9 @@
 //!
 //! # To ensure correctness
 //! - The caller persists each [`Ready`] (snapshot, entries, hard state) before it sends its
-//!   messages or applies its committed entries, then calls [`Raft::advance`]. Nothing may be
-//!   stepped, ticked or proposed between [`Raft::ready`] and [`Raft::advance`] (asserted).
+//!   messages or applies its committed entries, except what [`crate::ReadyPlan`] allows earlier
+//!   (a leader's appends, entries durable already), then calls [`Raft::advance`]. Nothing may
+//!   be stepped, ticked or proposed between [`Raft::ready`] and [`Raft::advance`] (asserted).
 //! - A leader counts only its *durable* entries toward a commit, so a committed entry is on disk
 //!   on a majority, the leader included.
 //! - Only entries of the current term are committed by counting replicas (§5.4.2).
@@ -33,9 +34,10 @@ pub struct Ready {
     pub snapshot: Option<Snapshot>,
     /// Append to the log, replacing any stored suffix from `entries[0].index`.
     pub entries: Vec<Entry>,
-    /// Send once the above is durable.
+    /// Send once the above is durable (a leader's appends may go before: [`crate::ReadyPlan`]).
     pub messages: Vec<Message>,
-    /// Apply in order, after the above is durable. Each index is handed out exactly once.
+    /// Apply in order, once durable here (those durable already may go before the write:
+    /// [`crate::ReadyPlan`]). Each index is handed out exactly once.
     pub committed_entries: Vec<Entry>,
     /// Confirmed ReadIndex requests.
     pub read_states: Vec<ReadState>,
