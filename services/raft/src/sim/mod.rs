@@ -9,6 +9,9 @@
 //! resolved. The same seed always produces the same run (its trace hash is reported).
 
 pub mod checker;
+mod clients;
+mod faults;
+mod node;
 mod world;
 
 pub use checker::Violation;

@@ -1,0 +1,336 @@
+//! One simulated node: its Raft core, its disk and state machine, and how the world feeds it
+//! (ticks, messages, completed writes) and hands out its Readies.
+
+use super::checker::{self, entry_digest};
+use super::world::*;
+use crate::config::{Config, PlantedBug};
+use crate::raft::{Raft, Ready};
+use crate::storage::{MemStorage, Storage};
+use crate::types::*;
+use rand::Rng;
+use std::collections::VecDeque;
+
+pub(super) struct Node {
+    pub(super) id: NodeId,
+    pub(super) cfg: Config,
+    pub(super) raft: Option<Raft>,
+    pub(super) storage: MemStorage,
+    /// Bumped by every crash and pause so events of an earlier life are ignored.
+    pub(super) generation: u64,
+    /// A Ready being persisted, and whether its messages already left (planted bug only).
+    pub(super) persisting: Option<(Ready, bool)>,
+    pub(super) inbox: VecDeque<Message>,
+    /// Snapshot transfers the transport reported failed: (to, index).
+    pub(super) snapshot_reports: VecDeque<(NodeId, Index)>,
+    pub(super) tick_owed: bool,
+    pub(super) paused: bool,
+    /// The next persist hangs (a stalled disk), for this long.
+    pub(super) stall_next_us: Option<u64>,
+    /// Its storage was wiped and has not yet persisted anything since: every start finds it
+    /// empty and must rejoin, as the controllers decide from an empty data dir at each start.
+    pub(super) wiped: bool,
+    /// What its storage held before its last wipe: an entry it durably acknowledged then
+    /// counted toward the majority, though the disk was lost before the leader learned of
+    /// the loss (see `resolve`).
+    pub(super) before_wipe: Option<MemStorage>,
+    pub(super) sm_applied: Index,
+    pub(super) sm_hash: u64,
+    /// Within one life: the last term and commit seen.
+    pub(super) last_term: Term,
+    pub(super) last_commit: Index,
+    /// Across lives: the highest term this node ever sent (so it must have persisted it).
+    pub(super) max_sent_term: Term,
+    pub(super) persisted_commit: Index,
+    pub(super) leader_term_checked: Option<Term>,
+    pub(super) reads: Vec<ReadState>,
+}
+
+impl Node {
+    pub(super) fn busy(&self) -> bool {
+        self.paused || self.persisting.is_some()
+    }
+}
+
+impl World {
+    // ----- node inputs -----
+
+    pub(super) fn on_tick(&mut self, i: usize) -> Step {
+        let n = &mut self.nodes[i];
+        if n.raft.is_none() {
+            return Ok(());
+        }
+        if n.busy() {
+            n.tick_owed = true;
+            return Ok(());
+        }
+        n.raft.as_mut().expect("live").tick();
+        self.pump(i)
+    }
+
+    pub(super) fn on_deliver(&mut self, m: Message) -> Step {
+        let from = (m.from - 1) as usize;
+        let to = (m.to - 1) as usize;
+        if self.faults_on && self.blocked.contains(&(from, to)) {
+            return Ok(());
+        }
+        let n = &mut self.nodes[to];
+        if n.raft.is_none() {
+            return Ok(());
+        }
+        if n.busy() {
+            n.inbox.push_back(m);
+            return Ok(());
+        }
+        if self.cfg.verbose {
+            self.log(|| format!("deliver {m:?}"));
+        }
+        let n = &mut self.nodes[to];
+        n.raft.as_mut().expect("live").step(m);
+        self.pump(to)
+    }
+
+    /// Feeds what piled up while the node was busy, then hands out its Readies.
+    pub(super) fn drain(&mut self, i: usize) -> Step {
+        loop {
+            let n = &mut self.nodes[i];
+            if n.raft.is_none() || n.busy() {
+                return Ok(());
+            }
+            if n.tick_owed {
+                n.tick_owed = false;
+                n.raft.as_mut().expect("live").tick();
+            } else if let Some((to, index)) = n.snapshot_reports.pop_front() {
+                // Reported failed whether or not the answer got through: a late report after
+                // a success changes nothing (the transfer is no longer pending).
+                n.raft
+                    .as_mut()
+                    .expect("live")
+                    .report_snapshot(to, index, false);
+            } else if let Some(m) = n.inbox.pop_front() {
+                n.raft.as_mut().expect("live").step(m);
+            } else {
+                return self.pump(i);
+            }
+            self.pump(i)?;
+        }
+    }
+
+    /// Hands out Readies until the node has none or must wait for its disk.
+    pub(super) fn pump(&mut self, i: usize) -> Step {
+        loop {
+            self.check_node(i)?;
+            let n = &mut self.nodes[i];
+            if n.busy() {
+                return Ok(());
+            }
+            let Some(raft) = n.raft.as_mut() else {
+                return Ok(());
+            };
+            if !raft.has_ready() {
+                return Ok(());
+            }
+            let rd = raft.ready();
+            let needs_disk =
+                rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some();
+            if !needs_disk {
+                self.complete_ready(i, rd, false)?;
+                continue;
+            }
+            let ack_before_flush =
+                self.nodes[i].cfg.planted_bug == Some(PlantedBug::AckBeforeFlush);
+            let mut rd = rd;
+            if ack_before_flush {
+                let msgs = std::mem::take(&mut rd.messages);
+                self.send_all(i, msgs)?;
+            }
+            let delay = match self.nodes[i].stall_next_us.take() {
+                Some(stall) => stall,
+                None => self.rng.random_range(1..=self.profile.persist_max_us),
+            };
+            let generation = self.nodes[i].generation;
+            self.nodes[i].persisting = Some((rd, ack_before_flush));
+            self.schedule(delay, Kind::PersistDone(i, generation));
+            return Ok(());
+        }
+    }
+
+    /// The per-node invariants, and election safety / leader completeness for a new leader.
+    pub(super) fn check_node(&mut self, i: usize) -> Step {
+        let n = &self.nodes[i];
+        let Some(raft) = n.raft.as_ref() else {
+            return Ok(());
+        };
+        let (id, term, commit, applied) =
+            (n.id, raft.term(), raft.commit_index(), raft.applied_index());
+        if term < n.last_term {
+            return Err(self.checker.violation(
+                checker::TERM_MONOTONIC,
+                format!("node {id} went from term {} to {term}", n.last_term),
+            ));
+        }
+        if commit < n.last_commit {
+            return Err(self.checker.violation(
+                checker::COMMIT_MONOTONIC,
+                format!("node {id} commit went from {} to {commit}", n.last_commit),
+            ));
+        }
+        if applied > commit {
+            return Err(self.checker.violation(
+                checker::APPLIED_LE_COMMITTED,
+                format!("node {id} applied {applied} > committed {commit}"),
+            ));
+        }
+        let new_leader = raft.role() == Role::Leader && n.leader_term_checked != Some(term);
+        if new_leader {
+            self.checker.leader(id, term)?;
+            let snap = raft.snapshot_meta().last_index;
+            self.checker
+                .leader_completeness(id, term, snap, |idx| raft.term_at(idx))?;
+            self.leader_changes += 1;
+            self.log(|| format!("node {id} leads term {term}"));
+        }
+        let n = &mut self.nodes[i];
+        n.last_term = term;
+        n.last_commit = commit;
+        if new_leader {
+            n.leader_term_checked = Some(term);
+        }
+        Ok(())
+    }
+
+    pub(super) fn complete_ready(&mut self, i: usize, rd: Ready, messages_sent: bool) -> Step {
+        let id = self.nodes[i].id;
+        // 1. Persist.
+        for e in &rd.entries {
+            self.checker.entry_held(id, e)?;
+        }
+        if let Some(hs) = rd.hard_state {
+            if hs.commit < self.nodes[i].persisted_commit {
+                return Err(self.checker.violation(
+                    checker::COMMIT_MONOTONIC,
+                    format!(
+                        "node {id} persisted commit {} after {}",
+                        hs.commit, self.nodes[i].persisted_commit
+                    ),
+                ));
+            }
+            self.nodes[i].persisted_commit = hs.commit;
+        }
+        let n = &mut self.nodes[i];
+        let _ = n
+            .storage
+            .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref());
+        if let Some(s) = &rd.snapshot {
+            let (applied, hash) = decode_sm(&s.data);
+            n.sm_applied = applied;
+            n.sm_hash = hash;
+            n.reads.clear();
+            self.snapshots_installed += 1;
+            self.checker.snapshot_installed(id, applied, hash)?;
+            self.log(|| format!("node {id} installs snapshot at {applied}"));
+        }
+        // 2. Send.
+        if !messages_sent {
+            self.send_all(i, rd.messages)?;
+        }
+        // 3. Apply.
+        for e in &rd.committed_entries {
+            let n = &mut self.nodes[i];
+            if e.index != n.sm_applied + 1 {
+                return Err(self.checker.violation(
+                    checker::APPLY_ORDER,
+                    format!(
+                        "node {id} applied index {} right after {}",
+                        e.index, n.sm_applied
+                    ),
+                ));
+            }
+            n.sm_hash = (n.sm_hash ^ entry_digest(e)).wrapping_mul(0x0000_0100_0000_01b3);
+            n.sm_applied = e.index;
+            let h = n.sm_hash;
+            let apply_term = self.nodes[i].raft.as_ref().expect("live").term();
+            self.checker.applied(id, e, h, apply_term)?;
+            self.resolve(e.index, e.term)?;
+        }
+        self.nodes[i].reads.extend(rd.read_states);
+        self.nodes[i].raft.as_mut().expect("live").advance();
+        self.serve_reads(i)?;
+        self.maybe_compact(i);
+        Ok(())
+    }
+
+    pub(super) fn send_all(&mut self, i: usize, msgs: Vec<Message>) -> Step {
+        for m in msgs {
+            let pre_vote_request =
+                matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. });
+            let pre_vote_grant = matches!(
+                m.body,
+                MessageBody::RequestVoteResponse { pre_vote: true, .. }
+            );
+            if !pre_vote_request && !pre_vote_grant {
+                let n = &mut self.nodes[i];
+                n.max_sent_term = n.max_sent_term.max(m.term);
+            }
+            if let MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            } = m.body
+            {
+                self.checker.vote_granted(m.from, m.term, m.to)?;
+            }
+            self.send(m);
+        }
+        Ok(())
+    }
+
+    pub(super) fn send(&mut self, m: Message) {
+        let from = (m.from - 1) as usize;
+        let to = (m.to - 1) as usize;
+        if let MessageBody::InstallSnapshot { snapshot } = &m.body {
+            // The transfer's deadline: past the longest delivery and answer.
+            let deadline = 2 * (1_000 + self.profile.delay_max_us) + TICK_US;
+            let generation = self.nodes[from].generation;
+            self.schedule(
+                deadline,
+                Kind::SnapshotReport(from, m.to, snapshot.meta.last_index, generation),
+            );
+        }
+        let mut latency = self.rng.random_range(50..=1_000);
+        if self.faults_on {
+            if self.blocked.contains(&(from, to)) {
+                return;
+            }
+            if self.rng.random_range(0..1000) < self.profile.drop_per_mille {
+                return;
+            }
+            latency += self.rng.random_range(0..=self.profile.delay_max_us);
+            if self.rng.random_range(0..1000) < self.profile.dup_per_mille {
+                let again = latency + self.rng.random_range(0..=self.profile.delay_max_us);
+                self.schedule(again, Kind::Deliver(m.clone()));
+            }
+        }
+        self.schedule(latency, Kind::Deliver(m));
+    }
+
+    pub(super) fn maybe_compact(&mut self, i: usize) {
+        let every = self.profile.compact_every;
+        let n = &mut self.nodes[i];
+        let raft = n.raft.as_mut().expect("live");
+        if n.sm_applied >= raft.snapshot_meta().last_index + every {
+            raft.compact(n.sm_applied, encode_sm(n.sm_applied, n.sm_hash));
+            let _ = n.storage.compact(raft.snapshot());
+        }
+    }
+}
+
+pub(super) fn encode_sm(applied: Index, hash: u64) -> Vec<u8> {
+    let mut v = applied.to_le_bytes().to_vec();
+    v.extend_from_slice(&hash.to_le_bytes());
+    v
+}
+
+pub(super) fn decode_sm(data: &[u8]) -> (Index, u64) {
+    let a = u64::from_le_bytes(data[..8].try_into().expect("16-byte sim snapshot"));
+    let h = u64::from_le_bytes(data[8..16].try_into().expect("16-byte sim snapshot"));
+    (a, h)
+}
