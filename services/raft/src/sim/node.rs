@@ -180,6 +180,21 @@ impl World {
                 format!("node {id} applied {applied} > committed {commit}"),
             ));
         }
+        // A leader commits by counting replicas only entries of its own term; the earlier ones
+        // commit with them (§5.4.2). Checked as it happens: the history it allows (Figure 8)
+        // needs a lost append and a crash within a few milliseconds to show.
+        let leading = raft.role() == Role::Leader && n.leader_term_checked == Some(term);
+        if leading && commit > n.last_commit && raft.term_at(commit) != Some(term) {
+            return Err(self.checker.violation(
+                checker::COMMIT_OWN_TERM,
+                format!(
+                    "node {id} leads term {term} and moved its commit from {} to {commit}, an \
+                     entry of term {:?}",
+                    n.last_commit,
+                    raft.term_at(commit)
+                ),
+            ));
+        }
         let new_leader = raft.role() == Role::Leader && n.leader_term_checked != Some(term);
         if new_leader {
             self.checker.leader(id, term)?;
