@@ -39,7 +39,7 @@ impl World {
                         ),
                     ));
                 }
-                self.reads_served += 1;
+                self.counts.reads_served += 1;
             }
         }
         Ok(())
@@ -65,7 +65,7 @@ impl World {
             let durable = self
                 .nodes
                 .iter()
-                .filter(|n| holds(&n.storage) || n.before_wipe.as_ref().is_some_and(holds))
+                .filter(|n| holds(n.disk.storage()) || n.before_wipe.as_ref().is_some_and(holds))
                 .count();
             if durable < self.nodes.len() / 2 + 1 {
                 return Err(self.checker.violation(
@@ -73,7 +73,7 @@ impl World {
                     format!("entry {index} (term {term}) acknowledged while durable on {durable} node(s)"),
                 ));
             }
-            self.acked += 1;
+            self.counts.proposals_acked += 1;
             if !self.faults_on {
                 self.acked_after_heal += 1;
             }

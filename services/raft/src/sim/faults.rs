@@ -8,7 +8,6 @@ use super::node::decode_sm;
 use super::world::*;
 use crate::config::PlantedBug;
 use crate::raft::Raft;
-use crate::storage::{MemStorage, Storage};
 use crate::types::*;
 
 impl World {
@@ -102,7 +101,7 @@ impl World {
                     let to = self.nodes[(x + self.rng.random_range(1..n)) % n].id;
                     let raft = self.nodes[x].raft.as_mut().expect("leading");
                     if raft.transfer_leadership(to).is_ok() {
-                        self.transfers += 1;
+                        self.counts.transfers += 1;
                         self.log(|| format!("node {} transfers leadership to {to}", x + 1));
                         self.pump(x)?;
                     }
@@ -116,7 +115,7 @@ impl World {
                     let other = &self.nodes[y];
                     let catching_up = match &other.raft {
                         Some(r) => r.is_catching_up(),
-                        None => other.storage.hard_state().catching_up,
+                        None => other.disk.hard_state().catching_up,
                     };
                     y == x || (!other.wiped && !catching_up)
                 });
@@ -133,7 +132,7 @@ impl World {
             _ => {
                 let x = self.rng.random_range(0..n);
                 let stall = self.rng.random_range(STALL_MIN_US..=STALL_MAX_US);
-                self.stalls += 1;
+                self.counts.stalls += 1;
                 self.log(|| {
                     format!(
                         "node {}'s next disk write stalls {} ms",
@@ -151,10 +150,11 @@ impl World {
     /// state machine (rebuilt from the snapshot and the log at restart).
     pub(super) fn crash(&mut self, i: usize) {
         self.log(|| format!("crash node {}", i + 1));
-        self.crashes += 1;
+        self.counts.crashes += 1;
         let n = &mut self.nodes[i];
         n.raft = None;
         n.persisting = None;
+        n.disk.crash();
         n.inbox.clear();
         n.snapshot_reports.clear();
         n.tick_owed = false;
@@ -167,9 +167,9 @@ impl World {
     /// Loses the (crashed) node's storage and what the checker knew of its past lives.
     pub(super) fn wipe(&mut self, i: usize) {
         self.log(|| format!("wipe node {}'s disk", i + 1));
-        self.wipes += 1;
+        self.counts.wipes += 1;
         let n = &mut self.nodes[i];
-        n.before_wipe = Some(std::mem::replace(&mut n.storage, MemStorage::new()));
+        n.before_wipe = Some(std::mem::take(&mut n.disk).storage().clone());
         n.wiped = true;
         n.max_sent_term = 0;
         n.persisted_commit = 0;
@@ -179,7 +179,7 @@ impl World {
 
     pub(super) fn restart(&mut self, i: usize) -> Step {
         let n = &mut self.nodes[i];
-        let recovered = n.storage.recover().unwrap_or_else(|e| match e {});
+        let recovered = n.disk.recover();
         let id = n.id;
         if recovered.hard_state.term < n.max_sent_term {
             return Err(self.checker.violation(

@@ -3,13 +3,18 @@
 //! Simulated time advances by events (ticks, message deliveries, completed disk writes, client
 //! proposals and reads, faults). Faults are drawn per seed: message drop, duplication,
 //! reordering and delay, partitions (one node isolated, majority|minority splits, one-way links),
-//! crashes that lose everything not yet persisted, restarts and pauses. After every step the
+//! crashes that lose everything not yet persisted, restarts and pauses. Each node handles its
+//! Readies as the controllers' driver does, through the same [`crate::ReadyPlan`]: a leader's
+//! appends leave as its write starts and committed entries already durable are applied then,
+//! the rest once the write completes; its disk reports the synced index as the controllers'
+//! sled storage does (`disk.rs`). After every step the
 //! [`checker`] verifies the safety invariants; once the fault phase ends, the network heals and
 //! liveness is required: a leader within 10 election timeouts and every pending proposal
 //! resolved. The same seed always produces the same run (its trace hash is reported).
 
 pub mod checker;
 mod clients;
+mod disk;
 mod faults;
 mod node;
 mod world;
@@ -55,6 +60,58 @@ impl SimConfig {
     }
 }
 
+/// How often each thing happened in a run (or, summed, in a sweep).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The highest index applied anywhere.
+    pub committed: u64,
+    pub leader_changes: u64,
+    pub proposals_acked: u64,
+    pub reads_served: u64,
+    pub snapshots_installed: u64,
+    /// Messages sent and entries applied before their Ready's write completed, as
+    /// [`crate::ReadyPlan`] allows (a leader's appends, entries durable already).
+    pub sent_before_persist: u64,
+    pub applied_before_persist: u64,
+    // Faults.
+    pub crashes: u64,
+    /// Leadership transfers started.
+    pub transfers: u64,
+    /// Disk writes stalled past an election timeout.
+    pub stalls: u64,
+    /// Disks lost.
+    pub wipes: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        let Counts {
+            committed,
+            leader_changes,
+            proposals_acked,
+            reads_served,
+            snapshots_installed,
+            sent_before_persist,
+            applied_before_persist,
+            crashes,
+            transfers,
+            stalls,
+            wipes,
+        } = *o;
+        self.committed += committed;
+        self.leader_changes += leader_changes;
+        self.proposals_acked += proposals_acked;
+        self.reads_served += reads_served;
+        self.snapshots_installed += snapshots_installed;
+        self.sent_before_persist += sent_before_persist;
+        self.applied_before_persist += applied_before_persist;
+        self.crashes += crashes;
+        self.transfers += transfers;
+        self.stalls += stalls;
+        self.wipes += wipes;
+    }
+}
+
 /// What one run did.
 #[derive(Clone, Debug)]
 pub struct SimReport {
@@ -63,16 +120,7 @@ pub struct SimReport {
     pub violation: Option<Violation>,
     /// A hash over every event: equal for equal seeds.
     pub trace_hash: u64,
-    pub committed: u64,
-    pub leader_changes: u64,
-    pub proposals_acked: u64,
-    pub reads_served: u64,
-    pub crashes: u64,
-    pub snapshots_installed: u64,
-    /// Leadership transfers started, disk stalls longer than an election timeout, disks wiped.
-    pub transfers: u64,
-    pub stalls: u64,
-    pub wipes: u64,
+    pub counts: Counts,
 }
 
 /// Runs one seed to the end (or the first violation).
@@ -104,15 +152,7 @@ pub fn run_catching(cfg: &SimConfig) -> SimReport {
                     step: 0,
                 }),
                 trace_hash: 0,
-                committed: 0,
-                leader_changes: 0,
-                proposals_acked: 0,
-                reads_served: 0,
-                crashes: 0,
-                snapshots_installed: 0,
-                transfers: 0,
-                stalls: 0,
-                wipes: 0,
+                counts: Counts::default(),
             }
         }
     }
@@ -123,14 +163,7 @@ pub fn run_catching(cfg: &SimConfig) -> SimReport {
 pub struct SweepSummary {
     pub seeds_run: u64,
     pub steps: u64,
-    pub committed: u64,
-    pub leader_changes: u64,
-    pub crashes: u64,
-    pub transfers: u64,
-    pub stalls: u64,
-    pub wipes: u64,
-    pub snapshots_installed: u64,
-    pub reads_served: u64,
+    pub counts: Counts,
     /// The first violation of each failing seed, with its config (for the replay command).
     pub failures: Vec<(SimConfig, Violation)>,
 }
@@ -168,14 +201,7 @@ pub fn sweep(
                     let r = run_catching(&cfg);
                     local.seeds_run += 1;
                     local.steps += r.steps;
-                    local.committed += r.committed;
-                    local.leader_changes += r.leader_changes;
-                    local.crashes += r.crashes;
-                    local.snapshots_installed += r.snapshots_installed;
-                    local.transfers += r.transfers;
-                    local.stalls += r.stalls;
-                    local.wipes += r.wipes;
-                    local.reads_served += r.reads_served;
+                    local.counts.add(&r.counts);
                     if let Some(v) = r.violation {
                         local.failures.push((cfg, v));
                         if stop_at_first {
@@ -186,14 +212,7 @@ pub fn sweep(
                 let mut t = total.lock().expect("no worker panics while holding it");
                 t.seeds_run += local.seeds_run;
                 t.steps += local.steps;
-                t.committed += local.committed;
-                t.leader_changes += local.leader_changes;
-                t.crashes += local.crashes;
-                t.snapshots_installed += local.snapshots_installed;
-                t.transfers += local.transfers;
-                t.stalls += local.stalls;
-                t.wipes += local.wipes;
-                t.reads_served += local.reads_served;
+                t.counts.add(&local.counts);
                 t.failures.extend(local.failures);
             });
         }

@@ -1,24 +1,28 @@
 //! One simulated node: its Raft core, its disk and state machine, and how the world feeds it
 //! (ticks, messages, completed writes) and hands out its Readies.
 
-use super::checker::{self, entry_digest};
-use super::world::*;
-use crate::config::{Config, PlantedBug};
-use crate::raft::{Raft, Ready};
-use crate::storage::{MemStorage, Storage};
-use crate::types::*;
-use rand::Rng;
 use std::collections::VecDeque;
+
+use rand::Rng;
+
+use super::checker::{self, Violation, entry_digest};
+use super::disk::Disk;
+use super::world::*;
+use crate::config::Config;
+use crate::raft::Raft;
+use crate::ready_plan::{self, ReadyPlan, Undurable};
+use crate::storage::MemStorage;
+use crate::types::*;
 
 pub(super) struct Node {
     pub(super) id: NodeId,
     pub(super) cfg: Config,
     pub(super) raft: Option<Raft>,
-    pub(super) storage: MemStorage,
+    pub(super) disk: Disk,
     /// Bumped by every crash and pause so events of an earlier life are ignored.
     pub(super) generation: u64,
-    /// A Ready being persisted, and whether its messages already left (planted bug only).
-    pub(super) persisting: Option<(Ready, bool)>,
+    /// The plan of a Ready whose write is under way: what is left once it completes.
+    pub(super) persisting: Option<ReadyPlan>,
     pub(super) inbox: VecDeque<Message>,
     /// Snapshot transfers the transport reported failed: (to, index).
     pub(super) snapshot_reports: VecDeque<(NodeId, Index)>,
@@ -115,7 +119,10 @@ impl World {
         }
     }
 
-    /// Hands out Readies until the node has none or must wait for its disk.
+    /// Hands out Readies until the node has none or must wait for its disk. Each Ready runs
+    /// as the controllers' driver runs it ([`ReadyPlan`]): its early messages leave and its
+    /// durable committed entries are applied as the write starts, the rest once it completes
+    /// ([`World::complete_ready`]).
     pub(super) fn pump(&mut self, i: usize) -> Step {
         loop {
             self.check_node(i)?;
@@ -129,26 +136,38 @@ impl World {
             if !raft.has_ready() {
                 return Ok(());
             }
+            let is_leader = raft.role() == Role::Leader;
+            let stable = raft.stable_index();
             let rd = raft.ready();
-            let needs_disk =
-                rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some();
-            if !needs_disk {
-                self.complete_ready(i, rd, false)?;
-                continue;
+            let mut plan = ReadyPlan::with_planted_bug(
+                rd,
+                is_leader,
+                n.disk.synced_index(),
+                stable,
+                n.cfg.planted_bug,
+            );
+            let needs_disk = !plan.persist.is_empty();
+            if needs_disk {
+                n.disk.begin(&plan.persist);
             }
-            let ack_before_flush =
-                self.nodes[i].cfg.planted_bug == Some(PlantedBug::AckBeforeFlush);
-            let mut rd = rd;
-            if ack_before_flush {
-                let msgs = std::mem::take(&mut rd.messages);
-                self.send_all(i, msgs)?;
+            let early = std::mem::take(&mut plan.send_before_persist);
+            let early_applies = std::mem::take(&mut plan.apply_before_persist);
+            if needs_disk {
+                self.counts.sent_before_persist += early.len() as u64;
+                self.counts.applied_before_persist += early_applies.len() as u64;
+            }
+            self.send_all(i, early)?;
+            self.apply(i, &early_applies)?;
+            if !needs_disk {
+                self.complete_ready(i, plan)?;
+                continue;
             }
             let delay = match self.nodes[i].stall_next_us.take() {
                 Some(stall) => stall,
                 None => self.rng.random_range(1..=self.profile.persist_max_us),
             };
             let generation = self.nodes[i].generation;
-            self.nodes[i].persisting = Some((rd, ack_before_flush));
+            self.nodes[i].persisting = Some(plan);
             self.schedule(delay, Kind::PersistDone(i, generation));
             return Ok(());
         }
@@ -201,7 +220,7 @@ impl World {
             let snap = raft.snapshot_meta().last_index;
             self.checker
                 .leader_completeness(id, term, snap, |idx| raft.term_at(idx))?;
-            self.leader_changes += 1;
+            self.counts.leader_changes += 1;
             self.log(|| format!("node {id} leads term {term}"));
         }
         let n = &mut self.nodes[i];
@@ -213,13 +232,21 @@ impl World {
         Ok(())
     }
 
-    pub(super) fn complete_ready(&mut self, i: usize, rd: Ready, messages_sent: bool) -> Step {
+    /// The Ready's write completed: the rest of its plan runs.
+    pub(super) fn complete_ready(&mut self, i: usize, plan: ReadyPlan) -> Step {
         let id = self.nodes[i].id;
-        // 1. Persist.
-        for e in &rd.entries {
+        let ReadyPlan {
+            persist,
+            send_after_persist,
+            apply_after_persist,
+            read_states,
+            ..
+        } = plan;
+        // 1. Persisted.
+        for e in &persist.entries {
             self.checker.entry_held(id, e)?;
         }
-        if let Some(hs) = rd.hard_state {
+        if let Some(hs) = persist.hard_state {
             if hs.commit < self.nodes[i].persisted_commit {
                 return Err(self.checker.violation(
                     checker::COMMIT_MONOTONIC,
@@ -232,24 +259,42 @@ impl World {
             self.nodes[i].persisted_commit = hs.commit;
         }
         let n = &mut self.nodes[i];
-        let _ = n
-            .storage
-            .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref());
-        if let Some(s) = &rd.snapshot {
+        if !persist.is_empty() {
+            n.disk.finish(&persist);
+        }
+        let synced = n.disk.synced_index();
+        if let Err(broken) = ready_plan::check_persisted(&persist, synced) {
+            return Err(self.undurable(id, broken));
+        }
+        let n = &mut self.nodes[i];
+        if let Some(s) = &persist.snapshot {
             let (applied, hash) = decode_sm(&s.data);
             n.sm_applied = applied;
             n.sm_hash = hash;
             n.reads.clear();
-            self.snapshots_installed += 1;
+            self.counts.snapshots_installed += 1;
             self.checker.snapshot_installed(id, applied, hash)?;
             self.log(|| format!("node {id} installs snapshot at {applied}"));
         }
         // 2. Send.
-        if !messages_sent {
-            self.send_all(i, rd.messages)?;
-        }
+        self.send_all(i, send_after_persist)?;
         // 3. Apply.
-        for e in &rd.committed_entries {
+        self.apply(i, &apply_after_persist)?;
+        self.nodes[i].reads.extend(read_states);
+        self.nodes[i].raft.as_mut().expect("live").advance();
+        self.serve_reads(i)?;
+        self.maybe_compact(i);
+        Ok(())
+    }
+
+    /// Applies committed entries to the node's state machine, once each and in order, and
+    /// only what its disk holds durably.
+    fn apply(&mut self, i: usize, entries: &[Entry]) -> Step {
+        let id = self.nodes[i].id;
+        if let Err(broken) = ready_plan::check_apply(entries, self.nodes[i].disk.durable_index()) {
+            return Err(self.undurable(id, broken));
+        }
+        for e in entries {
             let n = &mut self.nodes[i];
             if e.index != n.sm_applied + 1 {
                 return Err(self.checker.violation(
@@ -267,15 +312,25 @@ impl World {
             self.checker.applied(id, e, h, apply_term)?;
             self.resolve(e.index, e.term)?;
         }
-        self.nodes[i].reads.extend(rd.read_states);
-        self.nodes[i].raft.as_mut().expect("live").advance();
-        self.serve_reads(i)?;
-        self.maybe_compact(i);
         Ok(())
     }
 
+    /// A promise about node `id`'s disk was broken (see [`ready_plan`]).
+    fn undurable(&self, id: NodeId, broken: Undurable) -> Violation {
+        self.checker
+            .violation(broken.invariant(), format!("node {id}: {broken}"))
+    }
+
+    /// Sends what a Ready planned to send now; each message must keep its promises about the
+    /// sender's disk as it stands ([`ready_plan::check_send`]).
     pub(super) fn send_all(&mut self, i: usize, msgs: Vec<Message>) -> Step {
         for m in msgs {
+            let disk = &self.nodes[i].disk;
+            if let Err(broken) =
+                ready_plan::check_send(&m, disk.durable_index(), &disk.hard_state())
+            {
+                return Err(self.undurable(m.from, broken));
+            }
             let pre_vote_request =
                 matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. });
             let pre_vote_grant = matches!(
@@ -333,7 +388,7 @@ impl World {
         let raft = n.raft.as_mut().expect("live");
         if n.sm_applied >= raft.snapshot_meta().last_index + every {
             raft.compact(n.sm_applied, encode_sm(n.sm_applied, n.sm_hash));
-            let _ = n.storage.compact(raft.snapshot());
+            n.disk.compact(raft.snapshot());
         }
     }
 }

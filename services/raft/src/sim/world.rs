@@ -10,11 +10,11 @@ use rand::{Rng, SeedableRng};
 
 use super::checker::{self, Checker, Violation};
 use super::clients::Pending;
+use super::disk::Disk;
 use super::node::Node;
-use super::{SimConfig, SimReport};
+use super::{Counts, SimConfig, SimReport};
 use crate::config::Config;
 use crate::raft::Raft;
-use crate::storage::MemStorage;
 use crate::types::*;
 
 /// Simulated microseconds per Raft tick.
@@ -109,15 +109,8 @@ pub(super) struct World {
     pub(super) trace: u64,
     pub(super) steps: u64,
     // stats
-    pub(super) leader_changes: u64,
-    pub(super) acked: u64,
+    pub(super) counts: Counts,
     pub(super) acked_after_heal: u64,
-    pub(super) reads_served: u64,
-    pub(super) crashes: u64,
-    pub(super) snapshots_installed: u64,
-    pub(super) transfers: u64,
-    pub(super) stalls: u64,
-    pub(super) wipes: u64,
 }
 
 pub(super) type Step = Result<(), Violation>;
@@ -162,7 +155,7 @@ impl World {
                 id,
                 cfg: c,
                 raft: Some(raft),
-                storage: MemStorage::new(),
+                disk: Disk::default(),
                 generation: 0,
                 persisting: None,
                 inbox: VecDeque::new(),
@@ -201,15 +194,8 @@ impl World {
             next_proposal: 1,
             trace: 0,
             steps: 0,
-            leader_changes: 0,
-            acked: 0,
+            counts: Counts::default(),
             acked_after_heal: 0,
-            reads_served: 0,
-            crashes: 0,
-            snapshots_installed: 0,
-            transfers: 0,
-            stalls: 0,
-            wipes: 0,
         };
         for i in 0..w.nodes.len() {
             let offset = w.rng.random_range(0..TICK_US);
@@ -254,15 +240,10 @@ impl World {
             steps: self.steps,
             violation: outcome.err(),
             trace_hash: self.trace,
-            committed: self.checker.highest_applied(),
-            leader_changes: self.leader_changes,
-            proposals_acked: self.acked,
-            reads_served: self.reads_served,
-            crashes: self.crashes,
-            snapshots_installed: self.snapshots_installed,
-            transfers: self.transfers,
-            stalls: self.stalls,
-            wipes: self.wipes,
+            counts: Counts {
+                committed: self.checker.highest_applied(),
+                ..self.counts
+            },
         }
     }
 
@@ -420,11 +401,11 @@ impl World {
                 if self.nodes[i].generation != generation {
                     return Ok(());
                 }
-                let (rd, sent) = self.nodes[i]
+                let plan = self.nodes[i]
                     .persisting
                     .take()
                     .expect("persist in progress");
-                self.complete_ready(i, rd, sent)?;
+                self.complete_ready(i, plan)?;
                 self.drain(i)
             }
             Kind::Propose => {
