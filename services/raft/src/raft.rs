@@ -91,7 +91,8 @@ pub struct Raft {
     /// that they count for nothing, until the log reaches `catch_up_target` (see
     /// [`Raft::rejoin`]). Persisted in the hard state.
     catching_up: bool,
-    /// The highest commit index a leader of this node's term told it while catching up.
+    /// The highest commit index a leader told it while catching up; it ends catching up only
+    /// once that index holds an entry of its current term.
     catch_up_target: Index,
 }
 
@@ -227,9 +228,13 @@ impl Raft {
     }
 
     /// Marks this node as a member that came back with empty (wiped or lost) storage into a
-    /// cluster that exists. It forgot its votes and its log, so until its log reaches a commit
-    /// index a leader told it (durably), it neither votes nor campaigns, and its answers say
-    /// so, so that a leader does not count them toward a commit, a read or check-quorum.
+    /// cluster that exists. It forgot its votes and its log, so until its log durably reaches a
+    /// commit index its leader told it, at an entry of the leader's term, it neither votes nor
+    /// campaigns, and its answers say so, so that a leader does not count them toward a
+    /// commit, a read or check-quorum. The entry must be of the leader's term because a
+    /// commit index is a hint: a leader elected a moment ago may not know yet that entries it
+    /// holds were committed, but once it committed one of its own term, every entry committed
+    /// before (this node's lost ones included) is at or below its commit index (§5.4.2).
     /// Then it votes again, having taken the leader's term and counting its vote in it as
     /// given to that leader. Persisted with the hard state, so a restart keeps it. The caller
     /// decides when a node is such a member (the controllers: empty storage, and a peer that
@@ -1265,13 +1270,16 @@ impl Raft {
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_commit();
         }
-        // Caught up: the log durably holds what a leader of this term said was committed, so
-        // it holds every entry committed before this node lost its storage.
+        // Caught up: the log durably holds what the leader of this term said was committed, up
+        // to an entry of this term, so it holds every entry committed before this node lost
+        // its storage. An earlier term's entry is not enough: the leader may not know yet that
+        // later entries it holds were committed (see `rejoin`).
         let target = self.catch_up_target;
         if self.catching_up
             && target > 0
             && self.log.stable_index >= target
             && self.log.committed >= target
+            && self.log.term(target) == Some(self.term)
         {
             self.catching_up = false;
             // It may have voted in this term before it lost its storage: count the vote as
