@@ -145,8 +145,9 @@ fn main() -> ExitCode {
         c.applied_before_persist
     );
     println!(
-        "faults: crashes: {}  transfers: {}  disk stalls: {}  wipes: {}",
-        c.crashes, c.transfers, c.stalls, c.wipes
+        "faults: crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  fsync errors: {}  \
+         ",
+        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors
     );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());

@@ -1,13 +1,15 @@
 //! The fault injector: partitions, crashes, restarts, pauses, lossy links, leadership
-//! transfers, stalled and lost disks.
+//! transfers, stalled, failing and lost disks.
 
 use rand::Rng;
 
 use super::checker;
+use super::disk::Kept;
 use super::node::decode_sm;
 use super::world::*;
 use crate::config::PlantedBug;
 use crate::raft::Raft;
+use crate::ready_plan::{Persist, ReadyPlan};
 use crate::types::*;
 
 impl World {
@@ -16,8 +18,8 @@ impl World {
     pub(super) fn inject_fault(&mut self) -> Step {
         let n = self.nodes.len();
         let minority = n / 2;
-        match self.rng.random_range(0..100) {
-            0..=14 => {
+        match self.rng.random_range(0..1000) {
+            0..150 => {
                 let x = self.rng.random_range(0..n);
                 self.log(|| format!("isolate node {}", x + 1));
                 for y in 0..n {
@@ -27,7 +29,7 @@ impl World {
                     }
                 }
             }
-            15..=29 => {
+            150..300 => {
                 // A majority|minority split: 2|1 of three, 3|2 of five.
                 let mut order: Vec<usize> = (0..n).collect();
                 for k in (1..n).rev() {
@@ -43,17 +45,17 @@ impl World {
                     }
                 }
             }
-            30..=39 => {
+            300..400 => {
                 let a = self.rng.random_range(0..n);
                 let b = (a + self.rng.random_range(1..n)) % n;
                 self.log(|| format!("one-way link: {} -/-> {}", a + 1, b + 1));
                 self.blocked.insert((a, b));
             }
-            40..=59 => {
+            400..585 => {
                 self.log(|| "heal network".to_string());
                 self.blocked.clear();
             }
-            60..=79 => {
+            585..785 => {
                 // Half the crashes hit a leader: that is where the interesting histories are.
                 let leaders: Vec<usize> = (0..n)
                     .filter(|&i| {
@@ -69,13 +71,10 @@ impl World {
                     self.rng.random_range(0..n)
                 };
                 if self.nodes[x].raft.is_some() {
-                    self.crash(x);
-                    let down = self.rng.random_range(1_000..=400_000);
-                    let generation = self.nodes[x].generation;
-                    self.schedule(down, Kind::Restart(x, generation));
+                    self.crash_and_restart_later(x);
                 }
             }
-            80..=89 => {
+            785..885 => {
                 let x = self.rng.random_range(0..n);
                 if self.nodes[x].raft.is_some() && !self.nodes[x].paused {
                     let pause = self.rng.random_range(5_000..=300_000);
@@ -85,11 +84,11 @@ impl World {
                     self.schedule(pause, Kind::Unpause(x, generation));
                 }
             }
-            90..=93 => {
+            885..925 => {
                 self.profile.drop_per_mille = self.rng.random_range(0..=200);
                 self.profile.dup_per_mille = self.rng.random_range(0..=80);
             }
-            94..=96 => {
+            925..955 => {
                 // Leadership transfer (thesis §3.10), as a controller shutting down asks for.
                 let leader = (0..n).find(|&i| {
                     self.nodes[i]
@@ -107,19 +106,10 @@ impl World {
                     }
                 }
             }
-            97 => {
-                // A lost disk: the node comes back empty. One at a time, and only while every
-                // other node holds its log: wiping a majority loses committed entries for real.
+            955..965 => {
+                // A lost disk: the node comes back empty.
                 let x = self.rng.random_range(0..n);
-                let others_whole = (0..n).all(|y| {
-                    let other = &self.nodes[y];
-                    let catching_up = match &other.raft {
-                        Some(r) => r.is_catching_up(),
-                        None => other.disk.hard_state().catching_up,
-                    };
-                    y == x || (!other.wiped && !catching_up)
-                });
-                if others_whole {
+                if self.may_wipe(x) {
                     if self.nodes[x].raft.is_some() {
                         self.crash(x);
                     }
@@ -129,7 +119,7 @@ impl World {
                     self.schedule(down, Kind::Restart(x, generation));
                 }
             }
-            _ => {
+            965..985 => {
                 let x = self.rng.random_range(0..n);
                 let stall = self.rng.random_range(STALL_MIN_US..=STALL_MAX_US);
                 self.counts.stalls += 1;
@@ -142,19 +132,39 @@ impl World {
                 });
                 self.nodes[x].stall_next_us = Some(stall);
             }
+            _ => {
+                let x = self.rng.random_range(0..n);
+                self.log(|| format!("node {}'s next disk write fails", x + 1));
+                self.nodes[x].fail_next_write = true;
+            }
         }
         Ok(())
     }
 
-    /// Loses everything the node had not persisted: its memory, its Ready in flight, its
+    /// Whether node `x`'s disk may be lost:
+    /// one at a time, and only while every other node holds its log, since losing a majority's
+    /// disks loses committed entries for real.
+    pub(super) fn may_wipe(&self, x: usize) -> bool {
+        (0..self.nodes.len()).all(|y| {
+            let other = &self.nodes[y];
+            let catching_up = match &other.raft {
+                Some(r) => r.is_catching_up(),
+                None => other.disk.hard_state().catching_up,
+            };
+            y == x || (!other.wiped && !catching_up)
+        })
+    }
+
+    /// Loses everything the node had not persisted: its memory, its write in flight, its
     /// state machine (rebuilt from the snapshot and the log at restart).
     pub(super) fn crash(&mut self, i: usize) {
         self.log(|| format!("crash node {}", i + 1));
         self.counts.crashes += 1;
+        self.nodes[i].persisting = None;
+        self.nodes[i].disk.crash();
         let n = &mut self.nodes[i];
         n.raft = None;
-        n.persisting = None;
-        n.disk.crash();
+        n.write_fails = false;
         n.inbox.clear();
         n.snapshot_reports.clear();
         n.tick_owed = false;
@@ -162,6 +172,48 @@ impl World {
         n.generation += 1;
         n.reads.clear();
         n.leader_term_checked = None;
+    }
+
+    /// Crashes node `x` and restarts it a moment later.
+    pub(super) fn crash_and_restart_later(&mut self, x: usize) {
+        self.crash(x);
+        let down = self.rng.random_range(1_000..=400_000);
+        let generation = self.nodes[x].generation;
+        self.schedule(down, Kind::Restart(x, generation));
+    }
+
+    /// The node's write failed (an fsync error): the controllers stop the node
+    /// (`Fatal::Storage`), and what the write left on disk is unknown. It restarts later.
+    pub(super) fn fsync_error(&mut self, i: usize, plan: ReadyPlan) -> Step {
+        self.counts.fsync_errors += 1;
+        let kept = Kept::draw(&mut self.rng, &plan.persist);
+        self.log(|| {
+            format!(
+                "node {}'s disk write fails (fsync error), {}: the node stops",
+                i + 1,
+                kept.describe(&plan.persist)
+            )
+        });
+        self.keep_part(i, &plan.persist, kept)?;
+        self.crash_and_restart_later(i);
+        Ok(())
+    }
+
+    /// `kept` of a write that did not complete reaches node `i`'s disk.
+    fn keep_part(&mut self, i: usize, p: &Persist, kept: Kept) -> Step {
+        let (entries, hard_state) = match kept {
+            Kept::Nothing => (&p.entries[..0], None),
+            Kept::Prefix(k) => (&p.entries[..k], p.hard_state),
+            Kept::All => (&p.entries[..], p.hard_state),
+        };
+        self.persisted(i, entries, hard_state)?;
+        let n = &mut self.nodes[i];
+        n.disk.keep(p, kept);
+        // A part keeps the hard state with a prefix of the entries, so its commit may lie past
+        // the stored log: a restart clamps it to the last stored entry, and so does the check
+        // that the persisted commit never goes back.
+        n.persisted_commit = n.persisted_commit.min(n.disk.synced_index());
+        Ok(())
     }
 
     /// Loses the (crashed) node's storage and what the checker knew of its past lives.
@@ -216,6 +268,9 @@ impl World {
         self.blocked.clear();
         for n in &mut self.nodes {
             n.stall_next_us = None;
+            // A write under way that was to fail completes: the faults have stopped.
+            n.fail_next_write = false;
+            n.write_fails = false;
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].raft.is_none() {

@@ -1,16 +1,27 @@
 //! A deterministic simulator: a whole 3- or 5-node cluster in one thread, driven by one seed.
 //!
 //! Simulated time advances by events (ticks, message deliveries, completed disk writes, client
-//! proposals and reads, faults). Faults are drawn per seed: message drop, duplication,
-//! reordering and delay, partitions (one node isolated, majority|minority splits, one-way links),
-//! crashes that lose everything not yet persisted, restarts and pauses. Each node handles its
-//! Readies as the controllers' driver does, through the same [`crate::ReadyPlan`]: a leader's
-//! appends leave as its write starts and committed entries already durable are applied then,
-//! the rest once the write completes; its disk reports the synced index as the controllers'
-//! sled storage does (`disk.rs`). After every step the
-//! [`checker`] verifies the safety invariants; once the fault phase ends, the network heals and
-//! liveness is required: a leader within 10 election timeouts and every pending proposal
-//! resolved. The same seed always produces the same run (its trace hash is reported).
+//! proposals and reads, faults). Each node handles its Readies as the controllers' driver does,
+//! through the same [`crate::ReadyPlan`]: a leader's appends leave as its write starts and
+//! committed entries already durable are applied then, the rest once the write completes; its
+//! disk reports the synced index as the controllers' sled storage does (`disk.rs`).
+//!
+//! Faults, drawn per seed (`faults.rs`), each counted in [`Counts`]:
+//! - the network: message drop, duplication, reordering and delay; partitions (one node
+//!   isolated, majority|minority splits, one-way links);
+//! - nodes: crashes that lose everything not yet persisted, restarts, pauses, leadership
+//!   transfers;
+//! - disks: writes that stall for 1.5 to 3 election timeouts; lost disks (the node comes back
+//!   empty and must rejoin, one at a time, only while every other node holds its log);
+//!   fsync errors (the write fails, the node stops as the controllers do on a storage error,
+//!   and none, a prefix or all of the write is on disk when it restarts).
+//!
+//! After every step the [`checker`] verifies the safety invariants, and every message sent
+//! and entry applied is checked against the sender's disk with the plan's checks (no ack of
+//! what is not durable, no vote before it is persisted, nothing applied that is not durable).
+//! Once the fault phase ends, the network heals and liveness is required: a leader within 10
+//! election timeouts, one that then holds, and every pending proposal resolved. The same seed
+//! always produces the same run (its trace hash is reported).
 
 pub mod checker;
 mod clients;
@@ -81,6 +92,8 @@ pub struct Counts {
     pub stalls: u64,
     /// Disks lost.
     pub wipes: u64,
+    /// Disk writes that failed (the node stops, part of the write may be on disk).
+    pub fsync_errors: u64,
 }
 
 impl Counts {
@@ -97,6 +110,7 @@ impl Counts {
             transfers,
             stalls,
             wipes,
+            fsync_errors,
         } = *o;
         self.committed += committed;
         self.leader_changes += leader_changes;
@@ -109,6 +123,7 @@ impl Counts {
         self.transfers += transfers;
         self.stalls += stalls;
         self.wipes += wipes;
+        self.fsync_errors += fsync_errors;
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) struct Node {
     pub(super) paused: bool,
     /// The next persist hangs (a stalled disk), for this long.
     pub(super) stall_next_us: Option<u64>,
+    /// The next persist fails (an fsync error), and whether the one under way does.
+    pub(super) fail_next_write: bool,
+    pub(super) write_fails: bool,
     /// Its storage was wiped and has not yet persisted anything since: every start finds it
     /// empty and must rejoin, as the controllers decide from an empty data dir at each start.
     pub(super) wiped: bool,
@@ -149,6 +152,7 @@ impl World {
             let needs_disk = !plan.persist.is_empty();
             if needs_disk {
                 n.disk.begin(&plan.persist);
+                n.write_fails = std::mem::take(&mut n.fail_next_write);
             }
             let early = std::mem::take(&mut plan.send_before_persist);
             let early_applies = std::mem::take(&mut plan.apply_before_persist);
@@ -243,21 +247,7 @@ impl World {
             ..
         } = plan;
         // 1. Persisted.
-        for e in &persist.entries {
-            self.checker.entry_held(id, e)?;
-        }
-        if let Some(hs) = persist.hard_state {
-            if hs.commit < self.nodes[i].persisted_commit {
-                return Err(self.checker.violation(
-                    checker::COMMIT_MONOTONIC,
-                    format!(
-                        "node {id} persisted commit {} after {}",
-                        hs.commit, self.nodes[i].persisted_commit
-                    ),
-                ));
-            }
-            self.nodes[i].persisted_commit = hs.commit;
-        }
+        self.persisted(i, &persist.entries, persist.hard_state)?;
         let n = &mut self.nodes[i];
         if !persist.is_empty() {
             n.disk.finish(&persist);
@@ -284,6 +274,33 @@ impl World {
         self.nodes[i].raft.as_mut().expect("live").advance();
         self.serve_reads(i)?;
         self.maybe_compact(i);
+        Ok(())
+    }
+
+    /// `entries` and `hard_state` reach node `i`'s disk: the same index and term must mean the
+    /// same entry everywhere, and the persisted commit never goes back.
+    pub(super) fn persisted(
+        &mut self,
+        i: usize,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Step {
+        let id = self.nodes[i].id;
+        for e in entries {
+            self.checker.entry_held(id, e)?;
+        }
+        if let Some(hs) = hard_state {
+            if hs.commit < self.nodes[i].persisted_commit {
+                return Err(self.checker.violation(
+                    checker::COMMIT_MONOTONIC,
+                    format!(
+                        "node {id} persisted commit {} after {}",
+                        hs.commit, self.nodes[i].persisted_commit
+                    ),
+                ));
+            }
+            self.nodes[i].persisted_commit = hs.commit;
+        }
         Ok(())
     }
 

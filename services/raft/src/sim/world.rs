@@ -163,6 +163,8 @@ impl World {
                 tick_owed: false,
                 paused: false,
                 stall_next_us: None,
+                fail_next_write: false,
+                write_fails: false,
                 wiped: false,
                 before_wipe: None,
                 sm_applied: 0,
@@ -267,7 +269,7 @@ impl World {
         let mut stable = false;
         let limit = self.steps + LIVENESS_STEPS_MAX;
         loop {
-            let new_terms = self.max_term() - terms_at_heal;
+            let new_terms = self.max_term().saturating_sub(terms_at_heal);
             if !stable && new_terms > NEW_TERMS_AFTER_HEAL_MAX {
                 return Err(self.checker.violation(
                     checker::LIVENESS_STABLE,
@@ -405,6 +407,9 @@ impl World {
                     .persisting
                     .take()
                     .expect("persist in progress");
+                if std::mem::take(&mut self.nodes[i].write_fails) {
+                    return self.fsync_error(i, plan);
+                }
                 self.complete_ready(i, plan)?;
                 self.drain(i)
             }
