@@ -146,8 +146,8 @@ fn main() -> ExitCode {
     );
     println!(
         "faults: crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  fsync errors: {}  \
-         ",
-        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors
+         torn writes: {}",
+        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors, c.torn_writes
     );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());

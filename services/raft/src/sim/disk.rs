@@ -2,9 +2,9 @@
 //! the controllers' sled storage (`SledStorage::synced_index`) reports it.
 //!
 //! # To ensure correctness
-//! - `durable` holds exactly what survives a crash: a write reaches it when it completes, or
-//!   not at all when the node crashes first; one whose fsync failed leaves none, a prefix or
-//!   all of itself ([`Kept`]).
+//! - `durable` holds exactly what survives a crash: a write reaches it when it completes; one
+//!   that does not complete (its fsync failed, or the node crashed during it) leaves none, a
+//!   prefix or all of itself ([`Kept`]).
 //! - A write that lands only in part keeps its snapshot and a prefix of its entries, and its
 //!   hard state with them: never the hard state alone (its commit could then cover stored
 //!   entries the write was replacing) and never entries without it (the first write after a

@@ -1,5 +1,5 @@
-//! The fault injector: partitions, crashes, restarts, pauses, lossy links, leadership
-//! transfers, stalled, failing and lost disks.
+//! The fault injector: partitions, crashes (with their writes in flight torn), restarts,
+//! pauses, lossy links, leadership transfers, stalled, failing and lost disks.
 
 use rand::Rng;
 
@@ -70,8 +70,12 @@ impl World {
                 } else {
                     self.rng.random_range(0..n)
                 };
-                if self.nodes[x].raft.is_some() {
-                    self.crash_and_restart_later(x);
+                if self.nodes[x].raft.is_some() && self.rng.random_bool(0.25) {
+                    // Power lost in the middle of an fsync: where torn writes come from.
+                    self.log(|| format!("node {} will crash during its next disk write", x + 1));
+                    self.nodes[x].crash_in_next_write = true;
+                } else if self.nodes[x].raft.is_some() {
+                    self.crash_and_restart_later(x)?;
                 }
             }
             785..885 => {
@@ -111,7 +115,7 @@ impl World {
                 let x = self.rng.random_range(0..n);
                 if self.may_wipe(x) {
                     if self.nodes[x].raft.is_some() {
-                        self.crash(x);
+                        self.crash(x, false)?;
                     }
                     self.wipe(x);
                     let down = self.rng.random_range(1_000..=200_000);
@@ -155,16 +159,34 @@ impl World {
         })
     }
 
-    /// Loses everything the node had not persisted: its memory, its write in flight, its
-    /// state machine (rebuilt from the snapshot and the log at restart).
-    pub(super) fn crash(&mut self, i: usize) {
+    /// Loses everything the node had not persisted: its memory, its state machine (rebuilt
+    /// from the snapshot and the log at restart) and, unless `tear`, its write in flight. With
+    /// `tear` that write may have reached the disk in part or whole before the crash.
+    pub(super) fn crash(&mut self, i: usize, tear: bool) -> Step {
         self.log(|| format!("crash node {}", i + 1));
         self.counts.crashes += 1;
-        self.nodes[i].persisting = None;
-        self.nodes[i].disk.crash();
+        let in_flight = self.nodes[i].persisting.take();
+        match in_flight {
+            Some(plan) if tear => {
+                let kept = Kept::draw(&mut self.rng, &plan.persist);
+                self.log(|| {
+                    format!(
+                        "node {}'s write in flight at the crash: {}",
+                        i + 1,
+                        kept.describe(&plan.persist)
+                    )
+                });
+                if matches!(kept, Kept::Prefix(_)) {
+                    self.counts.torn_writes += 1;
+                }
+                self.keep_part(i, &plan.persist, kept)?;
+            }
+            _ => self.nodes[i].disk.crash(),
+        }
         let n = &mut self.nodes[i];
         n.raft = None;
         n.write_fails = false;
+        n.crash_in_next_write = false;
         n.inbox.clear();
         n.snapshot_reports.clear();
         n.tick_owed = false;
@@ -172,14 +194,16 @@ impl World {
         n.generation += 1;
         n.reads.clear();
         n.leader_term_checked = None;
+        Ok(())
     }
 
-    /// Crashes node `x` and restarts it a moment later.
-    pub(super) fn crash_and_restart_later(&mut self, x: usize) {
-        self.crash(x);
+    /// Crashes node `x` (tearing its write in flight, if any) and restarts it a moment later.
+    pub(super) fn crash_and_restart_later(&mut self, x: usize) -> Step {
+        self.crash(x, true)?;
         let down = self.rng.random_range(1_000..=400_000);
         let generation = self.nodes[x].generation;
         self.schedule(down, Kind::Restart(x, generation));
+        Ok(())
     }
 
     /// The node's write failed (an fsync error): the controllers stop the node
@@ -195,7 +219,10 @@ impl World {
             )
         });
         self.keep_part(i, &plan.persist, kept)?;
-        self.crash_and_restart_later(i);
+        self.crash(i, false)?;
+        let down = self.rng.random_range(1_000..=400_000);
+        let generation = self.nodes[i].generation;
+        self.schedule(down, Kind::Restart(i, generation));
         Ok(())
     }
 
@@ -271,6 +298,7 @@ impl World {
             // A write under way that was to fail completes: the faults have stopped.
             n.fail_next_write = false;
             n.write_fails = false;
+            n.crash_in_next_write = false;
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].raft.is_none() {

@@ -14,7 +14,8 @@
 //! - disks: writes that stall for 1.5 to 3 election timeouts; lost disks (the node comes back
 //!   empty and must rejoin, one at a time, only while every other node holds its log);
 //!   fsync errors (the write fails, the node stops as the controllers do on a storage error,
-//!   and none, a prefix or all of the write is on disk when it restarts).
+//!   and none, a prefix or all of the write is on disk when it restarts); torn writes (a crash,
+//!   sometimes planted in the middle of a write, leaves a prefix of it on disk).
 //!
 //! After every step the [`checker`] verifies the safety invariants, and every message sent
 //! and entry applied is checked against the sender's disk with the plan's checks (no ack of
@@ -94,6 +95,8 @@ pub struct Counts {
     pub wipes: u64,
     /// Disk writes that failed (the node stops, part of the write may be on disk).
     pub fsync_errors: u64,
+    /// Crashes that left a part (not all) of the write in flight on disk.
+    pub torn_writes: u64,
 }
 
 impl Counts {
@@ -111,6 +114,7 @@ impl Counts {
             stalls,
             wipes,
             fsync_errors,
+            torn_writes,
         } = *o;
         self.committed += committed;
         self.leader_changes += leader_changes;
@@ -124,6 +128,7 @@ impl Counts {
         self.stalls += stalls;
         self.wipes += wipes;
         self.fsync_errors += fsync_errors;
+        self.torn_writes += torn_writes;
     }
 }
 

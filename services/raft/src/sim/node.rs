@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use rand::Rng;
 
 use super::checker::{self, Violation, entry_digest};
-use super::disk::Disk;
+use super::disk::{Disk, Kept};
 use super::world::*;
 use crate::config::Config;
 use crate::raft::Raft;
@@ -33,6 +33,8 @@ pub(super) struct Node {
     /// The next persist fails (an fsync error), and whether the one under way does.
     pub(super) fail_next_write: bool,
     pub(super) write_fails: bool,
+    /// The node crashes at a random moment of its next persist that can be torn.
+    pub(super) crash_in_next_write: bool,
     /// Its storage was wiped and has not yet persisted anything since: every start finds it
     /// empty and must rejoin, as the controllers decide from an empty data dir at each start.
     pub(super) wiped: bool,
@@ -173,6 +175,15 @@ impl World {
             let generation = self.nodes[i].generation;
             self.nodes[i].persisting = Some(plan);
             self.schedule(delay, Kind::PersistDone(i, generation));
+            let n = &mut self.nodes[i];
+            let can_tear = n
+                .persisting
+                .as_ref()
+                .is_some_and(|p| Kept::can_tear(&p.persist));
+            if can_tear && std::mem::take(&mut n.crash_in_next_write) {
+                let at = self.rng.random_range(0..delay);
+                self.schedule(at, Kind::CrashInWrite(i, generation));
+            }
             return Ok(());
         }
     }

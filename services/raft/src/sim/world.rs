@@ -42,6 +42,8 @@ pub(super) enum Kind {
     Tick(usize),
     Deliver(Message),
     PersistDone(usize, u64),
+    /// Node `.0` (in life `.1`) crashes in the middle of its write.
+    CrashInWrite(usize, u64),
     Propose,
     Read,
     Fault,
@@ -165,6 +167,7 @@ impl World {
                 stall_next_us: None,
                 fail_next_write: false,
                 write_fails: false,
+                crash_in_next_write: false,
                 wiped: false,
                 before_wipe: None,
                 sm_applied: 0,
@@ -412,6 +415,13 @@ impl World {
                 }
                 self.complete_ready(i, plan)?;
                 self.drain(i)
+            }
+            Kind::CrashInWrite(i, generation) => {
+                self.mix(250 + i as u64);
+                if self.nodes[i].generation == generation && self.nodes[i].persisting.is_some() {
+                    self.crash_and_restart_later(i)?;
+                }
+                Ok(())
             }
             Kind::Propose => {
                 self.mix(300);
