@@ -146,8 +146,8 @@ fn main() -> ExitCode {
     );
     println!(
         "faults: crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  fsync errors: {}  \
-         torn writes: {}",
-        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors, c.torn_writes
+         torn writes: {}  corrupt at restart: {}",
+        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors, c.torn_writes, c.corruptions
     );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());

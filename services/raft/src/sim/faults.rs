@@ -1,5 +1,6 @@
-//! The fault injector: partitions, crashes (with their writes in flight torn), restarts,
-//! pauses, lossy links, leadership transfers, stalled, failing and lost disks.
+//! The fault injector: partitions, crashes (with their writes in flight torn), restarts (with
+//! storage found corrupt), pauses, lossy links, leadership transfers, stalled, failing and
+//! lost disks.
 
 use rand::Rng;
 
@@ -145,7 +146,7 @@ impl World {
         Ok(())
     }
 
-    /// Whether node `x`'s disk may be lost:
+    /// Whether node `x`'s disk may be lost (wiped, or found corrupt and wiped by the operator):
     /// one at a time, and only while every other node holds its log, since losing a majority's
     /// disks loses committed entries for real.
     pub(super) fn may_wipe(&self, x: usize) -> bool {
@@ -241,6 +242,35 @@ impl World {
         // that the persisted commit never goes back.
         n.persisted_commit = n.persisted_commit.min(n.disk.synced_index());
         Ok(())
+    }
+
+    /// A restart finds the node's storage corrupt (sometimes, during the faults): like
+    /// `SledStorage::open`, it refuses to start, and the operator follows the README and wipes
+    /// its data dir, so the node rejoins empty a moment later. Only where a wipe is allowed
+    /// (see [`World::may_wipe`]); elsewhere the storage is found sound.
+    pub(super) fn corrupt_at_restart(&mut self, i: usize) -> bool {
+        let stored = self.nodes[i].disk.recover().entries;
+        if !self.faults_on
+            || stored.is_empty()
+            || self.rng.random_range(0..1000) >= self.profile.corrupt_per_mille
+            || !self.may_wipe(i)
+        {
+            return false;
+        }
+        let bad = stored[self.rng.random_range(0..stored.len())].index;
+        self.counts.corruptions += 1;
+        self.log(|| {
+            format!(
+                "node {} refuses to start: its entry {bad} is corrupt; the operator wipes its \
+                 data dir",
+                i + 1
+            )
+        });
+        self.wipe(i);
+        let down = self.rng.random_range(1_000..=200_000);
+        let generation = self.nodes[i].generation;
+        self.schedule(down, Kind::Restart(i, generation));
+        true
     }
 
     /// Loses the (crashed) node's storage and what the checker knew of its past lives.

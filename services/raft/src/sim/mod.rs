@@ -15,7 +15,9 @@
 //!   empty and must rejoin, one at a time, only while every other node holds its log);
 //!   fsync errors (the write fails, the node stops as the controllers do on a storage error,
 //!   and none, a prefix or all of the write is on disk when it restarts); torn writes (a crash,
-//!   sometimes planted in the middle of a write, leaves a prefix of it on disk).
+//!   sometimes planted in the middle of a write, leaves a prefix of it on disk); entries found
+//!   corrupt at restart (the node refuses to start, as `SledStorage::open` does, and is wiped
+//!   as the README tells the operator, so it rejoins empty; only where a lost disk is allowed).
 //!
 //! After every step the [`checker`] verifies the safety invariants, and every message sent
 //! and entry applied is checked against the sender's disk with the plan's checks (no ack of
@@ -97,6 +99,8 @@ pub struct Counts {
     pub fsync_errors: u64,
     /// Crashes that left a part (not all) of the write in flight on disk.
     pub torn_writes: u64,
+    /// Restarts refused on a corrupt entry (the node is then wiped and rejoins).
+    pub corruptions: u64,
 }
 
 impl Counts {
@@ -115,6 +119,7 @@ impl Counts {
             wipes,
             fsync_errors,
             torn_writes,
+            corruptions,
         } = *o;
         self.committed += committed;
         self.leader_changes += leader_changes;
@@ -129,6 +134,7 @@ impl Counts {
         self.wipes += wipes;
         self.fsync_errors += fsync_errors;
         self.torn_writes += torn_writes;
+        self.corruptions += corruptions;
     }
 }
 

@@ -88,6 +88,8 @@ pub(super) struct Profile {
     pub(super) read_interval_us: u64,
     pub(super) persist_max_us: u64,
     pub(super) compact_every: u64,
+    /// Of the restarts during the faults, how many (per mille) find an entry corrupt.
+    pub(super) corrupt_per_mille: u32,
 }
 
 pub(super) struct World {
@@ -130,6 +132,7 @@ impl World {
             read_interval_us: rng.random_range(3_000..=30_000),
             persist_max_us: rng.random_range(50..=3_000),
             compact_every: rng.random_range(5..=80),
+            corrupt_per_mille: rng.random_range(0..=60),
         };
         let pre_vote = rng.random_bool(0.8);
         let check_quorum = rng.random_bool(0.8);
@@ -449,7 +452,10 @@ impl World {
             }
             Kind::Restart(i, generation) => {
                 self.mix(600 + i as u64);
-                if self.nodes[i].raft.is_none() && self.nodes[i].generation == generation {
+                if self.nodes[i].raft.is_none()
+                    && self.nodes[i].generation == generation
+                    && !self.corrupt_at_restart(i)
+                {
                     self.restart(i)?;
                 }
                 Ok(())
