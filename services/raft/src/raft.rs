@@ -893,7 +893,10 @@ impl Raft {
     }
 
     /// Makes sure `to` can learn our commit index: an append if there is one to send, else an
-    /// empty one if it has not been told the commit its matched log allows.
+    /// empty one if it has not been told the commit its matched log allows. An empty one is
+    /// anchored at its match index; where that entry is compacted it can carry no commit (the
+    /// follower needs the snapshot first), and none is sent: it would be answered, and the
+    /// answer would draw another, without end.
     fn send_commit(&mut self, to: NodeId) {
         if self.send_append(to) {
             return;
@@ -901,8 +904,18 @@ impl Raft {
         let Some(p) = self.progress.get(&to) else {
             return;
         };
-        if self.log.committed.min(p.match_index) > p.commit_sent {
+        let anchor = self.heartbeat_anchor(p.match_index).0;
+        if self.log.committed.min(anchor) > p.commit_sent {
             self.send_heartbeat(to);
+        }
+    }
+
+    /// Where a heartbeat to a follower that matches up to `match_index` is anchored: there,
+    /// or at index 0 (term 0, which matches every log) if that entry is compacted.
+    fn heartbeat_anchor(&self, match_index: Index) -> (Index, Term) {
+        match self.log.term(match_index) {
+            Some(t) => (match_index, t),
+            None => (0, 0),
         }
     }
 
@@ -917,12 +930,8 @@ impl Raft {
         let Some(match_index) = self.progress.get(&to).map(|p| p.match_index) else {
             return;
         };
-        // Anchor the heartbeat at the follower's match index so it carries a safe commit;
-        // index 0 (term 0) matches every log.
-        let (prev, prev_term) = match self.log.term(match_index) {
-            Some(t) => (match_index, t),
-            None => (0, 0),
-        };
+        // Anchor the heartbeat at the follower's match index so it carries a safe commit.
+        let (prev, prev_term) = self.heartbeat_anchor(match_index);
         let leader_commit = self.log.committed.min(prev);
         if let Some(p) = self.progress.get_mut(&to) {
             p.commit_sent = p.commit_sent.max(leader_commit);
