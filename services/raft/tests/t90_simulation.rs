@@ -1,6 +1,7 @@
 //! The deterministic simulator as a test: hundreds of seeds with faults (crashes, pauses,
 //! partitions, lossy links, leadership transfers, disk writes stalled past an election
-//! timeout, lost disks, fsync errors, torn writes, entries corrupt at restart) must show no
+//! timeout, lost disks, fsync errors, torn writes, entries corrupt at restart, snapshot
+//! transfers chunked over slow links) must show no
 //! violated invariant, liveness included (after the faults stop, a leader that holds for five
 //! election timeouts within a bounded number of new terms), every planted bug must be caught
 //! within 1,000 seeds, and one seed must always replay the same run.
@@ -37,6 +38,16 @@ fn sweep_clean(nodes: usize, first: u64, count: u64) {
     assert!(c.fsync_errors > 0, "no disk write failed");
     assert!(c.torn_writes > 0, "no crash tore a write");
     assert!(c.corruptions > 0, "no restart found a corrupt entry");
+    assert!(c.snapshot_transfers > 0, "no snapshot transfer started");
+    assert!(
+        c.slow_snapshot_transfers > 0,
+        "no transfer took longer than an election timeout"
+    );
+    assert!(c.snapshot_chunks_lost > 0, "no snapshot chunk was lost");
+    assert!(
+        c.snapshot_deadlines_missed > 0,
+        "no snapshot transfer missed its deadline"
+    );
     // The driver's order (ReadyPlan): a leader's appends leave, and entries durable already
     // are applied, before the Ready's write completes.
     assert!(c.sent_before_persist > 0, "nothing was sent before a write");

@@ -149,6 +149,14 @@ fn main() -> ExitCode {
          torn writes: {}  corrupt at restart: {}",
         c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors, c.torn_writes, c.corruptions
     );
+    println!(
+        "snapshot transfers: {}  slower than an election timeout: {}  chunks lost: {}  \
+         past their deadline: {}",
+        c.snapshot_transfers,
+        c.slow_snapshot_transfers,
+        c.snapshot_chunks_lost,
+        c.snapshot_deadlines_missed
+    );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());
     }

@@ -184,6 +184,7 @@ impl World {
             }
             _ => self.nodes[i].disk.crash(),
         }
+        self.drop_transfers_from(i);
         let n = &mut self.nodes[i];
         n.raft = None;
         n.write_fails = false;

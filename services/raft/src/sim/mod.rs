@@ -8,7 +8,11 @@
 //!
 //! Faults, drawn per seed (`faults.rs`), each counted in [`Counts`]:
 //! - the network: message drop, duplication, reordering and delay; partitions (one node
-//!   isolated, majority|minority splits, one-way links);
+//!   isolated, majority|minority splits, one-way links); InstallSnapshot transfers that take
+//!   the time their (simulated) size needs on their link's bandwidth, drawn per seed so that
+//!   on some seeds a transfer takes several election timeouts, in chunks any of which can be
+//!   lost, given up at a deadline that grows with the size, one per follower at a time, each
+//!   end reported to the sender's core (`transfer.rs`);
 //! - nodes: crashes that lose everything not yet persisted, restarts, pauses, leadership
 //!   transfers;
 //! - disks: writes that stall for 1.5 to 3 election timeouts; lost disks (the node comes back
@@ -31,6 +35,7 @@ mod clients;
 mod disk;
 mod faults;
 mod node;
+mod transfer;
 mod world;
 
 pub use checker::Violation;
@@ -101,6 +106,12 @@ pub struct Counts {
     pub torn_writes: u64,
     /// Restarts refused on a corrupt entry (the node is then wiped and rejoins).
     pub corruptions: u64,
+    /// InstallSnapshot transfers started, those whose bytes take longer than an election
+    /// timeout on their link, and those failed by a lost chunk or at their deadline.
+    pub snapshot_transfers: u64,
+    pub slow_snapshot_transfers: u64,
+    pub snapshot_chunks_lost: u64,
+    pub snapshot_deadlines_missed: u64,
 }
 
 impl Counts {
@@ -120,6 +131,10 @@ impl Counts {
             fsync_errors,
             torn_writes,
             corruptions,
+            snapshot_transfers,
+            slow_snapshot_transfers,
+            snapshot_chunks_lost,
+            snapshot_deadlines_missed,
         } = *o;
         self.committed += committed;
         self.leader_changes += leader_changes;
@@ -135,6 +150,10 @@ impl Counts {
         self.fsync_errors += fsync_errors;
         self.torn_writes += torn_writes;
         self.corruptions += corruptions;
+        self.snapshot_transfers += snapshot_transfers;
+        self.slow_snapshot_transfers += slow_snapshot_transfers;
+        self.snapshot_chunks_lost += snapshot_chunks_lost;
+        self.snapshot_deadlines_missed += snapshot_deadlines_missed;
     }
 }
 

@@ -24,8 +24,8 @@ pub(super) struct Node {
     /// The plan of a Ready whose write is under way: what is left once it completes.
     pub(super) persisting: Option<ReadyPlan>,
     pub(super) inbox: VecDeque<Message>,
-    /// Snapshot transfers the transport reported failed: (to, index).
-    pub(super) snapshot_reports: VecDeque<(NodeId, Index)>,
+    /// Snapshot transfers whose end the transport reported: (to, index, ok).
+    pub(super) snapshot_reports: VecDeque<(NodeId, Index, bool)>,
     pub(super) tick_owed: bool,
     pub(super) paused: bool,
     /// The next persist hangs (a stalled disk), for this long.
@@ -82,6 +82,16 @@ impl World {
         if self.faults_on && self.blocked.contains(&(from, to)) {
             return Ok(());
         }
+        self.receive(m)
+    }
+
+    /// `m` reached its node (through the network or, for a snapshot, its last chunk).
+    pub(super) fn receive(&mut self, m: Message) -> Step {
+        let to = (m.to - 1) as usize;
+        if matches!(m.body, MessageBody::InstallSnapshotResponse { .. }) {
+            // The answer ends the transfer on the sender's side (it travels on the RPC).
+            self.on_snapshot_answer(&m);
+        }
         let n = &mut self.nodes[to];
         if n.raft.is_none() {
             return Ok(());
@@ -108,13 +118,11 @@ impl World {
             if n.tick_owed {
                 n.tick_owed = false;
                 n.raft.as_mut().expect("live").tick();
-            } else if let Some((to, index)) = n.snapshot_reports.pop_front() {
-                // Reported failed whether or not the answer got through: a late report after
-                // a success changes nothing (the transfer is no longer pending).
+            } else if let Some((to, index, ok)) = n.snapshot_reports.pop_front() {
                 n.raft
                     .as_mut()
                     .expect("live")
-                    .report_snapshot(to, index, false);
+                    .report_snapshot(to, index, ok);
             } else if let Some(m) = n.inbox.pop_front() {
                 n.raft.as_mut().expect("live").step(m);
             } else {
@@ -384,14 +392,9 @@ impl World {
     pub(super) fn send(&mut self, m: Message) {
         let from = (m.from - 1) as usize;
         let to = (m.to - 1) as usize;
-        if let MessageBody::InstallSnapshot { snapshot } = &m.body {
-            // The transfer's deadline: past the longest delivery and answer.
-            let deadline = 2 * (1_000 + self.profile.delay_max_us) + TICK_US;
-            let generation = self.nodes[from].generation;
-            self.schedule(
-                deadline,
-                Kind::SnapshotReport(from, m.to, snapshot.meta.last_index, generation),
-            );
+        if let MessageBody::InstallSnapshot { .. } = &m.body {
+            self.start_transfer(from, m);
+            return;
         }
         let mut latency = self.rng.random_range(50..=1_000);
         if self.faults_on {

@@ -12,6 +12,7 @@ use super::checker::{self, Checker, Violation};
 use super::clients::Pending;
 use super::disk::Disk;
 use super::node::Node;
+use super::transfer::{SnapshotLinks, Transfer};
 use super::{Counts, SimConfig, SimReport};
 use crate::config::Config;
 use crate::raft::Raft;
@@ -49,9 +50,13 @@ pub(super) enum Kind {
     Fault,
     Restart(usize, u64),
     Unpause(usize, u64),
-    /// The transport of node `.0` (in life `.3`) gives up on its snapshot transfer of index `.2`
-    /// to `.1`, as a real one does at its deadline: [`Raft::report_snapshot`].
-    SnapshotReport(usize, NodeId, Index, u64),
+    /// The transport of node `.0` (in life `.4`) reports the end of its snapshot transfer of
+    /// index `.2` to `.1`, failed or ok (`.3`): [`Raft::report_snapshot`].
+    SnapshotReport(usize, NodeId, Index, bool, u64),
+    /// The next chunk of transfer `.2` from node `.0` to node `.1` arrives (`transfer.rs`).
+    SnapshotChunk(usize, usize, u64),
+    /// Transfer `.2` from node `.0` to node `.1` reaches its deadline.
+    SnapshotDeadline(usize, usize, u64),
 }
 
 pub(super) struct Event {
@@ -88,6 +93,8 @@ pub(super) struct Profile {
     pub(super) read_interval_us: u64,
     pub(super) persist_max_us: u64,
     pub(super) compact_every: u64,
+    /// Snapshot sizes, link bandwidths and chunking (`transfer.rs`).
+    pub(super) snapshots: SnapshotLinks,
     /// Of the restarts during the faults, how many (per mille) find an entry corrupt.
     pub(super) corrupt_per_mille: u32,
 }
@@ -114,6 +121,9 @@ pub(super) struct World {
     pub(super) steps: u64,
     // stats
     pub(super) counts: Counts,
+    /// Snapshot transfers under way, by (from, to).
+    pub(super) transfers: HashMap<(usize, usize), Transfer>,
+    pub(super) next_transfer_id: u64,
     pub(super) acked_after_heal: u64,
 }
 
@@ -133,6 +143,7 @@ impl World {
             persist_max_us: rng.random_range(50..=3_000),
             compact_every: rng.random_range(5..=80),
             corrupt_per_mille: rng.random_range(0..=60),
+            snapshots: SnapshotLinks::draw(&mut rng, cfg.nodes),
         };
         let pre_vote = rng.random_bool(0.8);
         let check_quorum = rng.random_bool(0.8);
@@ -203,6 +214,8 @@ impl World {
             trace: 0,
             steps: 0,
             counts: Counts::default(),
+            transfers: HashMap::new(),
+            next_transfer_id: 0,
             acked_after_heal: 0,
         };
         for i in 0..w.nodes.len() {
@@ -460,14 +473,22 @@ impl World {
                 }
                 Ok(())
             }
-            Kind::SnapshotReport(i, to, index, generation) => {
+            Kind::SnapshotReport(i, to, index, ok, generation) => {
                 self.mix(800 + i as u64);
                 let n = &mut self.nodes[i];
                 if n.raft.is_some() && n.generation == generation {
-                    n.snapshot_reports.push_back((to, index));
+                    n.snapshot_reports.push_back((to, index, ok));
                     self.drain(i)?;
                 }
                 Ok(())
+            }
+            Kind::SnapshotChunk(from, to, id) => {
+                self.mix(900 + from as u64);
+                self.on_snapshot_chunk(from, to, id)
+            }
+            Kind::SnapshotDeadline(from, to, id) => {
+                self.mix(1000 + from as u64);
+                self.on_snapshot_deadline(from, to, id)
             }
             Kind::Unpause(i, generation) => {
                 self.mix(700 + i as u64);
