@@ -24,16 +24,22 @@ pub enum PlantedBug {
     /// elect a leader that lacks committed entries. Like `AckBeforeFlush` this is the caller's
     /// bug; the simulator plants it.
     WipedNodeVotesAtOnce,
+    /// The [`crate::ReadyPlan`] applies committed entries before the write on the storage's
+    /// synced index alone, without the core's stable index: after a truncation the storage
+    /// still counts the replaced entries as synced, so entries this Ready has yet to write
+    /// are applied.
+    ApplyBeforeDurable,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::VoteForStaleLog,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::AckBeforeFlush,
         PlantedBug::NoStepDownOnHigherTerm,
         PlantedBug::WipedNodeVotesAtOnce,
+        PlantedBug::ApplyBeforeDurable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +50,7 @@ impl PlantedBug {
             PlantedBug::AckBeforeFlush => "ack-before-flush",
             PlantedBug::NoStepDownOnHigherTerm => "no-step-down-on-higher-term",
             PlantedBug::WipedNodeVotesAtOnce => "wiped-node-votes-at-once",
+            PlantedBug::ApplyBeforeDurable => "apply-before-durable",
         }
     }
 

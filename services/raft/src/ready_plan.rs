@@ -111,7 +111,11 @@ impl ReadyPlan {
         } else {
             (Vec::new(), messages)
         };
-        let durable = storage_synced.min(core_stable);
+        let durable = if bug == Some(PlantedBug::ApplyBeforeDurable) {
+            storage_synced
+        } else {
+            storage_synced.min(core_stable)
+        };
         let early = durable_prefix_len(&committed_entries, durable, snapshot.is_some());
         let apply_after_persist = committed_entries.split_off(early);
         ReadyPlan {
@@ -408,6 +412,28 @@ mod tests {
         let p = ReadyPlan::with_planted_bug(rd, false, 10, 7, Some(PlantedBug::AckBeforeFlush));
         assert_eq!(p.send_before_persist, vec![ack(9)]);
         assert_eq!(p.apply_before_persist.len(), 3);
+    }
+
+    #[test]
+    fn the_planted_apply_before_durable_trusts_the_storage_alone_after_a_truncation() {
+        // A truncation from 8: the storage still counts the old 8..=10, the core 7.
+        let rd = Ready {
+            committed_entries: entries(5..=9),
+            ..Ready::default()
+        };
+        let p = ReadyPlan::with_planted_bug(
+            rd.clone(),
+            false,
+            10,
+            7,
+            Some(PlantedBug::ApplyBeforeDurable),
+        );
+        assert_eq!(indexes(&p.apply_before_persist), vec![5, 6, 7, 8, 9]);
+        assert!(check_apply(&p.apply_before_persist, 7).is_err());
+        assert_eq!(
+            ReadyPlan::new(rd, false, 10, 7).apply_before_persist.len(),
+            3
+        );
     }
 
     #[test]

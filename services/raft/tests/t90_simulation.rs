@@ -89,7 +89,8 @@ fn t90_five_nodes_seeds_1100_to_1199() {
     sweep_clean(5, 1_100, 100);
 }
 
-fn assert_caught(bug: PlantedBug, nodes: usize) {
+/// Runs seeds until `bug` is caught; returns the invariant that caught it.
+fn assert_caught(bug: PlantedBug, nodes: usize) -> &'static str {
     let template = SimConfig {
         nodes,
         steps: STEPS,
@@ -105,6 +106,7 @@ fn assert_caught(bug: PlantedBug, nodes: usize) {
         )
     });
     eprintln!("{} caught at seed {}: {v}", bug.name(), cfg.seed);
+    v.invariant
 }
 
 #[test]
@@ -138,6 +140,17 @@ fn t91_catches_no_step_down_on_higher_term() {
 #[test]
 fn t91_catches_a_wiped_node_that_votes_at_once() {
     assert_caught(PlantedBug::WipedNodeVotesAtOnce, 3);
+}
+
+/// The plan must not apply, before the write, what only the storage counts as synced: after a
+/// truncation the storage still counts the replaced entries until the write returns. Caught
+/// by the simulator's disk, which reports the synced index as sled does, during the write.
+#[test]
+fn t91_catches_entries_applied_before_they_are_durable() {
+    assert_eq!(
+        assert_caught(PlantedBug::ApplyBeforeDurable, 3),
+        dmq_raft::ready_plan::APPLY_DURABLE
+    );
 }
 
 #[test]
