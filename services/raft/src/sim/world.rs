@@ -1,6 +1,8 @@
 //! The simulated cluster: one seeded RNG, one event queue, the run and its liveness phase.
 //! The rest is split by concept: `node.rs` (a node, its Readies and the network it sends on),
-//! `clients.rs` (proposals and reads), `faults.rs` (the fault injector, crashes, restarts).
+//! `disk.rs` (what survives a crash, the synced index), `transfer.rs` (InstallSnapshot
+//! transfers), `clients.rs` (proposals and reads), `faults.rs` (the fault injector, crashes,
+//! restarts).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
