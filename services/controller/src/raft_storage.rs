@@ -301,6 +301,11 @@ impl SledStorage {
         self.faults = faults;
     }
 
+    /// The hard state the last `persist` stored (term and vote synced; see the trait docs).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -14,8 +14,8 @@ pub enum PlantedBug {
     /// An entry of an earlier term is committed by counting replicas (the Figure 8 case, §5.4.2).
     CommitPreviousTerm,
     /// The node's messages are sent before its Ready is persisted (acknowledgment before flush).
-    /// The core cannot do I/O, so this bug lives in the caller; the core only reports it through
-    /// [`Config::planted_bug`] so a driver can plant it.
+    /// The core cannot do I/O, so this bug lives in the caller's [`crate::ReadyPlan`], which
+    /// puts every message before the write.
     AckBeforeFlush,
     /// A node that sees a higher term takes it but does not step down (§5.1).
     NoStepDownOnHigherTerm,
@@ -24,16 +24,22 @@ pub enum PlantedBug {
     /// elect a leader that lacks committed entries. Like `AckBeforeFlush` this is the caller's
     /// bug; the simulator plants it.
     WipedNodeVotesAtOnce,
+    /// The [`crate::ReadyPlan`] applies committed entries before the write on the storage's
+    /// synced index alone, without the core's stable index: after a truncation the storage
+    /// still counts the replaced entries as synced, so entries this Ready has yet to write
+    /// are applied.
+    ApplyBeforeDurable,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::VoteForStaleLog,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::AckBeforeFlush,
         PlantedBug::NoStepDownOnHigherTerm,
         PlantedBug::WipedNodeVotesAtOnce,
+        PlantedBug::ApplyBeforeDurable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +50,7 @@ impl PlantedBug {
             PlantedBug::AckBeforeFlush => "ack-before-flush",
             PlantedBug::NoStepDownOnHigherTerm => "no-step-down-on-higher-term",
             PlantedBug::WipedNodeVotesAtOnce => "wiped-node-votes-at-once",
+            PlantedBug::ApplyBeforeDurable => "apply-before-durable",
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! # To ensure correctness
 //! - The caller persists each [`Ready`] (snapshot, entries, hard state) before it sends its
-//!   messages or applies its committed entries, then calls [`Raft::advance`]. Nothing may be
-//!   stepped, ticked or proposed between [`Raft::ready`] and [`Raft::advance`] (asserted).
+//!   messages or applies its committed entries, except what [`crate::ReadyPlan`] allows earlier
+//!   (a leader's appends, entries durable already), then calls [`Raft::advance`]. Nothing may
+//!   be stepped, ticked or proposed between [`Raft::ready`] and [`Raft::advance`] (asserted).
 //! - A leader counts only its *durable* entries toward a commit, so a committed entry is on disk
 //!   on a majority, the leader included.
 //! - Only entries of the current term are committed by counting replicas (§5.4.2).
@@ -33,9 +34,10 @@ pub struct Ready {
     pub snapshot: Option<Snapshot>,
     /// Append to the log, replacing any stored suffix from `entries[0].index`.
     pub entries: Vec<Entry>,
-    /// Send once the above is durable.
+    /// Send once the above is durable (a leader's appends may go before: [`crate::ReadyPlan`]).
     pub messages: Vec<Message>,
-    /// Apply in order, after the above is durable. Each index is handed out exactly once.
+    /// Apply in order, once durable here (those durable already may go before the write:
+    /// [`crate::ReadyPlan`]). Each index is handed out exactly once.
     pub committed_entries: Vec<Entry>,
     /// Confirmed ReadIndex requests.
     pub read_states: Vec<ReadState>,
@@ -89,7 +91,8 @@ pub struct Raft {
     /// that they count for nothing, until the log reaches `catch_up_target` (see
     /// [`Raft::rejoin`]). Persisted in the hard state.
     catching_up: bool,
-    /// The highest commit index a leader of this node's term told it while catching up.
+    /// The highest commit index a leader told it while catching up; it ends catching up only
+    /// once that index holds an entry of its current term.
     catch_up_target: Index,
 }
 
@@ -225,9 +228,13 @@ impl Raft {
     }
 
     /// Marks this node as a member that came back with empty (wiped or lost) storage into a
-    /// cluster that exists. It forgot its votes and its log, so until its log reaches a commit
-    /// index a leader told it (durably), it neither votes nor campaigns, and its answers say
-    /// so, so that a leader does not count them toward a commit, a read or check-quorum.
+    /// cluster that exists. It forgot its votes and its log, so until its log durably reaches a
+    /// commit index its leader told it, at an entry of the leader's term, it neither votes nor
+    /// campaigns, and its answers say so, so that a leader does not count them toward a
+    /// commit, a read or check-quorum. The entry must be of the leader's term because a
+    /// commit index is a hint: a leader elected a moment ago may not know yet that entries it
+    /// holds were committed, but once it committed one of its own term, every entry committed
+    /// before (this node's lost ones included) is at or below its commit index (§5.4.2).
     /// Then it votes again, having taken the leader's term and counting its vote in it as
     /// given to that leader. Persisted with the hard state, so a restart keeps it. The caller
     /// decides when a node is such a member (the controllers: empty storage, and a peer that
@@ -886,7 +893,10 @@ impl Raft {
     }
 
     /// Makes sure `to` can learn our commit index: an append if there is one to send, else an
-    /// empty one if it has not been told the commit its matched log allows.
+    /// empty one if it has not been told the commit its matched log allows. An empty one is
+    /// anchored at its match index; where that entry is compacted it can carry no commit (the
+    /// follower needs the snapshot first), and none is sent: it would be answered, and the
+    /// answer would draw another, without end.
     fn send_commit(&mut self, to: NodeId) {
         if self.send_append(to) {
             return;
@@ -894,8 +904,18 @@ impl Raft {
         let Some(p) = self.progress.get(&to) else {
             return;
         };
-        if self.log.committed.min(p.match_index) > p.commit_sent {
+        let anchor = self.heartbeat_anchor(p.match_index).0;
+        if self.log.committed.min(anchor) > p.commit_sent {
             self.send_heartbeat(to);
+        }
+    }
+
+    /// Where a heartbeat to a follower that matches up to `match_index` is anchored: there,
+    /// or at index 0 (term 0, which matches every log) if that entry is compacted.
+    fn heartbeat_anchor(&self, match_index: Index) -> (Index, Term) {
+        match self.log.term(match_index) {
+            Some(t) => (match_index, t),
+            None => (0, 0),
         }
     }
 
@@ -910,12 +930,8 @@ impl Raft {
         let Some(match_index) = self.progress.get(&to).map(|p| p.match_index) else {
             return;
         };
-        // Anchor the heartbeat at the follower's match index so it carries a safe commit;
-        // index 0 (term 0) matches every log.
-        let (prev, prev_term) = match self.log.term(match_index) {
-            Some(t) => (match_index, t),
-            None => (0, 0),
-        };
+        // Anchor the heartbeat at the follower's match index so it carries a safe commit.
+        let (prev, prev_term) = self.heartbeat_anchor(match_index);
         let leader_commit = self.log.committed.min(prev);
         if let Some(p) = self.progress.get_mut(&to) {
             p.commit_sent = p.commit_sent.max(leader_commit);
@@ -1263,13 +1279,16 @@ impl Raft {
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_commit();
         }
-        // Caught up: the log durably holds what a leader of this term said was committed, so
-        // it holds every entry committed before this node lost its storage.
+        // Caught up: the log durably holds what the leader of this term said was committed, up
+        // to an entry of this term, so it holds every entry committed before this node lost
+        // its storage. An earlier term's entry is not enough: the leader may not know yet that
+        // later entries it holds were committed (see `rejoin`).
         let target = self.catch_up_target;
         if self.catching_up
             && target > 0
             && self.log.stable_index >= target
             && self.log.committed >= target
+            && self.log.term(target) == Some(self.term)
         {
             self.catching_up = false;
             // It may have voted in this term before it lost its storage: count the vote as

@@ -287,3 +287,46 @@ fn s7_one_snapshot_transfer_at_a_time_until_the_transport_reports_its_end() {
     assert_eq!(c.raft(3).commit_index(), commit);
     assert_eq!(installs(&c), 2);
 }
+
+/// §7: a heartbeat is anchored at the follower's match index, so where that entry is
+/// compacted it can carry no commit index. Node 3's acknowledgments are held while node 1
+/// commits with node 2 and compacts; only the first few arrive, so 3's match index stays in
+/// the compacted part of the log (3 will need the snapshot). A heartbeat sent in answer to
+/// each answer would then ping-pong with 3 without end (3 answers every heartbeat, which tells
+/// it nothing new), one more exchange each time a slow transfer lets a heartbeat through.
+#[test]
+fn s7_no_heartbeat_per_answer_to_a_follower_whose_match_index_is_compacted() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, b"a").unwrap();
+    c.deliver_all();
+    c.heartbeat(1);
+    c.filter = Some(Box::new(|m| {
+        if m.from == 3 && m.to == 1 {
+            Verdict::Hold
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    for i in 0..10u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    c.deliver_all();
+    let commit = c.raft(1).commit_index();
+    assert_eq!(commit, c.raft(1).last_index(), "committed with node 2");
+    assert!(c.raft(3).commit_index() < commit);
+    c.compact(1, commit, b"state");
+    c.filter = None;
+    c.held.truncate(3);
+    c.release_held();
+    let mark = c.sent.len();
+    c.deliver_all(); // never goes quiet if every answer draws a heartbeat
+    let to_3 = c.sent_since(mark, |m| m.to == 3).len();
+    assert!(to_3 <= 10, "{to_3} messages to node 3 for 3 answers");
+    assert!(c.raft(1).match_indexes()[&3] < commit);
+    // The leader sees 3 make no progress for two heartbeats, probes and sends the snapshot.
+    for _ in 0..3 {
+        c.heartbeat(1);
+    }
+    assert_eq!(c.raft(3).commit_index(), commit, "node 3 gets the snapshot");
+}

@@ -3,7 +3,8 @@
 //! committed entry (Leader Completeness, §5.4.1) or a second leader in a term it voted in
 //! (§5.2), and its acknowledgments could complete a stale leader's majority. So it neither
 //! votes nor campaigns, and a leader does not count it, until its log durably reaches a
-//! commit index a leader told it ([`dmq_raft::Raft::rejoin`]).
+//! commit index its leader told it, at an entry of the leader's term
+//! ([`dmq_raft::Raft::rejoin`]).
 
 mod common;
 
@@ -167,4 +168,71 @@ fn a_brand_new_cluster_still_bootstraps() {
         assert!(!c.raft(id).is_catching_up());
         assert_eq!(c.applied_data(id).len(), 1, "node {id}");
     }
+}
+
+/// A leader's commit index is a hint: one elected a moment ago may not know yet that an entry
+/// it holds was committed. Node 2 led and committed entry 3 with node 1's acknowledgment, but
+/// node 1 never heard of the commit; then 2's disk is lost. Node 1 is elected with 3's vote
+/// and tells 2 its commit index, 2, which 2 reaches before it holds entry 3. That index is not
+/// one of node 1's term, so it need not cover every committed entry: 2 must keep catching up,
+/// or once 1 is cut off it and 3, neither holding entry 3, elect a leader without it.
+#[test]
+fn a_commit_index_from_before_the_leaders_term_does_not_end_catching_up() {
+    // One entry per append and one append in flight, so that node 2 reaches the stale commit
+    // before entry 3; no check-quorum, so that node 3 answers node 1's campaign at once.
+    let mut c = Cluster::new_with(3, |cfg| {
+        cfg.max_append_bytes = 1;
+        cfg.max_inflight_appends = 1;
+        cfg.check_quorum = false;
+    });
+    c.elect(2);
+    c.propose(2, b"first").unwrap();
+    c.deliver_all();
+    c.heartbeat(2);
+    c.isolate(3);
+    let (index, term) = c.propose(2, b"committed on 1 and 2").unwrap();
+    assert_eq!(index, 3);
+    // 2's append reaches 1; nothing 2 sends after 1's answer does.
+    assert!(c.deliver_one());
+    c.cut.insert((2, 1));
+    c.deliver_all();
+    assert!(c.raft(2).commit_index() >= index, "committed on 1 and 2");
+    assert_eq!(c.raft(1).commit_index(), 2, "1 does not know it");
+    c.wipe(2);
+    c.heal();
+    c.node_mut(1).raft.campaign_now();
+    c.drain(1);
+    while c.raft(1).role() != Role::Leader {
+        assert!(c.deliver_one(), "node 1 is elected with 3's vote");
+    }
+    c.isolate(3);
+    // Node 1's appends to 2, one entry each, until 2 holds the stale commit index.
+    while c.node(2).storage.entry(2).is_none() {
+        if !c.deliver_one() {
+            c.tick(1);
+        }
+    }
+    assert_eq!(c.raft(2).commit_index(), 2);
+    assert!(c.log_of(2).iter().all(|&(i, _)| i < index));
+    assert!(
+        c.raft(2).is_catching_up(),
+        "caught up on a stale commit index"
+    );
+    c.heal();
+    c.isolate(1);
+    c.queue.clear();
+    c.tick_all_and_deliver(200);
+    assert_eq!(
+        c.leaders(),
+        vec![1],
+        "a leader without committed entry {index} (1 is cut off, not deposed)"
+    );
+    // Node 1 returns and commits its term's no-op: 2 catches up from it, with entry 3.
+    c.heal();
+    c.tick_all_and_deliver(200);
+    let l = c.leader().expect("a leader once node 1 is back");
+    assert!(c.log_of(l).contains(&(index, term)));
+    c.heartbeat(l);
+    assert!(!c.raft(2).is_catching_up(), "caught up from the leader");
+    assert!(c.log_of(2).contains(&(index, term)));
 }

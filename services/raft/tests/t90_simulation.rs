@@ -1,8 +1,10 @@
 //! The deterministic simulator as a test: hundreds of seeds with faults (crashes, pauses,
 //! partitions, lossy links, leadership transfers, disk writes stalled past an election
-//! timeout, lost disks) must show no violated invariant, liveness included (after the faults stop, a
-//! leader that holds for five election timeouts within a bounded number of new terms), every planted bug must be caught within 1,000 seeds, and one seed must always
-//! replay the same run.
+//! timeout, lost disks, fsync errors, torn writes, entries corrupt at restart, snapshot
+//! transfers chunked over slow links) must show no
+//! violated invariant, liveness included (after the faults stop, a leader that holds for five
+//! election timeouts within a bounded number of new terms), every planted bug must be caught
+//! within 1,000 seeds, and one seed must always replay the same run.
 
 use dmq_raft::PlantedBug;
 use dmq_raft::sim::{self, SimConfig};
@@ -21,17 +23,38 @@ fn sweep_clean(nodes: usize, first: u64, count: u64) {
     assert_eq!(s.seeds_run, count);
     assert!(s.steps >= count * STEPS, "every seed runs its fault phase");
     // The runs must have exercised the interesting paths, or passing says little.
+    let c = &s.counts;
     assert!(
-        s.leader_changes > count,
+        c.leader_changes > count,
         "leader changes: {}",
-        s.leader_changes
+        c.leader_changes
     );
-    assert!(s.crashes > count, "crashes: {}", s.crashes);
-    assert!(s.snapshots_installed > 0, "no snapshot was ever installed");
-    assert!(s.reads_served > 0, "no linearizable read was served");
-    assert!(s.transfers > 0, "no leadership transfer was started");
-    assert!(s.stalls > 0, "no disk stalled past an election timeout");
-    assert!(s.wipes > 0, "no disk was lost");
+    assert!(c.crashes > count, "crashes: {}", c.crashes);
+    assert!(c.snapshots_installed > 0, "no snapshot was ever installed");
+    assert!(c.reads_served > 0, "no linearizable read was served");
+    assert!(c.transfers > 0, "no leadership transfer was started");
+    assert!(c.stalls > 0, "no disk stalled past an election timeout");
+    assert!(c.wipes > 0, "no disk was lost");
+    assert!(c.fsync_errors > 0, "no disk write failed");
+    assert!(c.torn_writes > 0, "no crash tore a write");
+    assert!(c.corruptions > 0, "no restart found a corrupt entry");
+    assert!(c.snapshot_transfers > 0, "no snapshot transfer started");
+    assert!(
+        c.slow_snapshot_transfers > 0,
+        "no transfer took longer than an election timeout"
+    );
+    assert!(c.snapshot_chunks_lost > 0, "no snapshot chunk was lost");
+    assert!(
+        c.snapshot_deadlines_missed > 0,
+        "no snapshot transfer missed its deadline"
+    );
+    // The driver's order (ReadyPlan): a leader's appends leave, and entries durable already
+    // are applied, before the Ready's write completes.
+    assert!(c.sent_before_persist > 0, "nothing was sent before a write");
+    assert!(
+        c.applied_before_persist > 0,
+        "nothing was applied before a write"
+    );
     let report: Vec<String> = s
         .failures
         .iter()
@@ -66,7 +89,8 @@ fn t90_five_nodes_seeds_1100_to_1199() {
     sweep_clean(5, 1_100, 100);
 }
 
-fn assert_caught(bug: PlantedBug, nodes: usize) {
+/// Runs seeds until `bug` is caught; returns the invariant that caught it.
+fn assert_caught(bug: PlantedBug, nodes: usize) -> &'static str {
     let template = SimConfig {
         nodes,
         steps: STEPS,
@@ -82,6 +106,7 @@ fn assert_caught(bug: PlantedBug, nodes: usize) {
         )
     });
     eprintln!("{} caught at seed {}: {v}", bug.name(), cfg.seed);
+    v.invariant
 }
 
 #[test]
@@ -117,6 +142,17 @@ fn t91_catches_a_wiped_node_that_votes_at_once() {
     assert_caught(PlantedBug::WipedNodeVotesAtOnce, 3);
 }
 
+/// The plan must not apply, before the write, what only the storage counts as synced: after a
+/// truncation the storage still counts the replaced entries until the write returns. Caught
+/// by the simulator's disk, which reports the synced index as sled does, during the write.
+#[test]
+fn t91_catches_entries_applied_before_they_are_durable() {
+    assert_eq!(
+        assert_caught(PlantedBug::ApplyBeforeDurable, 3),
+        dmq_raft::ready_plan::APPLY_DURABLE
+    );
+}
+
 #[test]
 fn t92_same_seed_same_trace() {
     for seed in [7, 1_234, 99_999] {
@@ -132,7 +168,7 @@ fn t92_same_seed_same_trace() {
                 "seed {seed} ({nodes} nodes) is not deterministic"
             );
             assert_eq!(a.steps, b.steps);
-            assert_eq!(a.committed, b.committed);
+            assert_eq!(a.counts, b.counts);
         }
     }
     let a = sim::run(&SimConfig::new(1));

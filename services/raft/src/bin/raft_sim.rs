@@ -117,14 +117,7 @@ fn main() -> ExitCode {
         let s = sim::sweep(&template, first, count, args.threads, args.stop_at_first);
         total.seeds_run += s.seeds_run;
         total.steps += s.steps;
-        total.committed += s.committed;
-        total.leader_changes += s.leader_changes;
-        total.crashes += s.crashes;
-        total.transfers += s.transfers;
-        total.stalls += s.stalls;
-        total.wipes += s.wipes;
-        total.snapshots_installed += s.snapshots_installed;
-        total.reads_served += s.reads_served;
+        total.counts.add(&s.counts);
         total.failures.extend(s.failures);
         if args.stop_at_first && !total.failures.is_empty() {
             break;
@@ -140,17 +133,29 @@ fn main() -> ExitCode {
         total.steps as f64 / secs,
         secs
     );
+    let c = &total.counts;
     println!(
-        "committed entries: {}  leader changes: {}  crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  \
-         snapshots installed: {}  reads: {}",
-        total.committed,
-        total.leader_changes,
-        total.crashes,
-        total.transfers,
-        total.stalls,
-        total.wipes,
-        total.snapshots_installed,
-        total.reads_served
+        "committed entries: {}  leader changes: {}  snapshots installed: {}  reads: {}  \
+         sent before persist: {}  applied before persist: {}",
+        c.committed,
+        c.leader_changes,
+        c.snapshots_installed,
+        c.reads_served,
+        c.sent_before_persist,
+        c.applied_before_persist
+    );
+    println!(
+        "faults: crashes: {}  transfers: {}  disk stalls: {}  wipes: {}  fsync errors: {}  \
+         torn writes: {}  corrupt at restart: {}",
+        c.crashes, c.transfers, c.stalls, c.wipes, c.fsync_errors, c.torn_writes, c.corruptions
+    );
+    println!(
+        "snapshot transfers: {}  slower than an election timeout: {}  chunks lost: {}  \
+         past their deadline: {}",
+        c.snapshot_transfers,
+        c.slow_snapshot_transfers,
+        c.snapshot_chunks_lost,
+        c.snapshot_deadlines_missed
     );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());

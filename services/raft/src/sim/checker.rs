@@ -30,6 +30,8 @@ pub(crate) const STATE_MACHINE_SAFETY: &str = "state machine safety";
 pub(crate) const TERM_MONOTONIC: &str = "term never decreases";
 pub(crate) const VOTE_STABLE: &str = "a vote never changes within a term";
 pub(crate) const COMMIT_MONOTONIC: &str = "commit index never decreases";
+pub(crate) const COMMIT_OWN_TERM: &str =
+    "a leader's commit index moves only to an entry of its term (5.4.2)";
 pub(crate) const APPLY_ORDER: &str = "entries applied in order, each exactly once";
 pub(crate) const APPLIED_LE_COMMITTED: &str = "applied <= committed";
 pub(crate) const ACK_DURABLE: &str = "no proposal acknowledged before it is durable on a majority";

@@ -1,6 +1,6 @@
-//! Applying committed entries: what may be applied before a Ready is durable, and applying a
-//! Ready's committed entries to the metadata (stopping at one this version cannot apply) and
-//! answering their proposers.
+//! Applying committed entries to the metadata (stopping at one this version cannot apply) and
+//! answering their proposers. Which of a Ready's entries may be applied before its write is
+//! decided by `dmq_raft::ReadyPlan`.
 
 use std::time::Instant;
 
@@ -11,26 +11,6 @@ use prost::Message as _;
 use super::{Driver, Fatal};
 use crate::metadata::{ApplyOutcome, features};
 use crate::node::{NodeError, Unknown};
-
-/// How many of a Ready's `committed` entries (in index order) may be applied before the Ready
-/// is persisted: those that are durable already, i.e. at or below both the storage's synced
-/// index and the core's stable index. Both are needed: after a truncation (a conflicting
-/// suffix replaced by the leader's entries) the storage still counts the replaced entries as
-/// synced until this Ready's write returns, while the core has already lowered its stable
-/// index below them; the core alone would not know about a write in progress. With a
-/// snapshot in the Ready nothing is applied early: the snapshot must be restored first.
-pub(super) fn durable_prefix_len(
-    committed: &[Entry],
-    storage_synced: Index,
-    core_stable: Index,
-    has_snapshot: bool,
-) -> usize {
-    if has_snapshot {
-        return 0;
-    }
-    let durable = storage_synced.min(core_stable);
-    committed.iter().take_while(|e| e.index <= durable).count()
-}
 
 impl Driver {
     pub(super) fn apply_timed(&mut self, entries: &[Entry]) -> Result<(), Fatal> {
@@ -125,35 +105,5 @@ impl Driver {
             Some(why) => Err(stop(why)),
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries(indexes: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
-        indexes
-            .map(|index| Entry {
-                index,
-                term: 1,
-                kind: EntryKind::Normal,
-                data: Vec::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn only_entries_both_the_storage_and_the_core_hold_durable_are_applied_early() {
-        let committed = entries(5..=9);
-        // Steady state: storage and core agree.
-        assert_eq!(durable_prefix_len(&committed, 9, 9, false), 5);
-        assert_eq!(durable_prefix_len(&committed, 7, 7, false), 3);
-        // A truncation from 8: the storage still counts the old 8..=10 as synced.
-        assert_eq!(durable_prefix_len(&committed, 10, 7, false), 3);
-        // The core may run ahead of a write the storage has not finished.
-        assert_eq!(durable_prefix_len(&committed, 6, 9, false), 2);
-        assert_eq!(durable_prefix_len(&committed, 9, 9, true), 0);
-        assert_eq!(durable_prefix_len(&[], 9, 9, false), 0);
     }
 }

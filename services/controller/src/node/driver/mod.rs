@@ -7,9 +7,12 @@
 //!   and a client flood cannot crowd out peers), then for each Ready: persist (one sync), send,
 //!   apply, advance. No message leaves and no waiter is answered before the Ready that produced
 //!   it is durable (a leader's appends excepted, which promise nothing about its own disk); this
-//!   is asserted against the storage's synced index.
+//!   is asserted against the storage's synced index and hard state.
 //! - Committed entries are applied before their Ready's sync only if both the storage and the
-//!   core hold them durable (`apply.rs`); an entry this version cannot apply stops the node.
+//!   core hold them durable; an entry this version cannot apply stops the node (`apply.rs`).
+//! - Which messages and entries may go before the sync is decided by [`ReadyPlan`] in
+//!   `dmq-raft`, and the promises are checked with its functions, so the simulator runs the
+//!   order this driver runs.
 //! - Files: `apply.rs` (applying), `leadership.rs` (the lease and the feature level).
 //! - A proposal is answered when the entry at its index is applied: with the outcome if the
 //!   entry has the proposal's term, else as lost. Losing leadership fails every waiter at once.
@@ -22,9 +25,10 @@ use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
 use dmq_proto::v1::MetadataSnapshot;
+use dmq_raft::ready_plan::{self, ReadyPlan, Undurable};
 use dmq_raft::{
-    Entry, EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role,
-    Storage, Term,
+    EntryKind, Index, Message, MessageBody, NodeId, ProposeError, Raft, ReadState, Role, Storage,
+    Term,
 };
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -39,8 +43,6 @@ use crate::transport::peer;
 
 mod apply;
 mod leadership;
-
-use apply::durable_prefix_len;
 
 /// Peer inputs taken in one iteration at most (all that are queued, in practice: the peers'
 /// windows bound them far below this).
@@ -505,42 +507,43 @@ impl Driver {
 
     fn process_readies(&mut self) -> Result<(), Fatal> {
         while self.raft.has_ready() {
-            let mut rd = self.raft.ready();
-            // 0. A leader's appends promise nothing about its own disk, so they go out while it
-            // syncs (thesis §10.2.1); its own entries count toward a commit only after this
-            // Ready is persisted and advanced. Its term is already durable: it voted for itself.
-            if self.raft.role() == Role::Leader {
-                let (early, late): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut rd.messages).into_iter().partition(|m| {
-                        matches!(
-                            m.body,
-                            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
-                        )
-                    });
-                for m in early {
-                    self.route(m);
-                }
-                rd.messages = late;
-            }
-            // 0b. Committed entries that are already durable here (on a leader: all of them,
-            // it counts only synced entries toward a commit) are applied and answered now,
-            // not after this Ready's new entries are synced: that sync does not concern them.
-            let early = durable_prefix_len(
-                &rd.committed_entries,
+            let rd = self.raft.ready();
+            // What may happen before the write and what must wait for it (the simulator runs
+            // the same plan): a leader's appends go out while it syncs (thesis §10.2.1), and
+            // committed entries already durable here are applied and answered now, not after
+            // this Ready's new entries are synced: that sync does not concern them.
+            let ReadyPlan {
+                soft_state,
+                send_before_persist,
+                apply_before_persist,
+                persist,
+                send_after_persist,
+                apply_after_persist,
+                read_states,
+            } = ReadyPlan::new(
+                rd,
+                self.raft.role() == Role::Leader,
                 self.storage.synced_index(),
                 self.raft.stable_index(),
-                rd.snapshot.is_some(),
             );
-            let early: Vec<Entry> = rd.committed_entries.drain(..early).collect();
-            self.apply_timed(&early)?;
+            for m in send_before_persist {
+                self.route(m);
+            }
+            let durable = self.storage.synced_index().min(self.raft.stable_index());
+            assert_holds(ready_plan::check_apply(&apply_before_persist, durable));
+            self.apply_timed(&apply_before_persist)?;
             // 1. Persist: one sync for everything in this Ready.
             let t = Instant::now();
             self.storage
-                .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+                .persist(
+                    persist.snapshot.as_ref(),
+                    &persist.entries,
+                    persist.hard_state.as_ref(),
+                )
                 .map_err(|e| Fatal::Storage(format!("persisting the Raft log failed: {e}")))?;
             let synced = self.storage.synced_index();
-            crate::metrics::raft_persisted(rd.entries.len(), t.elapsed());
-            if let Some(id) = rd
+            crate::metrics::raft_persisted(persist.entries.len(), t.elapsed());
+            if let Some(id) = persist
                 .entries
                 .iter()
                 .filter(|e| e.kind == EntryKind::Normal)
@@ -548,14 +551,8 @@ impl Driver {
             {
                 self.cluster_id.set_logged(&id);
             }
-            if let Some(last) = rd.entries.last() {
-                assert!(
-                    synced >= last.index,
-                    "entry {} handed out but only {synced} is synced",
-                    last.index
-                );
-            }
-            if let Some(s) = &rd.snapshot {
+            assert_holds(ready_plan::check_persisted(&persist, synced));
+            if let Some(s) = &persist.snapshot {
                 let ms = MetadataSnapshot::decode(&s.data[..]).map_err(|e| {
                     Fatal::CannotApply(format!(
                         "the snapshot from the leader cannot be decoded by this version: {e}"
@@ -574,27 +571,24 @@ impl Driver {
                     "installed snapshot"
                 );
             }
-            // 2. Send: everything a message promises is durable now.
-            for m in rd.messages {
-                self.assert_durable(&m, synced);
+            // 2. Send: everything a message promises is durable now (asserted).
+            let durable = synced.max(self.raft.snapshot_meta().last_index);
+            let persisted = self.storage.hard_state();
+            for m in send_after_persist {
+                assert_holds(ready_plan::check_send(&m, durable, &persisted));
                 self.route(m);
             }
             // 3. Apply the rest.
-            if let Some(last) = rd.committed_entries.last() {
-                assert!(
-                    last.index <= synced.max(self.raft.snapshot_meta().last_index),
-                    "applying an entry that is not durable"
-                );
-            }
-            self.apply_timed(&rd.committed_entries)?;
-            for ReadState { ctx, index } in rd.read_states {
+            assert_holds(ready_plan::check_apply(&apply_after_persist, durable));
+            self.apply_timed(&apply_after_persist)?;
+            for ReadState { ctx, index } in read_states {
                 if let Some((_, replies)) = self.reads_unconfirmed.remove(&ctx) {
                     self.reads_unconfirmed_count -= replies.len();
                     self.reads_confirmed
                         .extend(replies.into_iter().map(|reply| (index, reply)));
                 }
             }
-            if let Some(soft) = rd.soft_state {
+            if let Some(soft) = soft_state {
                 self.on_role(soft.role);
             }
             self.raft.advance();
@@ -615,34 +609,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// Nothing is acknowledged or voted on beyond what is durable.
-    fn assert_durable(&self, m: &Message, synced: Index) {
-        let durable = synced.max(self.raft.snapshot_meta().last_index);
-        match m.body {
-            MessageBody::AppendEntriesResponse {
-                success: true,
-                match_index,
-                ..
-            } => {
-                assert!(
-                    match_index <= durable,
-                    "acknowledging {match_index} but only {durable} is durable"
-                );
-            }
-            MessageBody::RequestVoteResponse {
-                granted: true,
-                pre_vote: false,
-            } => {
-                let hs = self.raft.hard_state();
-                assert!(
-                    hs.term == m.term && hs.vote == Some(m.to),
-                    "vote sent before it was persisted"
-                );
-            }
-            _ => {}
-        }
     }
 
     fn route(&mut self, m: Message) {
@@ -808,5 +774,13 @@ impl Driver {
                 false
             }
         });
+    }
+}
+
+/// Nothing is acknowledged, voted on or applied beyond what is durable: a broken promise is a
+/// bug of this node, and it stops rather than let a peer rely on it.
+fn assert_holds(check: Result<(), Undurable>) {
+    if let Err(broken) = check {
+        panic!("{}: {broken}", broken.invariant());
     }
 }
