@@ -118,6 +118,33 @@ impl Drop for Writer {
     }
 }
 
+/// A loop disk; `None` (the test is skipped) when this machine cannot make one, except in CI,
+/// where the power-loss tests must run.
+fn loop_disk_or_skip() -> Option<LoopDisk> {
+    match LoopDisk::create() {
+        Ok(disk) => Some(disk),
+        Err(why) if std::env::var("CI").is_err() => {
+            eprintln!("skipped: needs root and loop devices ({why})");
+            None
+        }
+        Err(why) => panic!("CI must run the power-loss test: {why}"),
+    }
+}
+
+/// Starts this test binary again running only the test `role` (a writer's part, which does
+/// nothing unless its role is set) on `db_dir`, with its output piped to us.
+fn spawn_writer(role: &str, db_dir: &Path) -> Writer {
+    Writer(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", role, "--nocapture", "--test-threads", "1"])
+            .env(ROLE_ENV, role)
+            .env(DIR_ENV, db_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn blob_files(db_dir: &Path) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = std::fs::read_dir(db_dir.join("blobs"))
         .map(|entries| {
@@ -159,24 +186,11 @@ fn writer() {
 /// second blob file is gone or empty.
 #[test]
 fn blob_files_survive_power_loss_and_the_synced_value_reads_back() {
-    let mut disk = match LoopDisk::create() {
-        Ok(disk) => disk,
-        Err(why) if std::env::var("CI").is_err() => {
-            eprintln!("skipped: needs root and loop devices ({why})");
-            return;
-        }
-        Err(why) => panic!("CI must run the power-loss test: {why}"),
+    let Some(mut disk) = loop_disk_or_skip() else {
+        return;
     };
     let db_dir = disk.mount.join("db");
-    let mut child = Writer(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "writer", "--nocapture", "--test-threads", "1"])
-            .env(ROLE_ENV, "writer")
-            .env(DIR_ENV, &db_dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_writer("writer", &db_dir);
     let stdout = child.0.stdout.take().unwrap();
     let ready = BufReader::new(stdout)
         .lines()
@@ -226,7 +240,7 @@ fn churn_value(i: u64) -> Vec<u8> {
 /// our sync, and reports each write once the sync returned (`ACK i`), until it is killed.
 #[test]
 fn churn_writer() {
-    if std::env::var(ROLE_ENV).as_deref() != Ok("churn-writer") {
+    if std::env::var(ROLE_ENV).as_deref() != Ok("churn_writer") {
         return;
     }
     let dir = PathBuf::from(std::env::var(DIR_ENV).unwrap());
@@ -247,37 +261,18 @@ fn churn_writer() {
 }
 
 /// Our vendored sled writes its buffers without waiting for writeback, and its `flush` ends in
-/// one `fdatasync` that also gates segment reuse (`services/sled/PATCHES.md`, patch 6). So
+/// one `fdatasync` that also gates segment reuse (`services/sled/PATCHES.md`, patch 5). So
 /// every write acknowledged after `DurableSync::sync` must survive a power loss, with its value
 /// whole, while segments are being freed and reused. Fails if `flush` stops syncing (the
 /// acknowledged values are lost or older), or if a segment is reused before the data that
 /// replaced it is on disk (values come back older than acknowledged, torn, or sled cannot open).
 #[test]
 fn every_acknowledged_write_survives_power_loss_while_segments_are_reused() {
-    let mut disk = match LoopDisk::create() {
-        Ok(disk) => disk,
-        Err(why) if std::env::var("CI").is_err() => {
-            eprintln!("skipped: needs root and loop devices ({why})");
-            return;
-        }
-        Err(why) => panic!("CI must run the power-loss test: {why}"),
+    let Some(mut disk) = loop_disk_or_skip() else {
+        return;
     };
     let db_dir = disk.mount.join("db");
-    let mut child = Writer(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "churn_writer",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(ROLE_ENV, "churn-writer")
-            .env(DIR_ENV, &db_dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_writer("churn_writer", &db_dir);
     let stdout = child.0.stdout.take().unwrap();
     let mut acked: Option<u64> = None;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
