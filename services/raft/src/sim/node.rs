@@ -19,7 +19,9 @@ pub(super) struct Node {
     pub(super) cfg: Config,
     pub(super) raft: Option<Raft>,
     pub(super) disk: Disk,
-    /// Bumped by every crash and pause so events of an earlier life are ignored.
+    /// Bumped by every crash (and by the restart of a crashed node when the faults stop) so
+    /// events of an earlier life are ignored. A pause does not bump it: a paused node is in
+    /// the same life.
     pub(super) generation: u64,
     /// The plan of a Ready whose write is under way: what is left once it completes.
     pub(super) persisting: Option<ReadyPlan>,
