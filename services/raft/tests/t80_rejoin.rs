@@ -207,7 +207,10 @@ fn a_commit_index_from_before_the_leaders_term_does_not_end_catching_up() {
     }
     c.isolate(3);
     // Node 1's appends to 2, one entry each, until 2 holds the stale commit index.
+    let mut rounds = 0;
     while c.node(2).storage.entry(2).is_none() {
+        rounds += 1;
+        assert!(rounds <= 10_000, "node 2 never receives entry 2");
         if !c.deliver_one() {
             c.tick(1);
         }
