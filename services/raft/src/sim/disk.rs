@@ -34,6 +34,11 @@ impl Disk {
         &self.durable
     }
 
+    /// What survives a crash, taken out of the disk (no copy of the log).
+    pub(super) fn into_storage(self) -> MemStorage {
+        self.durable
+    }
+
     pub(super) fn hard_state(&self) -> HardState {
         self.durable.hard_state()
     }

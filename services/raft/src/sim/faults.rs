@@ -279,7 +279,7 @@ impl World {
         self.log(|| format!("wipe node {}'s disk", i + 1));
         self.counts.wipes += 1;
         let n = &mut self.nodes[i];
-        n.before_wipe = Some(std::mem::take(&mut n.disk).storage().clone());
+        n.before_wipe = Some(std::mem::take(&mut n.disk).into_storage());
         n.wiped = true;
         n.max_sent_term = 0;
         n.persisted_commit = 0;
