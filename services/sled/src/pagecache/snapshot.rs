@@ -362,6 +362,12 @@ fn advance_snapshot(
     }
 
     if snapshot.stable_lsn > old_stable_lsn {
+        // dmq patch 5: the log this snapshot points into may be only in the page cache (a
+        // process crash leaves unsynced writes readable, and buffer writes no longer wait for
+        // writeback): make it durable before a durable snapshot can point at it.
+        if !config.temporary {
+            config.file.sync_all()?;
+        }
         write_snapshot(config, &snapshot)?;
     }
 
