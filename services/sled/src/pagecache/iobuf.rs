@@ -533,14 +533,30 @@ impl IoBufs {
         self.stable_lsn.load(Acquire)
     }
 
+    /// dmq patch: `write_to_log`, and on failure the global error, set before waking the
+    /// threads waiting for the buffer so that they see it. Shared by every place that writes
+    /// a sealed buffer.
+    pub(in crate::pagecache) fn write_or_poison(&self, iobuf: &IoBuf) -> Result<()> {
+        let result = self.write_to_log(iobuf);
+        if let Err(e) = &result {
+            error!("hit error while writing iobuf with lsn {}: {:?}", iobuf.lsn, e);
+            self.config.set_global_error(e.clone());
+            // Having held the mutex makes this linearized with the notify below.
+            drop(self.intervals.lock());
+            let _notified = self.interval_updated.notify_all();
+        }
+        result
+    }
+
     /// dmq patch: the last offset known to be on disk (see `durable_lsn`).
     pub(in crate::pagecache) fn durable(&self) -> Lsn {
         self.durable_lsn.load(Acquire)
     }
 
-    /// dmq patch: makes everything written so far durable with one `fdatasync`, then lets
-    /// the segment accountant reuse what that sync made safe to reuse. Skipped when nothing
-    /// was written since the last sync.
+    /// dmq patch: makes everything written so far durable with one `fdatasync`, skipped when
+    /// nothing was written since the last sync. Segment reuse follows on its own: it goes by
+    /// the segment headers' stable lsn (`durable_lsn` when they were sealed), which
+    /// `write_to_log` hands to the segment accountant.
     pub(in crate::pagecache) fn sync_written(&self) -> Result<()> {
         let written = self.stable();
         if self.durable() >= written {
@@ -556,9 +572,7 @@ impl IoBufs {
             }
         }
         super::bump_atomic_lsn(&self.durable_lsn, written);
-        let guard = pin();
-        let header_stable = self.max_header_stable_lsn.load(Acquire);
-        self.sa_stabilize(header_stable, &guard)
+        Ok(())
     }
 
     // Adds a header to the front of the buffer
@@ -891,9 +905,8 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
 }
 
 /// Blocks until the specified log sequence number has
-/// been made stable on disk. Returns the number of
-/// bytes written. Suitable as a full consistency
-/// barrier.
+/// been written to the file (dmq patch 5: not synced;
+/// `flush` syncs). Returns the number of bytes written.
 pub(in crate::pagecache) fn make_stable(
     iobufs: &Arc<IoBufs>,
     lsn: Lsn,
@@ -1029,10 +1042,13 @@ pub(in crate::pagecache) fn make_stable_inner(
 /// to flush some pending writes. Returns the number
 /// of bytes written during this call.
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
-    let _cc = concurrency_control::read();
+    let cc = concurrency_control::read();
     let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
     let written = make_stable(iobufs, max_reserved_lsn)?;
-    // dmq patch: a flush is durable (see `write_to_log`).
+    // dmq patch: a flush is durable (see `write_to_log`). The guard only orders the wait for
+    // the reserved lsn against transactions; holding it through the disk round trip made
+    // every transaction in the process wait for each flush's `fdatasync`.
+    drop(cc);
     iobufs.sync_written()?;
     Ok(written)
 }
@@ -1217,34 +1233,17 @@ fn seal_and_write_iobuf(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
-        // dmq patch: the write and its error report, shared by both ways of running it.
-        let write = move |iobufs: &IoBufs, iobuf: &IoBuf| {
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-        };
+        // dmq patch: the error is reported through the global error (as upstream did), on
+        // either thread.
         if write_inline {
-            write(iobufs, iobuf);
+            let _ = iobufs.write_or_poison(iobuf);
             return Ok(());
         }
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || write(&iobufs, &iobuf))?;
+        let _result = threadpool::spawn(move || {
+            let _ = iobufs.write_or_poison(&iobuf);
+        })?;
 
         #[cfg(feature = "event_log")]
         _result.wait();

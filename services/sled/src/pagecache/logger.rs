@@ -85,10 +85,9 @@ impl Log {
     }
 
     /// blocks until the specified log sequence number has
-    /// been made stable on disk. Returns the number of
-    /// bytes written during this call. this is appropriate
-    /// as a full consistency-barrier for all data written
-    /// up until this point.
+    /// been written to the file (dmq patch 5: not synced;
+    /// only `flush` syncs). Returns the number of bytes
+    /// written during this call.
     pub fn make_stable(&self, lsn: Lsn) -> Result<usize> {
         iobuf::make_stable(&self.iobufs, lsn)
     }
@@ -438,19 +437,7 @@ impl Log {
             // thread; every sled transaction seals two buffers (the one it rolls and its
             // batch manifest), so the hand-offs cost each Raft persist two thread wakeups
             // and a wait for them. No lock is held here (the reservation is gone).
-            if let Err(e) = self.iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                self.iobufs.config.set_global_error(e.clone());
-                // Wake flushers waiting for this buffer: they find the error.
-                drop(self.iobufs.intervals.lock());
-                let _notified = self.iobufs.interval_updated.notify_all();
-                return Err(e);
-            }
-
-            Ok(())
+            self.iobufs.write_or_poison(iobuf)
         } else {
             Ok(())
         }
