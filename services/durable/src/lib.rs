@@ -48,7 +48,8 @@ pub struct DurableSync {
 }
 
 impl DurableSync {
-    /// Opens `<dir>/db` (sled must have created it).
+    /// Checks that sled's data file `<dir>/db` exists (sled must have created it): a sync of
+    /// a directory without one would sync nothing and say it did.
     pub fn open(dir: &Path) -> Result<DurableSync, DurableError> {
         let data_path = dir.join("db");
         File::open(&data_path).map_err(io_error("open sled's data file", &data_path))?;

@@ -84,21 +84,13 @@ impl World {
 
     // ----- clients -----
 
-    pub(super) fn pick_leader(&mut self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                self.nodes[i]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.role() == Role::Leader)
-            })
-            .collect();
+    /// The node a client sends to: mostly a leader (if any), else any node.
+    pub(super) fn pick_leader(&mut self) -> usize {
+        let leaders = self.leaders();
         if !leaders.is_empty() && self.rng.random_bool(0.9) {
-            let k = self.rng.random_range(0..leaders.len());
-            Some(leaders[k])
+            leaders[self.rng.random_range(0..leaders.len())]
         } else {
-            let k = self.rng.random_range(0..self.nodes.len());
-            Some(k)
+            self.rng.random_range(0..self.nodes.len())
         }
     }
 
@@ -108,9 +100,7 @@ impl World {
         if self.faults_on && self.proposals_pending >= PENDING_PROPOSALS_MAX {
             return Ok(());
         }
-        let Some(i) = self.pick_leader() else {
-            return Ok(());
-        };
+        let i = self.pick_leader();
         let n = &mut self.nodes[i];
         if n.busy() {
             return Ok(());
@@ -137,9 +127,7 @@ impl World {
     }
 
     pub(super) fn on_read(&mut self) -> Step {
-        let Some(i) = self.pick_leader() else {
-            return Ok(());
-        };
+        let i = self.pick_leader();
         let n = &mut self.nodes[i];
         if n.busy() || self.reads.len() > 64 {
             return Ok(());

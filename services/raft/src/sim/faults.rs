@@ -58,14 +58,7 @@ impl World {
             }
             585..785 => {
                 // Half the crashes hit a leader: that is where the interesting histories are.
-                let leaders: Vec<usize> = (0..n)
-                    .filter(|&i| {
-                        self.nodes[i]
-                            .raft
-                            .as_ref()
-                            .is_some_and(|r| r.role() == Role::Leader)
-                    })
-                    .collect();
+                let leaders = self.leaders();
                 let x = if !leaders.is_empty() && self.rng.random_bool(0.5) {
                     leaders[self.rng.random_range(0..leaders.len())]
                 } else {
@@ -95,12 +88,7 @@ impl World {
             }
             925..955 => {
                 // Leadership transfer (thesis §3.10), as a controller shutting down asks for.
-                let leader = (0..n).find(|&i| {
-                    self.nodes[i]
-                        .raft
-                        .as_ref()
-                        .is_some_and(|r| r.role() == Role::Leader && !self.nodes[i].busy())
-                });
+                let leader = (0..n).find(|&i| self.nodes[i].is_leader() && !self.nodes[i].busy());
                 if let Some(x) = leader {
                     let to = self.nodes[(x + self.rng.random_range(1..n)) % n].id;
                     let raft = self.nodes[x].raft.as_mut().expect("leading");

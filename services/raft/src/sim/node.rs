@@ -57,6 +57,10 @@ pub(super) struct Node {
 }
 
 impl Node {
+    pub(super) fn is_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| r.role() == Role::Leader)
+    }
+
     pub(super) fn busy(&self) -> bool {
         self.paused || self.persisting.is_some()
     }

@@ -235,6 +235,13 @@ impl World {
         w
     }
 
+    /// The nodes that are leaders now (of any term), in order.
+    pub(super) fn leaders(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_leader())
+            .collect()
+    }
+
     pub(super) fn schedule(&mut self, after_us: u64, kind: Kind) {
         self.seq += 1;
         self.queue.push(Event {
@@ -300,12 +307,13 @@ impl World {
                     ),
                 ));
             }
-            let now_leading = self.nodes.iter().find_map(|n| {
-                n.raft
-                    .as_ref()
-                    .filter(|r| r.role() == Role::Leader && r.term() == self.max_term())
-                    .map(|r| (r.id(), r.term()))
-            });
+            let max_term = self.max_term();
+            let now_leading = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_leader())
+                .find_map(|n| n.raft.as_ref().filter(|r| r.term() == max_term))
+                .map(|r| (r.id(), r.term()));
             holding = match (holding, now_leading) {
                 (Some((id, term, since)), Some(now)) if (id, term) == now => {
                     Some((id, term, since))
@@ -319,10 +327,7 @@ impl World {
                 stable = true;
             }
             if !leader_seen {
-                leader_seen = self
-                    .nodes
-                    .iter()
-                    .any(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+                leader_seen = self.nodes.iter().any(Node::is_leader);
                 if !leader_seen && self.now_us > heal_at + LIVENESS_LEADER_US {
                     return Err(self.checker.violation(
                         checker::LIVENESS_LEADER,
