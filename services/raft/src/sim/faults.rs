@@ -107,9 +107,7 @@ impl World {
                         self.crash(x, false)?;
                     }
                     self.wipe(x);
-                    let down = self.rng.random_range(1_000..=200_000);
-                    let generation = self.nodes[x].generation;
-                    self.schedule(down, Kind::Restart(x, generation));
+                    self.restart_later(x, 200_000);
                 }
             }
             965..985 => {
@@ -157,18 +155,9 @@ impl World {
         let in_flight = self.nodes[i].persisting.take();
         match in_flight {
             Some(plan) if tear => {
-                let kept = Kept::draw(&mut self.rng, &plan.persist);
-                self.log(|| {
-                    format!(
-                        "node {}'s write in flight at the crash: {}",
-                        i + 1,
-                        kept.describe(&plan.persist)
-                    )
-                });
-                if matches!(kept, Kept::Prefix(_)) {
-                    self.counts.torn_writes += 1;
-                }
-                self.keep_part(i, &plan.persist, kept)?;
+                self.lose_write(i, &plan.persist, |kept| {
+                    format!("node {}'s write in flight at the crash: {kept}", i + 1)
+                })?;
             }
             _ => self.nodes[i].disk.crash(),
         }
@@ -190,30 +179,43 @@ impl World {
     /// Crashes node `x` (tearing its write in flight, if any) and restarts it a moment later.
     pub(super) fn crash_and_restart_later(&mut self, x: usize) -> Step {
         self.crash(x, true)?;
-        let down = self.rng.random_range(1_000..=400_000);
+        self.restart_later(x, 400_000);
+        Ok(())
+    }
+
+    /// Schedules the restart of the (crashed) node `x` in its current life, 1 ms to
+    /// `max_down_us` from now.
+    fn restart_later(&mut self, x: usize, max_down_us: u64) {
+        let down = self.rng.random_range(1_000..=max_down_us);
         let generation = self.nodes[x].generation;
         self.schedule(down, Kind::Restart(x, generation));
-        Ok(())
     }
 
     /// The node's write failed (an fsync error): the controllers stop the node
     /// (`Fatal::Storage`), and what the write left on disk is unknown. It restarts later.
     pub(super) fn fsync_error(&mut self, i: usize, plan: ReadyPlan) -> Step {
         self.counts.fsync_errors += 1;
-        let kept = Kept::draw(&mut self.rng, &plan.persist);
-        self.log(|| {
+        self.lose_write(i, &plan.persist, |kept| {
             format!(
-                "node {}'s disk write fails (fsync error), {}: the node stops",
-                i + 1,
-                kept.describe(&plan.persist)
+                "node {}'s disk write fails (fsync error), {kept}: the node stops",
+                i + 1
             )
-        });
-        self.keep_part(i, &plan.persist, kept)?;
+        })?;
         self.crash(i, false)?;
-        let down = self.rng.random_range(1_000..=400_000);
-        let generation = self.nodes[i].generation;
-        self.schedule(down, Kind::Restart(i, generation));
+        self.restart_later(i, 400_000);
         Ok(())
+    }
+
+    /// A write of node `i` that did not complete (a crash during it, or an fsync error): draws
+    /// how much of it reached the disk, logs that with `say` (given the description), counts a
+    /// part as a torn write and keeps it.
+    fn lose_write(&mut self, i: usize, p: &Persist, say: impl FnOnce(String) -> String) -> Step {
+        let kept = Kept::draw(&mut self.rng, p);
+        self.log(|| say(kept.describe(p)));
+        if matches!(kept, Kept::Prefix(_)) {
+            self.counts.torn_writes += 1;
+        }
+        self.keep_part(i, p, kept)
     }
 
     /// `kept` of a write that did not complete reaches node `i`'s disk.
@@ -256,9 +258,7 @@ impl World {
             )
         });
         self.wipe(i);
-        let down = self.rng.random_range(1_000..=200_000);
-        let generation = self.nodes[i].generation;
-        self.schedule(down, Kind::Restart(i, generation));
+        self.restart_later(i, 200_000);
         true
     }
 

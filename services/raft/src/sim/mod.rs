@@ -102,7 +102,8 @@ pub struct Counts {
     pub wipes: u64,
     /// Disk writes that failed (the node stops, part of the write may be on disk).
     pub fsync_errors: u64,
-    /// Crashes that left a part (not all) of the write in flight on disk.
+    /// Crashes and failed writes (fsync errors) that left a part (not all) of the write on
+    /// disk.
     pub torn_writes: u64,
     /// Restarts refused on a corrupt entry (the node is then wiped and rejoins).
     pub corruptions: u64,
