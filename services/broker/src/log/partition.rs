@@ -619,15 +619,7 @@ impl PartitionLog {
             }
         }
         if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| {
-                    store.segment_failed(id)(SegmentError::Io {
-                        what: "cannot sync directory",
-                        path: parent.to_path_buf(),
-                        source: e,
-                    })
-                })?;
+            super::segment::sync_dir(parent).map_err(store.segment_failed(id))?;
         }
         tracing::info!(topic = %id.topic, topic_id = id.topic_id, partition = id.partition,
             "deleted partition log");

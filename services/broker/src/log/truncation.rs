@@ -8,7 +8,6 @@ use super::epochs::EpochHistory;
 use super::error::LogError;
 use super::meta::PartitionMeta;
 use super::partition::{Checkpointed, PartitionLog, State};
-use super::segment::SegmentError;
 
 impl PartitionLog {
     /// Removes every offset at or after `offset` (a follower dropping what the new leader does
@@ -135,15 +134,8 @@ impl PartitionLog {
                 .delete_files()
                 .map_err(self.store.segment_failed(&self.id))?;
         }
-        std::fs::File::open(self.store.partition_dir(&self.id))
-            .and_then(|d| d.sync_all())
-            .map_err(|e| {
-                self.store.segment_failed(&self.id)(SegmentError::Io {
-                    what: "cannot sync directory",
-                    path: self.store.partition_dir(&self.id),
-                    source: e,
-                })
-            })?;
+        super::segment::sync_dir(&self.store.partition_dir(&self.id))
+            .map_err(self.store.segment_failed(&self.id))?;
         Ok(n)
     }
 }

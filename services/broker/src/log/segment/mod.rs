@@ -195,6 +195,13 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// Syncs `dir`, so that files created, renamed or removed in it stay so after a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot sync directory", dir))
+}
+
 impl LogSegment {
     /// Creates an empty segment at `base_offset` in `dir`: the files, then a sync of both and
     /// of `dir`, so the segment exists after a crash before anything in it is acknowledged.
@@ -221,9 +228,7 @@ impl LogSegment {
         time_index
             .sync()
             .map_err(io_err("cannot sync", &time_path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("cannot sync directory", dir))?;
+        sync_dir(dir)?;
         Ok(LogSegment::assemble(
             base_offset,
             path,

@@ -283,13 +283,7 @@ impl SegmentedLog {
 
     /// Syncs the directory (after segment files were deleted).
     pub fn sync_dir(&self) -> Result<(), SegmentError> {
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SegmentError::Io {
-                what: "cannot sync directory",
-                path: self.dir.clone(),
-                source,
-            })
+        super::sync_dir(&self.dir)
     }
 
     /// The directory holding the segments.
