@@ -45,6 +45,14 @@ impl World {
         Ok(())
     }
 
+    /// Node `i` lost the reads it had under way (it crashed, or installed a snapshot): they
+    /// will never be served, so they no longer count toward the reads outstanding, which
+    /// would otherwise fill up and stop new reads (and the linearizable-read check) for the
+    /// rest of the seed.
+    pub(super) fn forget_reads_of(&mut self, i: usize) {
+        self.reads.retain(|_, (node, _)| *node != i);
+    }
+
     pub(super) fn resolve(&mut self, index: Index, term: Term) -> Step {
         let Some(list) = self.proposals.remove(&index) else {
             return Ok(());

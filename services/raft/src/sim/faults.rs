@@ -173,6 +173,7 @@ impl World {
         n.generation += 1;
         n.reads.clear();
         n.leader_term_checked = None;
+        self.forget_reads_of(i);
         Ok(())
     }
 

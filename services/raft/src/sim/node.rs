@@ -287,6 +287,7 @@ impl World {
             n.sm_applied = applied;
             n.sm_hash = hash;
             n.reads.clear();
+            self.forget_reads_of(i);
             self.counts.snapshots_installed += 1;
             self.checker.snapshot_installed(id, applied, hash)?;
             self.log(|| format!("node {id} installs snapshot at {applied}"));
