@@ -29,10 +29,16 @@ pub enum PlantedBug {
     /// still counts the replaced entries as synced, so entries this Ready has yet to write
     /// are applied.
     ApplyBeforeDurable,
+    /// A leader appends a configuration change while the previous one is not committed: two
+    /// changes of one voter each can make configurations with disjoint majorities (thesis
+    /// §4.1).
+    TwoMembershipChangesInFlight,
+    /// A leader counts learners' acknowledgments toward a commit.
+    LearnerCountsTowardCommit,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::VoteNotPersisted,
         PlantedBug::VoteForStaleLog,
         PlantedBug::CommitPreviousTerm,
@@ -40,6 +46,8 @@ impl PlantedBug {
         PlantedBug::NoStepDownOnHigherTerm,
         PlantedBug::WipedNodeVotesAtOnce,
         PlantedBug::ApplyBeforeDurable,
+        PlantedBug::TwoMembershipChangesInFlight,
+        PlantedBug::LearnerCountsTowardCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +59,8 @@ impl PlantedBug {
             PlantedBug::NoStepDownOnHigherTerm => "no-step-down-on-higher-term",
             PlantedBug::WipedNodeVotesAtOnce => "wiped-node-votes-at-once",
             PlantedBug::ApplyBeforeDurable => "apply-before-durable",
+            PlantedBug::TwoMembershipChangesInFlight => "two-membership-changes-in-flight",
+            PlantedBug::LearnerCountsTowardCommit => "learner-counts-toward-commit",
         }
     }
 
@@ -64,9 +74,13 @@ impl PlantedBug {
 /// timeouts drawn from 1000..2000 ms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id; must be one of `voters`.
+    /// This node's id; must be one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included. Membership is static.
+    /// The bootstrap configuration: every voting member of a new cluster, this node included.
+    /// It is in effect only until the log or a snapshot holds a configuration, so it matters
+    /// only to a cluster that never changed its membership. Empty for a node that joins an
+    /// existing cluster: it learns the configuration from the leader (as a learner it neither
+    /// votes nor campaigns until a configuration makes it a voter).
     pub voters: Vec<NodeId>,
     /// A leader sends heartbeats this often.
     pub heartbeat_interval_ticks: u32,
@@ -116,7 +130,7 @@ impl Config {
         if self.id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter {
                 id: self.id,
                 voters: self.voters.clone(),
@@ -186,6 +200,12 @@ pub enum ConfigError {
     Zero {
         what: &'static str,
     },
+    /// A recovered configuration entry does not decode: the storage is corrupt or was written
+    /// by another version.
+    BadMembershipEntry {
+        index: u64,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -217,6 +237,12 @@ impl std::fmt::Display for ConfigError {
                  are randomized; 2x min is usual"
             ),
             ConfigError::Zero { what } => write!(f, "{what} must be at least 1"),
+            ConfigError::BadMembershipEntry { index, reason } => write!(
+                f,
+                "the configuration entry at index {index} in the stored log cannot be read \
+                 ({reason}): restore this node from a backup or replace it with an empty one \
+                 that joins"
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Errors the core returns, each saying what the caller should do.
 
-use crate::types::NodeId;
+use crate::membership::MembershipError;
+use crate::types::{Index, NodeId};
 
 /// Why a proposal, read or transfer was not taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,12 +17,23 @@ pub enum ProposeError {
     },
     /// The target of a leadership transfer is not a voter.
     UnknownNode { node: NodeId },
+    /// A configuration change waits for the leader to commit an entry of its term (just
+    /// elected); retry shortly.
+    NoCommitInTerm,
+    /// The previous configuration change, at `index`, is not committed yet; retry once it is.
+    MembershipChangePending { index: Index },
+    /// The configuration asked for is not one valid step from the current one; nothing was
+    /// appended. Not retryable as is.
+    InvalidMembership(MembershipError),
 }
 
 impl ProposeError {
     /// Whether trying again (possibly elsewhere) can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProposeError::UnknownNode { .. })
+        !matches!(
+            self,
+            ProposeError::UnknownNode { .. } | ProposeError::InvalidMembership(_)
+        )
     }
 }
 
@@ -54,6 +66,17 @@ impl std::fmt::Display for ProposeError {
                  {max_uncommitted_bytes}); retry once earlier proposals commit"
             ),
             ProposeError::UnknownNode { node } => write!(f, "node {node} is not a voter"),
+            ProposeError::NoCommitInTerm => write!(
+                f,
+                "the leader was just elected and has not committed an entry of its term; retry \
+                 shortly"
+            ),
+            ProposeError::MembershipChangePending { index } => write!(
+                f,
+                "the previous membership change (index {index}) is not committed yet; retry \
+                 once it is"
+            ),
+            ProposeError::InvalidMembership(e) => write!(f, "{e}"),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 mod log;
+pub mod membership;
 mod progress;
 mod raft;
 pub mod ready_plan;
@@ -20,6 +21,7 @@ pub mod types;
 
 pub use config::{Config, ConfigError, PlantedBug};
 pub use error::ProposeError;
+pub use membership::{Membership, MembershipError};
 pub use raft::{Raft, Ready};
 pub use ready_plan::{Persist, ReadyPlan, Undurable};
 pub use storage::{MemStorage, Storage};

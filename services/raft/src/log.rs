@@ -10,7 +10,8 @@
 
 use std::collections::VecDeque;
 
-use crate::types::{Bytes, Entry, Index, Snapshot, SnapshotMeta, Term};
+use crate::membership::{Membership, MembershipError, MembershipLog};
+use crate::types::{Bytes, Entry, EntryKind, Index, Snapshot, SnapshotMeta, Term};
 
 #[derive(Clone, Debug)]
 pub(crate) struct RaftLog {
@@ -21,32 +22,51 @@ pub(crate) struct RaftLog {
     pub(crate) stable_index: Index,
     pub(crate) committed: Index,
     pub(crate) applied: Index,
+    /// The configurations along the log (thesis §4.1: the latest one is in effect).
+    pub(crate) memberships: MembershipLog,
 }
 
 impl RaftLog {
+    /// `bootstrap` is the configuration in effect where neither the snapshot nor an entry
+    /// holds one (a cluster that never changed its membership). Fails, with the entry's index,
+    /// on a configuration entry that does not decode.
     pub(crate) fn new(
         snapshot: Option<Snapshot>,
         entries: Vec<Entry>,
         committed: Index,
-    ) -> RaftLog {
+        bootstrap: Membership,
+    ) -> Result<RaftLog, (Index, MembershipError)> {
         let snapshot = snapshot.unwrap_or_default();
         let snap_index = snapshot.meta.last_index;
+        let mut memberships = MembershipLog {
+            base: if snapshot.meta.membership.is_empty() {
+                bootstrap
+            } else {
+                snapshot.meta.membership.clone()
+            },
+            changes: Vec::new(),
+        };
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
                 snap_index + 1 + i as u64,
                 "recovered log is not contiguous"
             );
+            if e.kind == EntryKind::Membership {
+                let m = Membership::decode(&e.data).map_err(|err| (e.index, err))?;
+                memberships.appended(e.index, m);
+            }
         }
         let last = entries.last().map_or(snap_index, |e| e.index);
         let committed = committed.clamp(snap_index, last);
-        RaftLog {
+        Ok(RaftLog {
             snapshot,
             entries: entries.into(),
             stable_index: last,
             committed,
             applied: snap_index,
-        }
+            memberships,
+        })
     }
 
     pub(crate) fn snapshot_index(&self) -> Index {
@@ -137,9 +157,15 @@ impl RaftLog {
         None
     }
 
+    /// Appends `entry`; a configuration entry takes effect at once (thesis §4.1). The caller
+    /// checked that a configuration entry decodes (see `Membership::decode`).
     pub(crate) fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "append leaves a gap");
         assert!(entry.term >= self.last_term(), "append with a smaller term");
+        if entry.kind == EntryKind::Membership {
+            let m = Membership::decode(&entry.data).expect("configuration entry checked");
+            self.memberships.appended(entry.index, m);
+        }
         self.entries.push_back(entry);
     }
 
@@ -148,6 +174,7 @@ impl RaftLog {
         assert!(index > self.committed, "truncating committed entry {index}");
         let keep = (index - self.first_index()) as usize;
         self.entries.truncate(keep);
+        self.memberships.truncated_from(index);
         self.stable_index = self.stable_index.min(index - 1);
     }
 
@@ -172,11 +199,12 @@ impl RaftLog {
         self.committed = index;
         self.applied = index;
         self.stable_index = index;
+        self.memberships.restored(snapshot.meta.membership.clone());
         self.snapshot = snapshot;
     }
 
     /// Drops entries up to `index`, which the application snapshotted as `data`.
-    pub(crate) fn compact(&mut self, index: Index, data: Bytes, voters: Vec<u64>) {
+    pub(crate) fn compact(&mut self, index: Index, data: Bytes) {
         assert!(index <= self.applied, "compacting unapplied entry {index}");
         if index <= self.snapshot_index() {
             return;
@@ -184,11 +212,12 @@ impl RaftLog {
         let term = self.term(index).expect("term of an applied entry is known");
         let drop = (index - self.snapshot_index()) as usize;
         self.entries.drain(..drop);
+        self.memberships.compacted_to(index);
         self.snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_index: index,
                 last_term: term,
-                voters,
+                membership: self.memberships.base.clone(),
             },
             data,
         };

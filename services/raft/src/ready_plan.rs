@@ -334,7 +334,7 @@ mod tests {
                 meta: SnapshotMeta {
                     last_index: 4,
                     last_term: 1,
-                    voters: vec![1, 2, 3],
+                    membership: crate::Membership::from_voters([1, 2, 3]),
                 },
                 data: Default::default(),
             }),

@@ -190,7 +190,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: 2,
                 last_term: 1,
-                voters: vec![1],
+                membership: crate::Membership::from_voters([1]),
             },
             data: vec![9].into(),
         };

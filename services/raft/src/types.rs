@@ -16,6 +16,9 @@ pub enum EntryKind {
     Normal,
     /// The empty entry a new leader appends so that it can commit earlier terms' entries (§5.4.2).
     Noop,
+    /// A new configuration ([`crate::Membership::encode`]): in effect on a node from the
+    /// moment the node appends it (thesis §4.1).
+    Membership,
 }
 
 /// One log entry. Two entries with the same `index` and `term` hold the same data (Log Matching,
@@ -54,7 +57,8 @@ pub struct HardState {
 pub struct SnapshotMeta {
     pub last_index: Index,
     pub last_term: Term,
-    pub voters: Vec<NodeId>,
+    /// The configuration in effect at `last_index` (empty: none recorded, the bootstrap one).
+    pub membership: crate::Membership,
 }
 
 pub use bytes::Bytes;

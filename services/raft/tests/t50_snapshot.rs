@@ -15,7 +15,7 @@ fn install(from: u64, to: u64, term: u64, index: u64, last_term: u64) -> Message
                 meta: SnapshotMeta {
                     last_index: index,
                     last_term,
-                    voters: vec![1, 2, 3],
+                    membership: dmq_raft::Membership::from_voters([1, 2, 3]),
                 },
                 data: format!("state@{index}").into_bytes().into(),
             },
@@ -78,7 +78,10 @@ fn s7_lagging_follower_receives_install_snapshot_then_normal_entries() {
     );
     let s = &n3.snapshots[0];
     assert_eq!((s.meta.last_index, s.meta.last_term), (11, t));
-    assert_eq!(s.meta.voters, vec![1, 2, 3]);
+    assert_eq!(
+        s.meta.membership,
+        dmq_raft::Membership::from_voters([1, 2, 3])
+    );
     assert_eq!(s.data, b"state@11".to_vec());
     assert_eq!(n3.storage.snapshot_index(), 11);
     assert_eq!(n3.raft.commit_index(), commit);

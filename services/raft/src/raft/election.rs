@@ -60,12 +60,14 @@ impl Raft {
             self.term
         };
         self.votes.insert(self.cfg.id, true);
-        if self.quorum == 1 {
+        if self.quorum() == 1 {
             self.win_election(pre_vote, leadership_transfer);
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for to in self.cfg.voters.clone() {
+        // Learners get no vote request: they never vote (thesis §4.2.1).
+        let voters: Vec<NodeId> = self.membership().voters.iter().copied().collect();
+        for to in voters {
             if to != self.cfg.id {
                 self.msgs.push(Message {
                     from: self.cfg.id,
@@ -150,12 +152,18 @@ impl Raft {
         if !expected {
             return;
         }
+        if !self.membership().is_voter(from) {
+            // Not a voter of our configuration (a learner, or a node our configuration
+            // removed): its vote does not count.
+            return;
+        }
         self.votes.entry(from).or_insert(granted);
         let yes = self.votes.values().filter(|&&g| g).count();
         let no = self.votes.len() - yes;
-        if yes >= self.quorum {
+        let quorum = self.quorum();
+        if yes >= quorum {
             self.win_election(pre_vote, false);
-        } else if no >= self.quorum {
+        } else if no >= quorum {
             let t = self.term;
             self.become_follower(t, None);
         }
@@ -169,11 +177,10 @@ impl Raft {
         self.reset_election_timer();
         let next = self.log.last_index() + 1;
         self.progress = self
-            .cfg
-            .voters
-            .iter()
-            .filter(|&&v| v != self.cfg.id)
-            .map(|&v| {
+            .membership()
+            .members()
+            .filter(|&v| v != self.cfg.id)
+            .map(|v| {
                 let mut p = Progress::new(next);
                 p.recent_active = true;
                 (v, p)

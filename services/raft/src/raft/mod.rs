@@ -19,10 +19,12 @@ use rand::rngs::StdRng;
 use crate::config::{Config, ConfigError, PlantedBug};
 use crate::error::ProposeError;
 use crate::log::RaftLog;
+use crate::membership::Membership;
 use crate::progress::{Progress, ProgressState};
 use crate::types::*;
 
 mod election;
+mod membership_change;
 mod replication;
 
 /// What the caller must do next: persist, send, apply. See [`Raft::ready`].
@@ -64,7 +66,6 @@ struct PendingRead {
 /// of calls produce the same Readies.
 pub struct Raft {
     cfg: Config,
-    quorum: usize,
     term: Term,
     vote: Option<NodeId>,
     role: Role,
@@ -110,10 +111,14 @@ impl Raft {
     ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
         let hs = recovered.hard_state;
-        let mut log = RaftLog::new(recovered.snapshot, recovered.entries, hs.commit);
+        let bootstrap = Membership::from_voters(cfg.voters.iter().copied());
+        let mut log = RaftLog::new(recovered.snapshot, recovered.entries, hs.commit, bootstrap)
+            .map_err(|(index, err)| ConfigError::BadMembershipEntry {
+                index,
+                reason: err.to_string(),
+            })?;
         log.applied = applied.clamp(log.snapshot_index(), log.committed);
         let mut raft = Raft {
-            quorum: cfg.voters.len() / 2 + 1,
             rng: StdRng::seed_from_u64(cfg.seed),
             cfg,
             term: hs.term,
@@ -199,9 +204,23 @@ impl Raft {
     pub fn transferring_to(&self) -> Option<NodeId> {
         self.transferee
     }
-    /// The number of votes (or acknowledgments) that make a majority.
+    /// The number of votes (or acknowledgments) that make a majority of the voters.
     pub fn quorum(&self) -> usize {
-        self.quorum
+        self.membership().quorum()
+    }
+    /// The configuration in effect here: the latest in the log, committed or not (thesis §4.1).
+    pub fn membership(&self) -> &Membership {
+        self.log.memberships.latest()
+    }
+    /// The index of the configuration entry in effect, `None` while the snapshot's (or the
+    /// bootstrap) configuration is. A change is committed once the commit index reaches it.
+    pub fn membership_index(&self) -> Option<Index> {
+        self.log.memberships.latest_index()
+    }
+    /// Whether this node may vote and campaign: it is a voter of its own configuration. A
+    /// learner, a removed node and one that has not learnt the configuration yet are not.
+    pub fn is_voter(&self) -> bool {
+        self.membership().is_voter(self.cfg.id)
     }
     /// On a leader, each follower's match index; empty elsewhere.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
@@ -252,12 +271,13 @@ impl Raft {
         }
     }
 
-    /// Each voting follower's match index on a leader (followers still catching up are left
-    /// out: they cannot take over).
+    /// Each voting follower's match index on a leader (learners and followers still catching
+    /// up are left out: they cannot take over).
     pub fn transfer_candidates(&self) -> BTreeMap<NodeId, Index> {
+        let membership = self.log.memberships.latest();
         self.progress
             .iter()
-            .filter(|(_, p)| !p.catching_up)
+            .filter(|(id, p)| !p.catching_up && membership.is_voter(**id))
             .map(|(&id, p)| (id, p.match_index))
             .collect()
     }
@@ -283,13 +303,17 @@ impl Raft {
             self.tick_leader();
         } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
             self.election_elapsed_ticks = 0;
-            if !self.catching_up {
+            if !self.catching_up && self.is_voter() {
                 self.campaign(self.cfg.pre_vote, false);
             }
         }
     }
 
     fn tick_leader(&mut self) {
+        self.hand_off_if_removed();
+        if self.role != Role::Leader {
+            return;
+        }
         self.heartbeat_elapsed_ticks += 1;
         if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
@@ -326,11 +350,18 @@ impl Raft {
         if self.election_elapsed_ticks >= min {
             self.election_elapsed_ticks = 0;
             if self.cfg.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                let membership = self.log.memberships.latest();
+                let active = usize::from(membership.is_voter(self.cfg.id))
+                    + self
+                        .progress
+                        .iter()
+                        .filter(|(id, p)| p.recent_active && membership.is_voter(**id))
+                        .count();
+                let quorum = membership.quorum();
                 for p in self.progress.values_mut() {
                     p.recent_active = false;
                 }
-                if active < self.quorum {
+                if active < quorum {
                     // Thesis §6.2: a leader that cannot reach a majority steps down.
                     let term = self.term;
                     self.become_follower(term, None);
@@ -343,7 +374,7 @@ impl Raft {
     /// their own when the election timeout elapses.
     pub fn campaign_now(&mut self) {
         self.assert_not_in_ready();
-        if self.role != Role::Leader && !self.catching_up {
+        if self.role != Role::Leader && !self.catching_up && self.is_voter() {
             self.campaign(false, false);
         }
     }
@@ -403,7 +434,7 @@ impl Raft {
         if ctxs.is_empty() {
             return;
         }
-        if self.quorum == 1 {
+        if self.membership().voters.iter().eq([&self.cfg.id]) {
             let index = self.log.committed;
             self.read_states
                 .extend(ctxs.iter().map(|&ctx| ReadState { ctx, index }));
@@ -432,7 +463,7 @@ impl Raft {
         if to == self.cfg.id {
             return Ok(());
         }
-        if self.progress.get(&to).is_none_or(|p| p.catching_up) {
+        if self.progress.get(&to).is_none_or(|p| p.catching_up) || !self.membership().is_voter(to) {
             return Err(ProposeError::UnknownNode { node: to });
         }
         self.transferee = Some(to);
@@ -449,8 +480,7 @@ impl Raft {
     /// index) as `data`, and drops the log up to it. The caller stores the snapshot itself.
     pub fn compact(&mut self, index: Index, data: impl Into<Bytes>) {
         self.assert_not_in_ready();
-        let voters = self.cfg.voters.clone();
-        self.log.compact(index, data.into(), voters);
+        self.log.compact(index, data.into());
     }
 
     /// The caller's transport reports the end of the InstallSnapshot transfer of the snapshot
@@ -481,7 +511,16 @@ impl Raft {
     /// Feeds one message from a peer.
     pub fn step(&mut self, m: Message) {
         self.assert_not_in_ready();
-        if m.to != self.cfg.id || m.from == self.cfg.id || !self.cfg.voters.contains(&m.from) {
+        self.step_message(m);
+        self.hand_off_if_removed();
+    }
+
+    fn step_message(&mut self, m: Message) {
+        // Messages from nodes outside our configuration are taken too: a node that joins
+        // learns the configuration from the leader's log, and a leader may be one being
+        // removed. What keeps a removed node from disrupting is that it does not campaign once
+        // it knows, and pre-vote and the live-leader check while it does not (§4.2.3).
+        if m.to != self.cfg.id || m.from == self.cfg.id {
             return;
         }
         if m.term > self.term {
@@ -717,6 +756,7 @@ impl Raft {
         if self.role == Role::Leader && self.maybe_commit() {
             self.broadcast_commit();
         }
+        self.hand_off_if_removed();
         // Caught up: the log durably holds what the leader of this term said was committed, up
         // to an entry of this term, so it holds every entry committed before this node lost
         // its storage. An earlier term's entry is not enough: the leader may not know yet that

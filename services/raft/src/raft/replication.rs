@@ -2,6 +2,7 @@
 
 use super::Raft;
 use crate::config::PlantedBug;
+use crate::membership::Membership;
 use crate::progress::ProgressState;
 use crate::types::*;
 
@@ -160,6 +161,26 @@ impl Raft {
                     success: true,
                     match_index: committed,
                     rejected_index: 0,
+                    conflict: None,
+                    read_round,
+                    catching_up: self.catching_up,
+                },
+            );
+            return;
+        }
+        if entries
+            .iter()
+            .any(|e| e.kind == EntryKind::Membership && Membership::decode(&e.data).is_err())
+        {
+            // A configuration this node cannot read: take nothing of the append rather than a
+            // log whose configuration it cannot know. The leader keeps probing; an operator
+            // sees the node lag.
+            self.send(
+                from,
+                MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: 0,
+                    rejected_index: prev,
                     conflict: None,
                     read_round,
                     catching_up: self.catching_up,
@@ -342,14 +363,26 @@ impl Raft {
     pub(crate) fn maybe_commit(&mut self) -> bool {
         // Followers catching up hold what they acknowledged, but they forgot their votes and
         // may have taken entries from a stale leader: they count as holding nothing.
+        // Learners count for nothing either (thesis §4.2.1), nor does a leader that is being
+        // removed (§4.2.2: it manages the cluster until the change commits, but is not part
+        // of its majorities).
+        let membership = self.log.memberships.latest();
+        let learners_count = self.bug(PlantedBug::LearnerCountsTowardCommit);
         let mut matches: Vec<Index> = self
             .progress
-            .values()
-            .map(|p| if p.catching_up { 0 } else { p.match_index })
+            .iter()
+            .filter(|(id, _)| membership.is_voter(**id) || learners_count)
+            .map(|(_, p)| if p.catching_up { 0 } else { p.match_index })
             .collect();
-        matches.push(self.log.stable_index);
+        if membership.is_voter(self.cfg.id) {
+            matches.push(self.log.stable_index);
+        }
+        let quorum = membership.quorum();
+        if matches.len() < quorum {
+            return false;
+        }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matches[self.quorum - 1];
+        let quorum_index = matches[quorum - 1];
         if quorum_index <= self.log.committed {
             return false;
         }
@@ -373,13 +406,16 @@ impl Raft {
     }
 
     pub(super) fn check_pending_reads(&mut self) {
+        let membership = self.log.memberships.latest();
+        let quorum = membership.quorum();
         while let Some(r) = self.pending_reads.front() {
-            let acks = 1 + self
-                .progress
-                .values()
-                .filter(|p| p.acked_read_round >= r.round)
-                .count();
-            if acks < self.quorum {
+            let acks = usize::from(membership.is_voter(self.cfg.id))
+                + self
+                    .progress
+                    .iter()
+                    .filter(|(id, p)| p.acked_read_round >= r.round && membership.is_voter(**id))
+                    .count();
+            if acks < quorum {
                 break;
             }
             let r = self.pending_reads.pop_front().expect("checked");

@@ -276,7 +276,7 @@ mod tests {
                 meta: SnapshotMeta {
                     last_index: 20,
                     last_term: 3,
-                    voters: vec![1, 2, 3],
+                    membership: crate::Membership::from_voters([1, 2, 3]),
                 },
                 data: Default::default(),
             }),
