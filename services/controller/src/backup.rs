@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dmq_proto::v1::{MetadataSnapshot, SnapshotHeader};
-use dmq_raft::{Bytes, HardState, NodeId, Snapshot, SnapshotMeta, Storage};
+use dmq_raft::{Bytes, HardState, Membership, NodeId, Snapshot, SnapshotMeta, Storage};
 use prost::Message as _;
 
 use crate::metadata::MetadataStore;
@@ -230,7 +230,7 @@ pub fn restore(
         meta: SnapshotMeta {
             last_index: applied_index,
             last_term: term,
-            voters,
+            membership: Membership::from_voters(voters),
         },
         data,
     };

@@ -5,11 +5,12 @@
 //! - `raft_log`: the entries in groups, one group per `persist` call (split when larger than
 //!   [`GROUP_PAYLOAD_MAX_BYTES`]). Key = the index of the group's first entry (big-endian u64,
 //!   so keys sort by index); value = `crc32 · count (u32 BE)`, then per entry `term (u64 BE) ·
-//!   kind (u8: 0 normal, 1 no-op) · data length (u32 BE) · data`, the CRC32 covering the key
+//!   kind (u8: 0 normal, 1 no-op, 2 membership) · data length (u32 BE) · data`, the CRC32 covering the key
 //!   and the rest. Entry `i` of a group has index key + `i`.
 //! - `raft_meta`: `format` (the layout version), `hard_state` (`term · vote (0 = none) · commit`,
 //!   u64 BE each), `snap_meta` (`last_index · last_term · data length (u64 BE) · data crc32 ·
-//!   voter count (u32 BE) · voters (u64 BE each)`) and the snapshot data in chunks of at most
+//!   voter count (u32 BE) · voters (u64 BE each) · membership length (u32 BE) · membership
+//!   (the core's encoding; absent in stores written before membership changes)`) and the snapshot data in chunks of at most
 //!   [`SNAPSHOT_CHUNK_DATA_MAX_BYTES`] under `snap/<chunk number as u32 BE>`. Each value starts
 //!   with a CRC32 over its key and payload (see [`crate::checksum`]).
 //!
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use dmq_durable::{DurableError, DurableSync};
 use dmq_raft::{
-    Entry, EntryKind, HardState, Index, RecoveredState, Snapshot, SnapshotMeta, Storage,
+    Entry, EntryKind, HardState, Index, Membership, RecoveredState, Snapshot, SnapshotMeta, Storage,
 };
 use sled::Batch;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -70,6 +71,7 @@ const ENTRY_HEADER_BYTES: usize = 13;
 
 const KIND_NORMAL: u8 = 0;
 const KIND_NOOP: u8 = 1;
+const KIND_MEMBERSHIP: u8 = 2;
 
 /// Why the Raft storage failed, and what the caller should do about it. Every variant means the
 /// node must not go on as if the call had succeeded.
@@ -643,20 +645,23 @@ impl SledStorage {
 
         let data = &snapshot.data;
         let count = chunk_count(data.len() as u64).expect("snapshot data too large to store");
-        let voter_count =
-            u32::try_from(snapshot.meta.voters.len()).expect("too many voters to store");
+        let voters = &snapshot.meta.membership.voters;
+        let voter_count = u32::try_from(voters.len()).expect("too many voters to store");
+        let membership = snapshot.meta.membership.encode();
         let meta_value = seal(
             KEY_SNAPSHOT_META,
-            32 + 8 * snapshot.meta.voters.len(),
+            36 + 8 * voters.len() + membership.len(),
             |v| {
                 v.extend_from_slice(&snapshot.meta.last_index.to_be_bytes());
                 v.extend_from_slice(&snapshot.meta.last_term.to_be_bytes());
                 v.extend_from_slice(&(data.len() as u64).to_be_bytes());
                 v.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
                 v.extend_from_slice(&voter_count.to_be_bytes());
-                for voter in &snapshot.meta.voters {
+                for voter in voters {
                     v.extend_from_slice(&voter.to_be_bytes());
                 }
+                v.extend_from_slice(&(membership.len() as u32).to_be_bytes());
+                v.extend_from_slice(&membership);
             },
         );
         meta_batch.insert(KEY_SNAPSHOT_META, meta_value);
@@ -1049,6 +1054,7 @@ fn encode_kind(kind: EntryKind) -> u8 {
     match kind {
         EntryKind::Normal => KIND_NORMAL,
         EntryKind::Noop => KIND_NOOP,
+        EntryKind::Membership => KIND_MEMBERSHIP,
     }
 }
 
@@ -1056,6 +1062,7 @@ fn decode_kind(kind: u8) -> Result<EntryKind, String> {
     match kind {
         KIND_NORMAL => Ok(EntryKind::Normal),
         KIND_NOOP => Ok(EntryKind::Noop),
+        KIND_MEMBERSHIP => Ok(EntryKind::Membership),
         other => Err(format!("unknown entry kind {other}")),
     }
 }
@@ -1109,12 +1116,27 @@ fn decode_snapshot_meta(payload: &[u8]) -> Result<StoredSnapshotMeta, String> {
     let voters = (0..voter_count)
         .map(|_| reader.u64())
         .collect::<Result<Vec<_>, _>>()?;
-    reader.finish()?;
+    // Stores written before membership changes end here: their voters are the configuration.
+    let rest = reader.rest();
+    let membership = if rest.is_empty() {
+        Membership::from_voters(voters)
+    } else {
+        let mut reader = Reader::new(rest);
+        let len = reader.u32()? as usize;
+        let bytes = reader.rest();
+        if bytes.len() != len {
+            return Err(format!(
+                "snapshot membership of {} bytes, {len} expected",
+                bytes.len()
+            ));
+        }
+        Membership::decode(bytes).map_err(|e| e.to_string())?
+    };
     Ok(StoredSnapshotMeta {
         meta: SnapshotMeta {
             last_index,
             last_term,
-            voters,
+            membership,
         },
         data_len_bytes,
         data_crc,
@@ -1199,12 +1221,40 @@ mod tests {
         indexes.map(|i| entry(i, term)).collect()
     }
 
+    /// A snapshot meta stored before membership changes (voters only) reads as those voters.
+    #[test]
+    fn a_snapshot_meta_without_membership_reads_as_its_voters() {
+        let mut payload = Vec::new();
+        for v in [7u64, 3, 0] {
+            payload.extend_from_slice(&v.to_be_bytes());
+        }
+        payload.extend_from_slice(&0u32.to_be_bytes());
+        payload.extend_from_slice(&2u32.to_be_bytes());
+        payload.extend_from_slice(&1u64.to_be_bytes());
+        payload.extend_from_slice(&2u64.to_be_bytes());
+        let stored = decode_snapshot_meta(&payload).unwrap();
+        assert_eq!(stored.meta.membership, Membership::from_voters([1, 2]));
+        assert_eq!((stored.meta.last_index, stored.meta.last_term), (7, 3));
+        let mut bad = payload.clone();
+        bad.extend_from_slice(&5u32.to_be_bytes());
+        bad.extend_from_slice(b"abc");
+        assert!(decode_snapshot_meta(&bad).is_err());
+    }
+
+    /// Voters, a learner and addresses: what a snapshot must bring back whole.
+    fn test_membership() -> Membership {
+        let mut m = Membership::from_voters([1, 2, 3]);
+        m.learners.insert(4);
+        m.context.insert(4, b"127.0.0.1:9094".to_vec());
+        m
+    }
+
     fn snapshot(last_index: Index, last_term: u64, data_len_bytes: usize) -> Snapshot {
         Snapshot {
             meta: SnapshotMeta {
                 last_index,
                 last_term,
-                voters: vec![1, 2, 3],
+                membership: test_membership(),
             },
             data: (0..data_len_bytes)
                 .map(|i| (i * 31 + last_index as usize) as u8)

@@ -88,6 +88,13 @@ pub enum NodeError {
     /// either way (check first, or rely on the command being refused the second time).
     #[error("{0}; the change may or may not be applied, check before retrying")]
     OutcomeUnknown(Unknown),
+    /// Not applied: another membership change is not committed yet, or the leader was just
+    /// elected; retry shortly.
+    #[error("{0}; nothing was applied, retry shortly")]
+    MembershipChangeBusy(String),
+    /// Not applied: the membership asked for is not one valid step from the current one.
+    #[error("{0}; nothing was applied")]
+    InvalidMembership(String),
 }
 
 /// Why the outcome of a proposal is unknown.
@@ -120,9 +127,12 @@ impl Unknown {
 
 impl NodeError {
     /// Whether the same request may succeed if tried again (possibly elsewhere): all but a
-    /// command that is too large.
+    /// command that is too large and a membership that is not a valid step.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, NodeError::CommandTooLarge { .. })
+        !matches!(
+            self,
+            NodeError::CommandTooLarge { .. } | NodeError::InvalidMembership(_)
+        )
     }
 
     /// Whether the request may have been applied.

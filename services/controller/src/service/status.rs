@@ -44,6 +44,12 @@ pub const REASON_COMMAND_TOO_LARGE: &str = "COMMAND_TOO_LARGE";
 /// (timeout, leader change, the controller stopped or its storage failed): it may or may not
 /// be applied. Metadata `cause` says which.
 pub const REASON_OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+/// `ErrorInfo` reason of a membership change refused because another one is not committed yet
+/// (or the leader was just elected). Not applied; retry shortly.
+pub const REASON_MEMBERSHIP_CHANGE_BUSY: &str = "MEMBERSHIP_CHANGE_BUSY";
+/// `ErrorInfo` reason of a membership change that is not one valid step (voters change one at
+/// a time; voters and learners are disjoint). Not applied.
+pub const REASON_INVALID_MEMBERSHIP: &str = "INVALID_MEMBERSHIP";
 
 /// Where a FAILED_PRECONDITION NOT_LEADER answer says the leader is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +109,17 @@ pub fn node_error_status(error: &NodeError) -> Status {
             Code::InvalidArgument,
             error.to_string(),
             ErrorDetails::with_error_info(REASON_COMMAND_TOO_LARGE, ERROR_DOMAIN, HashMap::new()),
+        ),
+        NodeError::MembershipChangeBusy(_) => retry(
+            Code::Aborted,
+            REASON_MEMBERSHIP_CHANGE_BUSY,
+            HashMap::new(),
+            200,
+        ),
+        NodeError::InvalidMembership(_) => Status::with_error_details(
+            Code::FailedPrecondition,
+            error.to_string(),
+            ErrorDetails::with_error_info(REASON_INVALID_MEMBERSHIP, ERROR_DOMAIN, HashMap::new()),
         ),
         NodeError::OutcomeUnknown(why) => retry(
             Code::Unavailable,
@@ -288,6 +305,16 @@ mod tests {
                 NodeError::OutcomeUnknown(Unknown::Timeout(Duration::from_secs(5))),
                 Code::Unavailable,
                 REASON_OUTCOME_UNKNOWN,
+            ),
+            (
+                NodeError::MembershipChangeBusy("a change is pending".into()),
+                Code::Aborted,
+                REASON_MEMBERSHIP_CHANGE_BUSY,
+            ),
+            (
+                NodeError::InvalidMembership("two voters".into()),
+                Code::FailedPrecondition,
+                REASON_INVALID_MEMBERSHIP,
             ),
             (
                 NodeError::OutcomeUnknown(Unknown::LeadershipLost),

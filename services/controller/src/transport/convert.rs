@@ -22,6 +22,7 @@ pub fn entry_to_pb(e: &Entry) -> pb::LogEntry {
         r#type: match e.kind {
             EntryKind::Normal => pb::EntryType::Normal as i32,
             EntryKind::Noop => pb::EntryType::Noop as i32,
+            EntryKind::Membership => pb::EntryType::Membership as i32,
         },
         data: e.data.clone(),
     }
@@ -31,6 +32,7 @@ pub fn entry_from_pb(e: pb::LogEntry) -> Result<Entry, ConvertError> {
     let kind = match pb::EntryType::try_from(e.r#type) {
         Ok(pb::EntryType::Normal) => EntryKind::Normal,
         Ok(pb::EntryType::Noop) => EntryKind::Noop,
+        Ok(pb::EntryType::Membership) => EntryKind::Membership,
         _ => return Err(ConvertError::MissingEntryType { index: e.index }),
     };
     Ok(Entry {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
-use dmq_raft::{Bytes, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
+use dmq_raft::{Bytes, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
 use tokio::io::AsyncWriteExt;
 
 use super::convert::{ConvertError, check};
@@ -45,6 +45,7 @@ pub fn chunks(
     let count = len.div_ceil(chunk_bytes).max(1);
     let (term, from, to) = (m.term, m.from, m.to);
     let meta = snapshot.meta.clone();
+    let membership = meta.membership.encode();
     let cluster_id = cluster_id.to_string();
     Some((0..count).map(move |i| {
         let offset = i * chunk_bytes;
@@ -54,7 +55,8 @@ pub fn chunks(
             leader_id: from,
             last_included_index: meta.last_index,
             last_included_term: meta.last_term,
-            voters: meta.voters.clone(),
+            voters: meta.membership.voters.iter().copied().collect(),
+            membership: membership.clone(),
             offset: offset as u64,
             data: data.slice(offset..end),
             done: end == len,
@@ -93,6 +95,8 @@ pub enum ReceiveError {
     },
     #[error(transparent)]
     Convert(#[from] ConvertError),
+    #[error("the snapshot's membership cannot be read: {0}")]
+    BadMembership(String),
 }
 
 /// What the first chunk says about the snapshot; every later chunk must say the same.
@@ -103,6 +107,7 @@ struct Header {
     last_index: u64,
     last_term: u64,
     voters: Vec<NodeId>,
+    membership: Vec<u8>,
     to: NodeId,
 }
 
@@ -114,6 +119,7 @@ impl Header {
             last_index: c.last_included_index,
             last_term: c.last_included_term,
             voters: c.voters.clone(),
+            membership: c.membership.clone(),
             to: c.to,
         }
     }
@@ -190,6 +196,13 @@ impl Receiver {
     /// the file is synced, read back once and removed.
     pub async fn finish(mut self, me: NodeId) -> Result<Message, ReceiveError> {
         let header = self.header.clone().ok_or(ReceiveError::Incomplete)?;
+        // Senders from before membership changes send only the voters.
+        let membership = if header.membership.is_empty() {
+            Membership::from_voters(header.voters.iter().copied())
+        } else {
+            Membership::decode(&header.membership)
+                .map_err(|e| ReceiveError::BadMembership(e.to_string()))?
+        };
         if !self.done {
             return Err(ReceiveError::Incomplete);
         }
@@ -218,7 +231,7 @@ impl Receiver {
                     meta: SnapshotMeta {
                         last_index: header.last_index,
                         last_term: header.last_term,
-                        voters: header.voters,
+                        membership,
                     },
                     data: Bytes::from(data),
                 },
@@ -273,7 +286,12 @@ mod tests {
                     meta: SnapshotMeta {
                         last_index: 10,
                         last_term: 3,
-                        voters: vec![1, 2, 3],
+                        membership: {
+                            let mut m = Membership::from_voters([1, 2, 3]);
+                            m.learners.insert(4);
+                            m.context.insert(4, b"127.0.0.1:9094".to_vec());
+                            m
+                        },
                     },
                     data: Bytes::from(data),
                 },

@@ -35,7 +35,8 @@ impl Driver {
         let mut cannot_apply = None;
         for e in entries {
             let command = match e.kind {
-                EntryKind::Noop => None,
+                // The core keeps the configuration; the driver reads it from there.
+                EntryKind::Noop | EntryKind::Membership => None,
                 EntryKind::Normal => match MetadataCommand::decode(e.data.as_slice()) {
                     Ok(command) => match features::check_known(e.index, &command) {
                         Ok(()) => Some(command),

@@ -502,6 +502,10 @@ impl Driver {
             ProposeError::UnknownNode { node } => {
                 NodeError::Unconfirmed(format!("node {node} is not a controller"))
             }
+            ProposeError::NoCommitInTerm | ProposeError::MembershipChangePending { .. } => {
+                NodeError::MembershipChangeBusy(e.to_string())
+            }
+            ProposeError::InvalidMembership(_) => NodeError::InvalidMembership(e.to_string()),
         }
     }
 
