@@ -293,3 +293,30 @@ fn thesis_4_1_a_truncated_change_is_undone() {
     assert_eq!(c.raft(1).membership(), &m(&[1, 2, 3], &[]));
     assert_eq!(c.raft(1).membership_index(), None);
 }
+
+/// Found by the simulator: a learner promoted while it was cut off does not know it votes,
+/// but the others count on its vote. Once it has heard from no leader for an election timeout
+/// it must answer votes; it used to restart its timer and stay "in the leader's lease"
+/// forever (always, with a timeout range of one tick), so no leader could be elected.
+#[test]
+fn a_learner_that_does_not_know_it_was_promoted_still_answers_votes() {
+    let voters = ids(3);
+    let mut specs: Vec<_> = voters
+        .iter()
+        .map(|&id| (config(id, &voters), RecoveredState::default()))
+        .collect();
+    let mut learner = config(4, &[]);
+    learner.election_timeout_max_ticks = learner.election_timeout_min_ticks + 1;
+    specs.push((learner, RecoveredState::default()));
+    let mut c = Cluster::build(voters, specs);
+    c.elect(1);
+    change(&mut c, 1, m(&[1, 2, 3], &[4]));
+    c.isolate(4);
+    change(&mut c, 1, m(&[1, 2, 3, 4], &[]));
+    c.heal();
+    assert!(!c.raft(4).is_voter(), "node 4 missed its promotion");
+    // The leader is lost: 2 and 3 need node 4's vote (3 of 4 voters).
+    c.isolate(1);
+    let l = await_leader_other_than(&mut c, &[1]);
+    assert!([2, 3].contains(&l));
+}

@@ -298,15 +298,20 @@ impl Raft {
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.assert_not_in_ready();
-        self.election_elapsed_ticks += 1;
+        self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
+        } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
+            && !self.catching_up
+            && self.is_voter()
+        {
             self.election_elapsed_ticks = 0;
-            if !self.catching_up && self.is_voter() {
-                self.campaign(self.cfg.pre_vote, false);
-            }
+            self.campaign(self.cfg.pre_vote, false);
         }
+        // A node that may not campaign (a learner, one not yet promoted or removed, one
+        // catching up) keeps counting: past an election timeout without a leader it is out
+        // of the leader's lease and answers votes again, which a cluster that counts on it
+        // needs (a learner promoted while it was cut off is a voter to the others).
     }
 
     fn tick_leader(&mut self) {
