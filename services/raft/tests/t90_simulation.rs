@@ -45,6 +45,12 @@ fn sweep_clean(nodes: usize, first: u64, count: u64) {
     );
     assert!(c.snapshot_chunks_lost > 0, "no snapshot chunk was lost");
     assert!(
+        c.membership_changes > count,
+        "membership changes: {}",
+        c.membership_changes
+    );
+    assert!(c.leader_removals > 0, "no leader removed itself");
+    assert!(
         c.snapshot_deadlines_missed > 0,
         "no snapshot transfer missed its deadline"
     );
@@ -150,6 +156,22 @@ fn t91_catches_entries_applied_before_they_are_durable() {
     assert_eq!(
         assert_caught(PlantedBug::ApplyBeforeDurable, 3),
         dmq_raft::ready_plan::APPLY_DURABLE
+    );
+}
+
+/// Thesis §4.1: two one-voter changes in flight can make configurations whose majorities do
+/// not overlap.
+#[test]
+fn t91_catches_two_membership_changes_in_flight() {
+    assert_caught(PlantedBug::TwoMembershipChangesInFlight, 3);
+}
+
+/// Thesis §4.2.1: a learner's acknowledgment counts toward nothing.
+#[test]
+fn t91_catches_a_learner_counted_toward_a_commit() {
+    assert_eq!(
+        assert_caught(PlantedBug::LearnerCountsTowardCommit, 3),
+        dmq_raft::sim::checker::COMMIT_ON_VOTERS
     );
 }
 

@@ -157,6 +157,10 @@ fn main() -> ExitCode {
         c.snapshot_chunks_lost,
         c.snapshot_deadlines_missed
     );
+    println!(
+        "membership changes: {}  of them removing the leader: {}",
+        c.membership_changes, c.leader_removals
+    );
     for (cfg, v) in total.failures.iter().take(20) {
         println!("seed {}: {v}\n  replay: {}", cfg.seed, cfg.replay_command());
     }

@@ -34,6 +34,9 @@ pub(crate) const COMMIT_OWN_TERM: &str =
     "a leader's commit index moves only to an entry of its term (5.4.2)";
 pub(crate) const APPLY_ORDER: &str = "entries applied in order, each exactly once";
 pub(crate) const APPLIED_LE_COMMITTED: &str = "applied <= committed";
+pub const COMMIT_ON_VOTERS: &str = "a leader commits only what a majority of its configuration's voters hold (learners count for nothing)";
+pub(crate) const ELECTED_BY_VOTERS: &str =
+    "a leader is elected by a majority of its configuration's voters (learners count for nothing)";
 pub(crate) const ACK_DURABLE: &str = "no proposal acknowledged before it is durable on a majority";
 pub(crate) const LINEARIZABLE_READ: &str =
     "linearizable reads (ReadIndex) see every acknowledged write";
@@ -188,6 +191,29 @@ impl Checker {
             ),
             _ => Ok(()),
         }
+    }
+
+    /// `node` became leader of `term`: the votes it was granted (and its own) must include
+    /// a majority of `voters`.
+    pub(crate) fn elected_by_voters(
+        &self,
+        node: NodeId,
+        term: Term,
+        voters: &std::collections::BTreeSet<NodeId>,
+    ) -> Result<(), Violation> {
+        let granted = voters
+            .iter()
+            .filter(|&&v| v == node || self.votes.get(&(v, term)) == Some(&node))
+            .count();
+        if granted < voters.len() / 2 + 1 {
+            return self.fail(
+                ELECTED_BY_VOTERS,
+                format!(
+                    "node {node} leads term {term} with votes from {granted} of voters {voters:?}"
+                ),
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn highest_applied(&self) -> Index {

@@ -75,7 +75,7 @@ impl World {
                 .iter()
                 .filter(|n| holds(n.disk.storage()) || n.before_wipe.as_ref().is_some_and(holds))
                 .count();
-            if durable < self.nodes.len() / 2 + 1 {
+            if durable < self.ack_majority {
                 return Err(self.checker.violation(
                     checker::ACK_DURABLE,
                     format!("entry {index} (term {term}) acknowledged while durable on {durable} node(s)"),
@@ -151,11 +151,12 @@ impl World {
         self.pump(i)
     }
 
-    /// The highest term any live node is in.
+    /// The highest term any live member is in (a node removed while it was cut off may
+    /// campaign on in terms of its own: that disrupts nothing, see `membership.rs`).
     pub(super) fn max_term(&self) -> Term {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.raft.as_ref().map(Raft::term))
+        self.member_rafts()
+            .into_iter()
+            .map(Raft::term)
             .max()
             .unwrap_or(0)
     }

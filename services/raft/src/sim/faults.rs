@@ -136,6 +136,29 @@ impl World {
     /// one at a time, and only while every other node holds its log, since losing a majority's
     /// disks loses committed entries for real.
     pub(super) fn may_wipe(&self, x: usize) -> bool {
+        // With membership changes, "the others hold its log" must mean the other voters: a
+        // node just demoted or removed may be the only other one holding the latest commits,
+        // and it does not vote for them. So every other voter of the cluster's configuration
+        // must have committed what any node has.
+        if self.profile.membership_interval_us.is_some() {
+            let commit_of = |n: &super::node::Node| match &n.raft {
+                Some(r) => r.commit_index(),
+                None => n.disk.hard_state().commit,
+            };
+            let max_commit = self.nodes.iter().map(commit_of).max().unwrap_or(0);
+            let Some(members) = self.cluster_membership() else {
+                return false;
+            };
+            let voters_caught_up = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|&(y, n)| y != x && members.is_voter(n.id))
+                .all(|(_, n)| commit_of(n) >= max_commit);
+            if !voters_caught_up {
+                return false;
+            }
+        }
         (0..self.nodes.len()).all(|y| {
             let other = &self.nodes[y];
             let catching_up = match &other.raft {

@@ -22,6 +22,9 @@
 //!   sometimes planted in the middle of a write, leaves a prefix of it on disk); entries found
 //!   corrupt at restart (the node refuses to start, as `SledStorage::open` does, and is wiped
 //!   as the README tells the operator, so it rejoins empty; only where a lost disk is allowed).
+//! - membership (half the seeds, `membership.rs`): two more nodes start knowing no
+//!   configuration, and the leader is asked now and then for one step (add a learner, promote
+//!   one, demote or remove a voter, the leader included, drop a learner).
 //!
 //! After every step the [`checker`] verifies the safety invariants, and every message sent
 //! and entry applied is checked against the sender's disk with the plan's checks (no ack of
@@ -34,6 +37,7 @@ pub mod checker;
 mod clients;
 mod disk;
 mod faults;
+mod membership;
 mod node;
 mod transfer;
 mod world;
@@ -113,6 +117,9 @@ pub struct Counts {
     pub slow_snapshot_transfers: u64,
     pub snapshot_chunks_lost: u64,
     pub snapshot_deadlines_missed: u64,
+    /// Membership changes appended, and those that removed the leader itself.
+    pub membership_changes: u64,
+    pub leader_removals: u64,
 }
 
 impl Counts {
@@ -136,6 +143,8 @@ impl Counts {
             slow_snapshot_transfers,
             snapshot_chunks_lost,
             snapshot_deadlines_missed,
+            membership_changes,
+            leader_removals,
         } = *o;
         self.committed += committed;
         self.leader_changes += leader_changes;
@@ -155,6 +164,8 @@ impl Counts {
         self.slow_snapshot_transfers += slow_snapshot_transfers;
         self.snapshot_chunks_lost += snapshot_chunks_lost;
         self.snapshot_deadlines_missed += snapshot_deadlines_missed;
+        self.membership_changes += membership_changes;
+        self.leader_removals += leader_removals;
     }
 }
 

@@ -232,6 +232,11 @@ impl World {
         // commit with them (§5.4.2). Checked as it happens: the history it allows (Figure 8)
         // needs a lost append and a crash within a few milliseconds to show.
         let leading = raft.role() == Role::Leader && n.leader_term_checked == Some(term);
+        if leading && commit > n.last_commit {
+            self.check_commit_on_voters(i, commit)?;
+        }
+        let n = &self.nodes[i];
+        let raft = n.raft.as_ref().expect("live");
         if leading && commit > n.last_commit && raft.term_at(commit) != Some(term) {
             return Err(self.checker.violation(
                 checker::COMMIT_OWN_TERM,
@@ -246,6 +251,8 @@ impl World {
         let new_leader = raft.role() == Role::Leader && n.leader_term_checked != Some(term);
         if new_leader {
             self.checker.leader(id, term)?;
+            self.checker
+                .elected_by_voters(id, term, &raft.membership().voters)?;
             let snap = raft.snapshot_meta().last_index;
             self.checker
                 .leader_completeness(id, term, snap, |idx| raft.term_at(idx))?;

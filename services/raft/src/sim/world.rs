@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use super::checker::{self, Checker, Violation};
 use super::clients::Pending;
 use super::disk::Disk;
+pub(super) use super::membership::MEMBERSHIP_VOTERS_MIN;
 use super::node::Node;
 use super::transfer::{SnapshotLinks, Transfer};
 use super::{Counts, SimConfig, SimReport};
@@ -59,6 +60,8 @@ pub(super) enum Kind {
     SnapshotChunk(usize, usize, u64),
     /// Transfer `.2` from node `.0` to node `.1` reaches its deadline.
     SnapshotDeadline(usize, usize, u64),
+    /// An operator asks the leader for a membership change (`membership.rs`).
+    Membership,
 }
 
 pub(super) struct Event {
@@ -99,6 +102,8 @@ pub(super) struct Profile {
     pub(super) snapshots: SnapshotLinks,
     /// Of the restarts during the faults, how many (per mille) find an entry corrupt.
     pub(super) corrupt_per_mille: u32,
+    /// Membership changes are asked for about this often; `None` on seeds without them.
+    pub(super) membership_interval_us: Option<u64>,
 }
 
 pub(super) struct World {
@@ -127,12 +132,29 @@ pub(super) struct World {
     pub(super) transfers: HashMap<(usize, usize), Transfer>,
     pub(super) next_transfer_id: u64,
     pub(super) acked_after_heal: u64,
+    /// Nodes durably holding an acknowledged entry at least (the smallest majority any
+    /// configuration of the run has; the commit-time check holds each commit to its own).
+    pub(super) ack_majority: usize,
 }
 
 pub(super) type Step = Result<(), Violation>;
 
 impl World {
     pub(super) fn new(cfg: &SimConfig) -> World {
+        // Whether this seed changes membership comes from its own stream, so seeds without
+        // changes draw exactly what they drew before membership changes existed.
+        let mut membership_rng = StdRng::seed_from_u64(cfg.seed ^ 0x6d65_6d62_6572_7321);
+        let membership_interval_us = membership_rng
+            .random_bool(0.5)
+            .then(|| membership_rng.random_range(2_000..=30_000));
+        // With changes: two more nodes start empty, knowing no configuration (as `--join`
+        // starts a controller), to be added as learners and promoted.
+        let total_nodes = cfg.nodes
+            + if membership_interval_us.is_some() {
+                2
+            } else {
+                0
+            };
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let small_batches = rng.random_bool(0.5);
         let profile = Profile {
@@ -145,15 +167,27 @@ impl World {
             persist_max_us: rng.random_range(50..=3_000),
             compact_every: rng.random_range(5..=80),
             corrupt_per_mille: rng.random_range(0..=60),
-            snapshots: SnapshotLinks::draw(&mut rng, cfg.nodes),
+            snapshots: SnapshotLinks::draw(&mut rng, total_nodes),
+            membership_interval_us,
         };
-        let pre_vote = rng.random_bool(0.8);
+        let mut pre_vote = rng.random_bool(0.8);
         let check_quorum = rng.random_bool(0.8);
+        if membership_interval_us.is_some() && !check_quorum {
+            // A removed node that never learnt of its removal campaigns on; without both
+            // pre-vote and check-quorum it disrupts the cluster (thesis §4.2.3). The
+            // controllers always run both.
+            pre_vote = true;
+        }
         let inflight = rng.random_range(1..=16);
         let voters: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
         let mut nodes = Vec::new();
-        for &id in &voters {
-            let mut c = Config::new(id, voters.clone());
+        for id in 1..=total_nodes as u64 {
+            let bootstrap = if voters.contains(&id) {
+                voters.clone()
+            } else {
+                Vec::new()
+            };
+            let mut c = Config::new(id, bootstrap);
             c.heartbeat_interval_ticks = HEARTBEAT_TICKS;
             c.election_timeout_min_ticks = ELECTION_MIN_TICKS;
             c.election_timeout_max_ticks = ELECTION_MAX_TICKS;
@@ -219,6 +253,11 @@ impl World {
             transfers: HashMap::new(),
             next_transfer_id: 0,
             acked_after_heal: 0,
+            ack_majority: if membership_interval_us.is_some() {
+                MEMBERSHIP_VOTERS_MIN / 2 + 1
+            } else {
+                cfg.nodes / 2 + 1
+            },
         };
         for i in 0..w.nodes.len() {
             let offset = w.rng.random_range(0..TICK_US);
@@ -232,6 +271,9 @@ impl World {
         w.schedule(p, Kind::Propose);
         w.schedule(r, Kind::Read);
         w.schedule(f, Kind::Fault);
+        if let Some(m) = membership_interval_us {
+            w.schedule(m, Kind::Membership);
+        }
         w
     }
 
@@ -309,10 +351,9 @@ impl World {
             }
             let max_term = self.max_term();
             let now_leading = self
-                .nodes
-                .iter()
-                .filter(|n| n.is_leader())
-                .find_map(|n| n.raft.as_ref().filter(|r| r.term() == max_term))
+                .member_rafts()
+                .into_iter()
+                .find(|r| r.role() == Role::Leader && r.term() == max_term)
                 .map(|r| (r.id(), r.term()));
             holding = match (holding, now_leading) {
                 (Some((id, term, since)), Some(now)) if (id, term) == now => {
@@ -327,13 +368,14 @@ impl World {
                 stable = true;
             }
             if !leader_seen {
-                leader_seen = self.nodes.iter().any(Node::is_leader);
+                leader_seen = self.member_rafts().iter().any(|r| r.role() == Role::Leader);
                 if !leader_seen && self.now_us > heal_at + LIVENESS_LEADER_US {
                     return Err(self.checker.violation(
                         checker::LIVENESS_LEADER,
                         format!(
-                            "no leader {} ms after the faults stopped",
-                            LIVENESS_LEADER_US / 1000
+                            "no leader {} ms after the faults stopped; {}",
+                            LIVENESS_LEADER_US / 1000,
+                            self.describe_nodes()
                         ),
                     ));
                 }
@@ -370,6 +412,33 @@ impl World {
             }
             self.step_once()?;
         }
+    }
+
+    /// Each node's state, for a liveness violation's detail.
+    fn describe_nodes(&self) -> String {
+        let parts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.raft {
+                None => format!("node {}: down", n.id),
+                Some(r) => format!(
+                    "node {}: {:?} term {} last {} commit {} voter {} catching up {} busy {} \
+                     paused {} voters {:?} learners {:?}",
+                    n.id,
+                    r.role(),
+                    r.term(),
+                    r.last_index(),
+                    r.commit_index(),
+                    r.is_voter(),
+                    r.is_catching_up(),
+                    n.busy(),
+                    n.paused,
+                    r.membership().voters,
+                    r.membership().learners
+                ),
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// Log Matching, second half (§5.3): if two logs hold an entry with the same index and
@@ -496,6 +565,17 @@ impl World {
             Kind::SnapshotDeadline(from, to, id) => {
                 self.mix(1000 + from as u64);
                 self.on_snapshot_deadline(from, to, id)
+            }
+            Kind::Membership => {
+                self.mix(1100);
+                if self.faults_on
+                    && let Some(m) = self.profile.membership_interval_us
+                {
+                    let next = self.rng.random_range(m / 2..=m * 3 / 2);
+                    self.schedule(next, Kind::Membership);
+                    self.on_membership()?;
+                }
+                Ok(())
             }
             Kind::Unpause(i, generation) => {
                 self.mix(700 + i as u64);
