@@ -198,6 +198,20 @@ impl ControllerService for Svc {
         Err(Status::unimplemented("get_snapshot"))
     }
 
+    async fn add_controller(
+        &self,
+        _: Request<dmq_proto::v1::AddControllerRequest>,
+    ) -> Result<Response<dmq_proto::v1::AddControllerResponse>, Status> {
+        Err(Status::unimplemented("add_controller"))
+    }
+
+    async fn remove_controller(
+        &self,
+        _: Request<dmq_proto::v1::RemoveControllerRequest>,
+    ) -> Result<Response<dmq_proto::v1::RemoveControllerResponse>, Status> {
+        Err(Status::unimplemented("remove_controller"))
+    }
+
     async fn get_metadata(
         &self,
         _: Request<GetMetadataRequest>,

@@ -223,6 +223,20 @@ impl ControllerService for FakeController {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn add_controller(
+        &self,
+        _: Request<pb::AddControllerRequest>,
+    ) -> Result<Response<pb::AddControllerResponse>, Status> {
+        Err(Status::unimplemented("add_controller"))
+    }
+
+    async fn remove_controller(
+        &self,
+        _: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerResponse>, Status> {
+        Err(Status::unimplemented("remove_controller"))
+    }
+
     async fn describe_cluster(
         &self,
         _: Request<pb::DescribeClusterRequest>,

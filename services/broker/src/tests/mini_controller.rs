@@ -279,6 +279,7 @@ impl ControllerService for MiniController {
             metadata_version: m.version,
             term: 1,
             session_timeout_ms: m.session_timeout_ms,
+            controller_addresses: Vec::new(),
         }))
     }
 
@@ -377,6 +378,20 @@ impl ControllerService for MiniController {
             partition: Some(partition),
             metadata_version: m.version,
         }))
+    }
+
+    async fn add_controller(
+        &self,
+        _: Request<pb::AddControllerRequest>,
+    ) -> Result<Response<pb::AddControllerResponse>, Status> {
+        Err(Status::unimplemented("add_controller"))
+    }
+
+    async fn remove_controller(
+        &self,
+        _: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerResponse>, Status> {
+        Err(Status::unimplemented("remove_controller"))
     }
 
     async fn describe_cluster(

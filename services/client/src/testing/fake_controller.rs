@@ -266,6 +266,20 @@ impl ControllerService for FakeController {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn add_controller(
+        &self,
+        _: Request<pb::AddControllerRequest>,
+    ) -> Result<Response<pb::AddControllerResponse>, Status> {
+        Err(Status::unimplemented("add_controller"))
+    }
+
+    async fn remove_controller(
+        &self,
+        _: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerResponse>, Status> {
+        Err(Status::unimplemented("remove_controller"))
+    }
+
     async fn describe_cluster(
         &self,
         _: Request<pb::DescribeClusterRequest>,
@@ -278,6 +292,7 @@ impl ControllerService for FakeController {
                 address: s.address.clone(),
                 role: pb::ControllerRole::Leader as i32,
                 match_index: 0,
+                ..Default::default()
             }],
             brokers: s.metadata.brokers.clone(),
             leader_id: s.node_id,

@@ -17,13 +17,51 @@ pub struct PeerAddrs {
     pub client: String,
 }
 
+impl PeerAddrs {
+    /// The member context the Raft configuration carries for this controller, so every node
+    /// learns its addresses from the log and the snapshot: `raft length (u16 BE) · raft ·
+    /// client length (u16 BE) · client`.
+    pub fn to_context(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.raft.len() + self.client.len());
+        for s in [&self.raft, &self.client] {
+            let len = u16::try_from(s.len()).expect("an address fits 64 KiB");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    }
+
+    /// Reads [`PeerAddrs::to_context`]'s bytes; `None` for anything else.
+    pub fn from_context(mut bytes: &[u8]) -> Option<PeerAddrs> {
+        let mut take = || -> Option<String> {
+            let (len, rest) = bytes.split_first_chunk::<2>()?;
+            let len = u16::from_be_bytes(*len) as usize;
+            if rest.len() < len {
+                return None;
+            }
+            let (s, rest) = rest.split_at(len);
+            bytes = rest;
+            String::from_utf8(s.to_vec()).ok()
+        };
+        let raft = take()?;
+        let client = take()?;
+        bytes.is_empty().then_some(PeerAddrs { raft, client })
+    }
+}
+
 /// A node's configuration. Times are wall-clock durations; the Raft core counts ticks of
 /// `tick`.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// Every controller, this one included.
+    /// Every controller of the cluster this node bootstraps, this one included; with `join`,
+    /// only this one. Once the log or a snapshot holds a configuration (the first leader
+    /// records the bootstrap one with its addresses), members and their addresses come from
+    /// there and this only names this node's own addresses.
     pub peers: BTreeMap<NodeId, PeerAddrs>,
+    /// This node joins a cluster that exists: it bootstraps nothing, knows no voter, and
+    /// learns the configuration from the leader once a member adds it (as a learner).
+    pub join: bool,
     pub data_dir: PathBuf,
     /// One Raft tick.
     pub tick: Duration,
@@ -74,6 +112,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             peers,
+            join: false,
             data_dir,
             tick: Duration::from_millis(50),
             heartbeat_interval_ticks: 2,
@@ -98,7 +137,12 @@ impl NodeConfig {
 
     /// The Raft core's configuration derived from this one.
     pub fn raft_config(&self) -> dmq_raft::Config {
-        let mut c = dmq_raft::Config::new(self.id, self.peers.keys().copied().collect());
+        let voters = if self.join {
+            Vec::new()
+        } else {
+            self.peers.keys().copied().collect()
+        };
+        let mut c = dmq_raft::Config::new(self.id, voters);
         c.heartbeat_interval_ticks = self.heartbeat_interval_ticks;
         c.election_timeout_min_ticks = self.election_timeout_min_ticks;
         c.election_timeout_max_ticks = self.election_timeout_max_ticks;
@@ -111,5 +155,27 @@ impl NodeConfig {
     /// The client address of `id`, for leader hints.
     pub fn client_addr(&self, id: NodeId) -> Option<&str> {
         self.peers.get(&id).map(|p| p.client.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_a_member_context() {
+        let a = PeerAddrs {
+            raft: "dmq-controller-3.dmq-controller:9094".into(),
+            client: "[::1]:9093".into(),
+        };
+        let ctx = a.to_context();
+        assert_eq!(PeerAddrs::from_context(&ctx), Some(a));
+        for cut in 0..ctx.len() {
+            assert_eq!(PeerAddrs::from_context(&ctx[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(
+            PeerAddrs::from_context(&[ctx.clone(), vec![0]].concat()),
+            None
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct NodeStatus {
     /// Back with empty storage in a named cluster and not caught up yet (see
     /// [`dmq_raft::Raft::rejoin`]): it neither votes nor counts toward a commit.
     pub catching_up: bool,
+    /// The configuration in effect here (the latest in its log, committed or not).
+    pub membership: dmq_raft::Membership,
 }
 
 impl NodeStatus {
@@ -253,6 +255,11 @@ pub(crate) enum Input {
     ReadBarrier {
         reply: Reply<()>,
     },
+    /// Proposes the next configuration of the controller group (one voter at a time).
+    ProposeMembership {
+        to: dmq_raft::Membership,
+        reply: Reply<ApplyOutcome>,
+    },
     /// Hands leadership to the most up-to-date follower (or `to`).
     TransferLeadership {
         to: Option<NodeId>,
@@ -285,7 +292,7 @@ pub struct NodeHandle {
     pub(crate) role_status: watch::Receiver<NodeStatus>,
     pub(crate) replication_timeout: Duration,
     pub(crate) max_command_bytes: usize,
-    pub(crate) addrs: Arc<BTreeMap<NodeId, crate::node::PeerAddrs>>,
+    pub(crate) addrs: Arc<std::sync::RwLock<BTreeMap<NodeId, crate::node::PeerAddrs>>>,
 }
 
 impl NodeHandle {
@@ -399,9 +406,22 @@ impl NodeHandle {
         self.role_status.clone()
     }
 
-    /// Every controller's addresses.
-    pub fn peers(&self) -> &BTreeMap<NodeId, crate::node::PeerAddrs> {
-        &self.addrs
+    /// Every member's addresses, as the configuration in effect here says (and this node's
+    /// own, from its flags, while it is not a member).
+    pub fn peers(&self) -> BTreeMap<NodeId, crate::node::PeerAddrs> {
+        self.addrs.read().expect("not poisoned").clone()
+    }
+
+    /// Proposes `to` as the next configuration of the controller group and waits until it is
+    /// applied here (the leader only; one voter changed at a time, see
+    /// [`dmq_raft::Raft::propose_membership`]).
+    pub async fn propose_membership(
+        &self,
+        to: dmq_raft::Membership,
+    ) -> Result<ApplyOutcome, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::ProposeMembership { to, reply })?;
+        self.wait(rx, NodeError::OutcomeUnknown).await
     }
 
     pub(crate) fn inbox(&self) -> Inbox {

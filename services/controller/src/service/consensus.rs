@@ -18,10 +18,18 @@ pub trait Consensus: Clone + Send + Sync + 'static {
     fn status(&self) -> NodeStatus;
     /// Told when the node's role changes, not on commits ([`NodeHandle::watch_status`]).
     fn watch_status(&self) -> watch::Receiver<NodeStatus>;
+    /// Told on every change of the status, commits and followers' progress included (for the
+    /// rare waits that need them: a learner catching up).
+    fn watch_progress(&self) -> watch::Receiver<NodeStatus>;
     /// The error a non-leader answers a mutation with.
     fn not_leader(&self) -> NodeError;
-    /// Every controller's addresses, this one included.
-    fn peers(&self) -> &BTreeMap<NodeId, PeerAddrs>;
+    /// Every member's addresses, this one included.
+    fn peers(&self) -> BTreeMap<NodeId, PeerAddrs>;
+    /// Proposes the next configuration of the controller group and waits until it is applied.
+    fn propose_membership(
+        &self,
+        to: dmq_raft::Membership,
+    ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send;
     /// Proposes `command` and waits until it is applied (only the leader accepts).
     fn propose(
         &self,
@@ -45,12 +53,23 @@ impl Consensus for NodeHandle {
         NodeHandle::watch_status(self)
     }
 
+    fn watch_progress(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
     fn not_leader(&self) -> NodeError {
         NodeHandle::not_leader(self)
     }
 
-    fn peers(&self) -> &BTreeMap<NodeId, PeerAddrs> {
+    fn peers(&self) -> BTreeMap<NodeId, PeerAddrs> {
         NodeHandle::peers(self)
+    }
+
+    fn propose_membership(
+        &self,
+        to: dmq_raft::Membership,
+    ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send {
+        NodeHandle::propose_membership(self, to)
     }
 
     fn propose(

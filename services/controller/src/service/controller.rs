@@ -25,16 +25,17 @@ use std::time::{Duration, Instant};
 use dmq_proto::v1::controller_service_server::{ControllerService, ControllerServiceServer};
 use dmq_proto::v1::metadata_command::Command;
 use dmq_proto::v1::{
-    AlterPartitionCommand, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest,
-    BrokerHeartbeatResponse, BrokerStatus, ControllerChangedRequest, ControllerNode,
-    ControllerRole, CreateTopicCommand, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicCommand, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse,
+    AddControllerRequest, AddControllerResponse, AlterPartitionCommand, AlterPartitionRequest,
+    AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerStatus,
+    ControllerChangedRequest, ControllerRole, CreateTopicCommand, CreateTopicRequest,
+    CreateTopicResponse, DeleteTopicCommand, DeleteTopicRequest, DeleteTopicResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeTopicRequest, DescribeTopicResponse,
     ElectPreferredLeadersCommand, FenceBrokerCommand, GetControllerInfoRequest,
     GetControllerInfoResponse, GetMetadataRequest, GetMetadataResponse, GetSnapshotRequest,
     ListTopicsRequest, ListTopicsResponse, MetadataCommand, RegisterBrokerCommand,
-    RegisterBrokerRequest, RegisterBrokerResponse, ReplicaAssignment, SnapshotChunk,
-    SnapshotHeader, UnfenceBrokerCommand, UnregisterBrokerCommand, UnregisterBrokerRequest,
+    RegisterBrokerRequest, RegisterBrokerResponse, RemoveControllerRequest,
+    RemoveControllerResponse, ReplicaAssignment, SnapshotChunk, SnapshotHeader,
+    UnfenceBrokerCommand, UnregisterBrokerCommand, UnregisterBrokerRequest,
     UnregisterBrokerResponse, WatchMetadataRequest,
 };
 use dmq_raft::Role;
@@ -115,7 +116,7 @@ impl<N: Consensus> ControllerServiceImpl<N> {
     }
 }
 
-fn controller_role(role: Role) -> ControllerRole {
+pub(super) fn controller_role(role: Role) -> ControllerRole {
     match role {
         Role::Follower => ControllerRole::Follower,
         Role::PreCandidate => ControllerRole::PreCandidate,
@@ -332,11 +333,18 @@ impl<N: Consensus> Inner<N> {
         }
         let status = self.ensure_lease()?;
         let (id, epoch) = (request.broker_id, request.broker_epoch);
+        let peers = self.node.peers();
+        let members: Vec<String> = status
+            .membership
+            .members()
+            .filter_map(|id| peers.get(&id).map(|a| a.client.clone()))
+            .collect();
         let answer = |broker_status: BrokerStatus| BrokerHeartbeatResponse {
             status: broker_status as i32,
             metadata_version: self.store.version(),
             term: status.term,
             session_timeout_ms: self.cfg.session_timeout.as_millis() as u64,
+            controller_addresses: members.clone(),
         };
         let mut broker = self.store.broker(id);
         // Epochs only grow, and this state can only be behind: an epoch below the applied one
@@ -557,35 +565,7 @@ impl<N: Consensus> Inner<N> {
     ) -> Result<DescribeClusterResponse, Status> {
         self.read_point(request.allow_stale).await?;
         let s = self.node.status();
-        let leading = s.role == Role::Leader;
-        let controllers = self
-            .node
-            .peers()
-            .iter()
-            .map(|(&id, addrs)| {
-                let role = if id == s.id {
-                    controller_role(s.role)
-                } else if s.leader_id == Some(id) {
-                    ControllerRole::Leader
-                } else if leading {
-                    ControllerRole::Follower
-                } else {
-                    // Only the leader knows who follows it.
-                    ControllerRole::Unspecified
-                };
-                let match_index = match s.match_indexes.get(&id) {
-                    Some(&index) => index,
-                    None if id == s.id && leading => s.commit_index,
-                    None => 0,
-                };
-                ControllerNode {
-                    node_id: id,
-                    address: addrs.client.clone(),
-                    role: role as i32,
-                    match_index,
-                }
-            })
-            .collect();
+        let controllers = super::membership::controller_nodes(&s, &self.node.peers());
         Ok(DescribeClusterResponse {
             controllers,
             brokers: self.store.brokers(),
@@ -1002,6 +982,32 @@ impl<N: Consensus> ControllerService for ControllerServiceImpl<N> {
     ) -> Result<Response<AlterPartitionResponse>, Status> {
         self.inner
             .alter_partition(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(
+        node_id = self.inner.node.status().id,
+        term = self.inner.term(),
+    ))]
+    async fn add_controller(
+        &self,
+        request: Request<AddControllerRequest>,
+    ) -> Result<Response<AddControllerResponse>, Status> {
+        super::membership::add_controller(&self.inner.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug"), fields(
+        node_id = self.inner.node.status().id,
+        term = self.inner.term(),
+    ))]
+    async fn remove_controller(
+        &self,
+        request: Request<RemoveControllerRequest>,
+    ) -> Result<Response<RemoveControllerResponse>, Status> {
+        super::membership::remove_controller(&self.inner.node, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -56,6 +56,7 @@ impl FakeNode {
             match_indexes: BTreeMap::new(),
             running: true,
             catching_up: false,
+            membership: dmq_raft::Membership::from_voters(1..=3),
         });
         FakeNode(Arc::new(Fake {
             store,
@@ -119,6 +120,10 @@ impl Consensus for FakeNode {
         self.0.status.subscribe()
     }
 
+    fn watch_progress(&self) -> watch::Receiver<NodeStatus> {
+        self.0.status.subscribe()
+    }
+
     fn not_leader(&self) -> NodeError {
         let s = self.status();
         match (s.leader_id, s.leader_addr) {
@@ -130,8 +135,17 @@ impl Consensus for FakeNode {
         }
     }
 
-    fn peers(&self) -> &BTreeMap<NodeId, PeerAddrs> {
-        &self.0.peers
+    fn peers(&self) -> BTreeMap<NodeId, PeerAddrs> {
+        self.0.peers.clone()
+    }
+
+    async fn propose_membership(
+        &self,
+        _to: dmq_raft::Membership,
+    ) -> Result<ApplyOutcome, NodeError> {
+        Err(NodeError::InvalidMembership(
+            "the fake node does not change membership".into(),
+        ))
     }
 
     async fn propose(&self, command: &MetadataCommand) -> Result<ApplyOutcome, NodeError> {

@@ -19,6 +19,7 @@ mod admission;
 mod consensus;
 mod controller;
 mod liveness;
+mod membership;
 mod push;
 mod status;
 mod watch;
@@ -27,6 +28,7 @@ pub use admission::{Admission, AdmissionLimits};
 pub use consensus::Consensus;
 pub use controller::ControllerServiceImpl;
 pub use liveness::{BrokerView, LivenessTracker};
+pub use membership::{REASON_LEARNER_NOT_CAUGHT_UP, REASON_MEMBER_EXISTS};
 pub use push::{PushTarget, push_targets};
 pub use status::{
     ERROR_DOMAIN, LEADER_METADATA_KEY, LeaderHint, REASON_COMMAND_TOO_LARGE,

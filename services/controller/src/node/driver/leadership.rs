@@ -30,7 +30,9 @@ impl Driver {
             return;
         }
         let mut target = features::supported_max(&self.cfg.faults);
-        for &id in self.cfg.peers.keys().filter(|&&id| id != self.cfg.id) {
+        // Every member applies the log, learners too.
+        let members: Vec<_> = self.raft.membership().members().collect();
+        for &id in members.iter().filter(|&&id| id != self.cfg.id) {
             target = target.min(self.peer_levels.get(&id).copied().unwrap_or(0));
         }
         let level = self.metadata.feature_level();

@@ -39,10 +39,10 @@ use super::lease::{LeaderLease, LeaseTracker};
 use super::{NodeConfig, NodeError, NodeHandle, NodeStatus, StartError, Unknown};
 use crate::metadata::{ApplyOutcome, MetadataStore};
 use crate::raft_storage::SledStorage;
-use crate::transport::peer;
 
 mod apply;
 mod leadership;
+mod membership;
 
 /// Peer inputs taken in one iteration at most (all that are queued, in practice: the peers'
 /// windows bound them far below this).
@@ -85,6 +85,16 @@ struct Driver {
     /// transfers, reported at the next iteration.
     unsent_snapshots: Vec<(NodeId, Index)>,
     peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    /// Every member's addresses (see `membership.rs`), and the copy the handle reads.
+    addrs: BTreeMap<NodeId, crate::node::PeerAddrs>,
+    shared_addrs: Arc<std::sync::RwLock<BTreeMap<NodeId, crate::node::PeerAddrs>>>,
+    /// The configuration the peers and addresses were last brought in line with.
+    synced_membership: Option<dmq_raft::Membership>,
+    /// The term in which this leader proposed to record the bootstrap configuration.
+    membership_record_term: Option<Term>,
+    runtime: tokio::runtime::Handle,
+    /// For the peer senders started as members join.
+    peer_inbox: super::handle::Inbox,
     status_tx: watch::Sender<NodeStatus>,
     /// Published only when the role changes (see [`NodeHandle::watch_status`]).
     role_status_tx: watch::Sender<NodeStatus>,
@@ -127,7 +137,8 @@ pub(crate) fn spawn(
         .find_map(|e| super::cluster_id::named_in(&e.data));
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
     let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
-    let status = status_of(&cfg, &raft, true);
+    let inbox_for_peers = inbox.clone();
+    let status = status_of(&cfg, &cfg.peers, &raft, true);
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (role_status_tx, role_status_rx) = watch::channel(status);
     let cluster_id = Arc::new(super::ClusterId::new(&metadata.cluster_id()));
@@ -139,24 +150,7 @@ pub(crate) fn spawn(
         cluster_id = %cluster_id.get(),
         "cluster id (empty: not named yet)"
     );
-    let peers = cfg
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != cfg.id)
-        .map(|(&id, addrs)| {
-            (
-                id,
-                peer::spawn(
-                    &runtime,
-                    &cfg,
-                    id,
-                    addrs.raft.clone(),
-                    inbox.clone(),
-                    cluster_id.clone(),
-                ),
-            )
-        })
-        .collect();
+    let shared_addrs = Arc::new(std::sync::RwLock::new(cfg.peers.clone()));
     let follower_view = Arc::new(FollowerView::default());
     let lease = Arc::new(LeaderLease::default());
     let handle = NodeHandle {
@@ -173,10 +167,17 @@ pub(crate) fn spawn(
         role_status: role_status_rx,
         replication_timeout: cfg.replication_timeout,
         max_command_bytes: COMMAND_BYTES_MAX,
-        addrs: Arc::new(cfg.peers.clone()),
+        addrs: shared_addrs.clone(),
     };
     let role = raft.role();
-    let driver = Driver {
+    let addrs = cfg.peers.clone();
+    let mut driver = Driver {
+        addrs,
+        shared_addrs,
+        synced_membership: None,
+        membership_record_term: None,
+        runtime,
+        peer_inbox: inbox_for_peers,
         cfg,
         raft,
         storage,
@@ -190,7 +191,7 @@ pub(crate) fn spawn(
         level_proposal: None,
         term_start_index: Index::MAX,
         unsent_snapshots: Vec::new(),
-        peers,
+        peers: BTreeMap::new(),
         status_tx,
         role_status_tx,
         proposals: BTreeMap::new(),
@@ -203,6 +204,8 @@ pub(crate) fn spawn(
         reply_slots: HashMap::new(),
         role,
     };
+    // Peers from the configuration the storage recovered (or the bootstrap one).
+    driver.sync_peers();
     std::thread::Builder::new()
         .name(format!("raft-{}", driver.cfg.id))
         .spawn(move || driver.run())
@@ -210,7 +213,12 @@ pub(crate) fn spawn(
     Ok(handle)
 }
 
-fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
+fn status_of(
+    cfg: &NodeConfig,
+    addrs: &BTreeMap<NodeId, crate::node::PeerAddrs>,
+    raft: &Raft,
+    running: bool,
+) -> NodeStatus {
     let leader_id = raft.leader_id();
     NodeStatus {
         id: cfg.id,
@@ -218,13 +226,14 @@ fn status_of(cfg: &NodeConfig, raft: &Raft, running: bool) -> NodeStatus {
         term: raft.term(),
         leader_id,
         leader_addr: leader_id
-            .and_then(|l| cfg.client_addr(l))
-            .map(str::to_string),
+            .and_then(|l| addrs.get(&l))
+            .map(|a| a.client.clone()),
         commit_index: raft.commit_index(),
         applied_index: raft.applied_index(),
         match_indexes: raft.match_indexes(),
         running,
         catching_up: raft.is_catching_up(),
+        membership: raft.membership().clone(),
     }
 }
 
@@ -277,6 +286,8 @@ impl Driver {
             }
             self.expire_waiters(Instant::now());
             self.maybe_raise_feature_level();
+            self.maybe_record_membership();
+            self.sync_peers();
             self.publish_status(true);
         };
         let why = match outcome {
@@ -381,7 +392,9 @@ impl Driver {
                         MessageBody::AppendEntriesResponse { .. }
                             | MessageBody::InstallSnapshotResponse { .. }
                     );
-                if counts {
+                // Only voters' acknowledgments extend the lease: a learner's cannot keep a
+                // majority from electing another leader.
+                if counts && self.raft.membership().is_voter(message.from) {
                     self.lease_tracker.acked(message.from, term, sent_at);
                 }
                 self.raft.step(message);
@@ -476,6 +489,7 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
+            Input::ProposeMembership { to, reply } => self.propose_membership(to, reply),
             Input::Shutdown => return false,
         }
         true
@@ -483,10 +497,10 @@ impl Driver {
 
     fn not_leader(&self) -> NodeError {
         match self.raft.leader_id() {
-            Some(l) if l != self.cfg.id => match self.cfg.client_addr(l) {
+            Some(l) if l != self.cfg.id => match self.addrs.get(&l) {
                 Some(addr) => NodeError::NotLeader {
                     leader_id: l,
-                    leader_addr: addr.to_string(),
+                    leader_addr: addr.client.clone(),
                 },
                 None => NodeError::NoLeader,
             },
@@ -761,7 +775,7 @@ impl Driver {
         self.follower_view
             .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
         self.publish_lease();
-        let status = status_of(&self.cfg, &self.raft, running);
+        let status = status_of(&self.cfg, &self.addrs, &self.raft, running);
         self.role_status_tx.send_if_modified(|s| {
             let changed = !s.same_role(&status);
             if changed {

@@ -1,0 +1,247 @@
+//! AddController and RemoveController: the controller group's membership, one voter at a time
+//! (Raft thesis §4.1), with a new controller first added as a learner that is promoted once
+//! it has caught up (§4.2.1, rounds of catch-up).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dmq_proto::v1::{
+    AddControllerRequest, AddControllerResponse, ControllerNode, ControllerRole,
+    RemoveControllerRequest, RemoveControllerResponse,
+};
+use dmq_raft::{Membership, NodeId, Role};
+use tokio::time::Instant;
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::consensus::Consensus;
+use super::status::{ERROR_DOMAIN, node_error_status};
+use crate::node::{NodeStatus, PeerAddrs};
+
+/// `ErrorInfo` reason of an AddController whose learner did not catch up in time: it was
+/// added as a learner (that is applied) and not promoted. Call AddController again to retry
+/// the promotion.
+pub const REASON_LEARNER_NOT_CAUGHT_UP: &str = "LEARNER_NOT_CAUGHT_UP";
+/// `ErrorInfo` reason of an AddController for a member whose addresses differ. Not applied.
+pub const REASON_MEMBER_EXISTS: &str = "MEMBER_EXISTS";
+
+const CATCH_UP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+const CATCH_UP_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// A round of catch-up that ends within this long means the learner keeps up (the thesis
+/// uses an election timeout); at most this many rounds.
+const CATCH_UP_ROUND_OK: Duration = Duration::from_secs(1);
+const CATCH_UP_ROUNDS_MAX: u32 = 20;
+
+/// The members of `status.membership`, voters first, as DescribeCluster shows them.
+pub(super) fn controller_nodes(
+    status: &NodeStatus,
+    peers: &BTreeMap<NodeId, PeerAddrs>,
+) -> Vec<ControllerNode> {
+    let leading = status.role == Role::Leader;
+    status
+        .membership
+        .members()
+        .map(|id| {
+            let role = if id == status.id {
+                super::controller::controller_role(status.role)
+            } else if status.leader_id == Some(id) {
+                ControllerRole::Leader
+            } else if leading {
+                ControllerRole::Follower
+            } else {
+                // Only the leader knows who follows it.
+                ControllerRole::Unspecified
+            };
+            let match_index = match status.match_indexes.get(&id) {
+                Some(&index) => index,
+                None if id == status.id && leading => status.commit_index,
+                None => 0,
+            };
+            let addrs = peers.get(&id);
+            ControllerNode {
+                node_id: id,
+                address: addrs.map(|a| a.client.clone()).unwrap_or_default(),
+                role: role as i32,
+                match_index,
+                learner: status.membership.is_learner(id),
+                peer_address: addrs.map(|a| a.raft.clone()).unwrap_or_default(),
+                lag: if leading {
+                    status.commit_index.saturating_sub(match_index)
+                } else {
+                    0
+                },
+            }
+        })
+        .collect()
+}
+
+fn invalid(message: String) -> Status {
+    Status::invalid_argument(message)
+}
+
+/// A `HOST:PORT` a peer can dial: a name or address, and a port number.
+fn check_addr(what: &str, addr: &str) -> Result<(), Status> {
+    let port = addr
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(p))) if !host.is_empty() && p != 0 => Ok(()),
+        _ => Err(invalid(format!(
+            "{what} \"{addr}\" is not HOST:PORT (e.g. 10.0.0.4:9094 or dmq-controller-3.dmq:9094)"
+        ))),
+    }
+}
+
+fn leader<N: Consensus>(node: &N) -> Result<NodeStatus, Status> {
+    let status = node.status();
+    if status.role == Role::Leader {
+        Ok(status)
+    } else {
+        Err(node_error_status(&node.not_leader()))
+    }
+}
+
+async fn propose<N: Consensus>(node: &N, to: Membership) -> Result<(), Status> {
+    node.propose_membership(to)
+        .await
+        .map(|_| ())
+        .map_err(|e| node_error_status(&e))
+}
+
+/// See `AddControllerRequest` in `controller.proto`.
+pub(super) async fn add_controller<N: Consensus>(
+    node: &N,
+    request: AddControllerRequest,
+) -> Result<AddControllerResponse, Status> {
+    let id = request.node_id;
+    if id == 0 {
+        return Err(invalid(
+            "node_id must be at least 1 (0 means \"no node\")".into(),
+        ));
+    }
+    check_addr("peer_address", &request.peer_address)?;
+    check_addr("client_address", &request.client_address)?;
+    let addrs = PeerAddrs {
+        raft: request.peer_address.clone(),
+        client: request.client_address.clone(),
+    };
+    let timeout = match request.catch_up_timeout_ms {
+        0 => CATCH_UP_TIMEOUT_DEFAULT,
+        ms => Duration::from_millis(ms).min(CATCH_UP_TIMEOUT_MAX),
+    };
+    let status = leader(node)?;
+    let current = &status.membership;
+    if current.contains(id) {
+        let known = node.peers().get(&id).cloned();
+        if known.as_ref().is_some_and(|k| *k != addrs) {
+            let known = known.expect("checked");
+            return Err(Status::with_error_details(
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "controller {id} is already a member at {} / {}; remove it first to change \
+                     its addresses (nothing was applied)",
+                    known.raft, known.client
+                ),
+                ErrorDetails::with_error_info(
+                    REASON_MEMBER_EXISTS,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                ),
+            ));
+        }
+    } else {
+        let mut next = current.clone();
+        next.learners.insert(id);
+        next.context.insert(id, addrs.to_context());
+        tracing::info!(node = id, peer = %addrs.raft, "adding a controller as a learner");
+        propose(node, next).await?;
+    }
+    let status = leader(node)?;
+    if status.membership.is_learner(id) && !request.learner_only {
+        catch_up(node, id, timeout).await?;
+        let status = leader(node)?;
+        let mut next = status.membership.clone();
+        if next.learners.remove(&id) {
+            next.voters.insert(id);
+            tracing::info!(node = id, "the learner caught up: promoting it to voter");
+            propose(node, next).await?;
+        }
+    }
+    let status = node.status();
+    Ok(AddControllerResponse {
+        controllers: controller_nodes(&status, &node.peers()),
+    })
+}
+
+/// Rounds of catch-up (thesis §4.2.1): each round waits for the learner to reach the commit
+/// index the round started at; one that ends within [`CATCH_UP_ROUND_OK`] means it keeps up.
+async fn catch_up<N: Consensus>(node: &N, id: NodeId, timeout: Duration) -> Result<(), Status> {
+    let deadline = Instant::now() + timeout;
+    let mut progress = node.watch_progress();
+    for _ in 0..CATCH_UP_ROUNDS_MAX {
+        let target = leader(node)?.commit_index;
+        let started = Instant::now();
+        loop {
+            let s = progress.borrow_and_update().clone();
+            if s.role != Role::Leader {
+                return Err(node_error_status(&node.not_leader()));
+            }
+            if s.match_indexes.get(&id).is_some_and(|&m| m >= target) {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(node_error_status(&node.not_leader())),
+                Err(_) => {
+                    let s = node.status();
+                    let matched = s.match_indexes.get(&id).copied().unwrap_or(0);
+                    return Err(Status::with_error_details(
+                        tonic::Code::FailedPrecondition,
+                        format!(
+                            "controller {id} was added as a learner but did not catch up within \
+                             {timeout:?} (it holds up to index {matched} of {}); it stays a \
+                             learner. Check that it runs and that the leader reaches its peer \
+                             address, then call add-controller again to promote it",
+                            s.commit_index
+                        ),
+                        ErrorDetails::with_error_info(
+                            REASON_LEARNER_NOT_CAUGHT_UP,
+                            ERROR_DOMAIN,
+                            std::collections::HashMap::<String, String>::new(),
+                        ),
+                    ));
+                }
+            }
+        }
+        if started.elapsed() < CATCH_UP_ROUND_OK {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// See `RemoveControllerRequest` in `controller.proto`.
+pub(super) async fn remove_controller<N: Consensus>(
+    node: &N,
+    request: RemoveControllerRequest,
+) -> Result<RemoveControllerResponse, Status> {
+    let id = request.node_id;
+    if id == 0 {
+        return Err(invalid(
+            "node_id must be at least 1 (0 means \"no node\")".into(),
+        ));
+    }
+    let status = leader(node)?;
+    if status.membership.contains(id) {
+        let mut next = status.membership.clone();
+        next.voters.remove(&id);
+        next.learners.remove(&id);
+        next.context.remove(&id);
+        tracing::info!(node = id, "removing a controller");
+        propose(node, next).await?;
+    }
+    let status = node.status();
+    Ok(RemoveControllerResponse {
+        controllers: controller_nodes(&status, &node.peers()),
+    })
+}
