@@ -311,6 +311,9 @@ impl SessionLoop {
             match answer {
                 Ok(answer) => {
                     broker.locator.on_heartbeat_success();
+                    broker
+                        .locator
+                        .learn_controllers(answer.controller_addresses.iter().cloned());
                     self.failures.recovered("heartbeat");
                     redirects = 0;
                     if answer.status != BrokerStatus::Fenced as i32 {

@@ -239,15 +239,55 @@ impl Admin {
     /// The controllers (roles, match indexes), the brokers (status, epoch) and the leader's
     /// term, commit index and metadata version.
     pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse, ClientError> {
+        let d = self
+            .call(|mut client, timeout| async move {
+                client
+                    .describe_cluster(with_timeout(
+                        pb::DescribeClusterRequest { allow_stale: false },
+                        timeout,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|f| f.error)?;
+        self.inner
+            .locator
+            .learn_controllers(d.controllers.iter().map(|c| c.address.clone()));
+        Ok(d)
+    }
+
+    /// Adds a controller to the group (a learner first, promoted once caught up unless
+    /// `learner_only`) and returns the members after it. Idempotent, so it is retried like a
+    /// read. Give it a request timeout above `catch_up_timeout`.
+    pub async fn add_controller(
+        &self,
+        request: pb::AddControllerRequest,
+    ) -> Result<Vec<pb::ControllerNode>, ClientError> {
+        self.call(|mut client, timeout| {
+            let request = request.clone();
+            async move { client.add_controller(with_timeout(request, timeout)).await }
+        })
+        .await
+        .map(|r| r.controllers)
+        .map_err(|f| f.error)
+    }
+
+    /// Removes a controller from the group (voter or learner; the leader hands leadership
+    /// over first if it is the one removed) and returns the members after it. Idempotent.
+    pub async fn remove_controller(
+        &self,
+        node_id: u64,
+    ) -> Result<Vec<pb::ControllerNode>, ClientError> {
         self.call(|mut client, timeout| async move {
             client
-                .describe_cluster(with_timeout(
-                    pb::DescribeClusterRequest { allow_stale: false },
+                .remove_controller(with_timeout(
+                    pb::RemoveControllerRequest { node_id },
                     timeout,
                 ))
                 .await
         })
         .await
+        .map(|r| r.controllers)
         .map_err(|f| f.error)
     }
 

@@ -11,6 +11,9 @@ use super::{
     Backoff, ChannelPool, ControllerProbe, DiscoveryError, DiscoveryOptions, GrpcProbe, endpoint,
 };
 
+/// Controllers a locator keeps learned at most (the group is far smaller).
+pub const LEARNED_CONTROLLERS_MAX: usize = 64;
+
 /// The controller leader as last learned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderInfo {
@@ -51,6 +54,9 @@ struct Discovery {
 ///   forgets the leader unconditionally.
 pub struct LeaderLocator<P = GrpcProbe> {
     controllers: Vec<String>,
+    /// Controllers learned from the cluster itself (see [`LeaderLocator::learn_controllers`]),
+    /// asked after the configured ones.
+    learned: std::sync::Mutex<Vec<String>>,
     opts: DiscoveryOptions,
     probe: P,
     state: watch::Sender<State>,
@@ -107,6 +113,7 @@ impl<P: ControllerProbe> LeaderLocator<P> {
         };
         Ok(LeaderLocator {
             controllers: unique,
+            learned: std::sync::Mutex::new(Vec::new()),
             opts,
             probe,
             state: watch::Sender::new(State::default()),
@@ -117,6 +124,42 @@ impl<P: ControllerProbe> LeaderLocator<P> {
     /// The configured controllers, deduplicated, in order.
     pub fn controllers(&self) -> &[String] {
         &self.controllers
+    }
+
+    /// Replaces the controllers learned from the cluster (a heartbeat answer or DescribeCluster
+    /// lists the group's members): discovery asks them too, after the configured ones, so a
+    /// controller added since start is found and a client whose configured controllers were all
+    /// replaced still finds the leader. Malformed addresses are skipped; at most
+    /// [`LEARNED_CONTROLLERS_MAX`] are kept.
+    pub fn learn_controllers(&self, addresses: impl IntoIterator<Item = String>) {
+        let mut learned: Vec<String> = Vec::new();
+        for a in addresses {
+            let a = a.trim().to_string();
+            if learned.len() >= LEARNED_CONTROLLERS_MAX
+                || a.is_empty()
+                || self.controllers.contains(&a)
+                || learned.contains(&a)
+                || endpoint(&a, self.opts.call_timeout).is_err()
+            {
+                continue;
+            }
+            learned.push(a);
+        }
+        let mut current = self.learned.lock().expect("not poisoned");
+        if *current != learned {
+            tracing::debug!(?learned, "controllers learned from the cluster");
+            *current = learned;
+        }
+    }
+
+    /// The configured controllers, then the learned ones.
+    pub fn all_controllers(&self) -> Vec<String> {
+        let learned = self.learned.lock().expect("not poisoned");
+        self.controllers
+            .iter()
+            .chain(learned.iter())
+            .cloned()
+            .collect()
     }
 
     /// The probe (e.g. to share a [`GrpcProbe`]'s channels).
@@ -156,7 +199,7 @@ impl<P: ControllerProbe> LeaderLocator<P> {
                 match self.ask(&address).await {
                     Ok(found) => {
                         tracing::debug!(%address, leader = found.id, "NOT_LEADER hint confirmed");
-                        discovery.succeeded(&self.controllers);
+                        discovery.succeeded(&self.all_controllers());
                         return self.install(found);
                     }
                     Err(why) => {
@@ -166,7 +209,7 @@ impl<P: ControllerProbe> LeaderLocator<P> {
             }
             match self.round().await {
                 Ok(found) => {
-                    discovery.succeeded(&self.controllers);
+                    discovery.succeeded(&self.all_controllers());
                     return self.install(found);
                 }
                 Err(failures) => {
@@ -291,12 +334,12 @@ impl<P: ControllerProbe> LeaderLocator<P> {
     /// One round: every controller at once; the first OK answer naming a leader wins and the
     /// calls still running are dropped. Otherwise each controller's reason, for the log.
     async fn round(&self) -> Result<LeaderInfo, Vec<String>> {
-        let mut calls: FuturesUnordered<_> = self
-            .controllers
+        let controllers = self.all_controllers();
+        let mut calls: FuturesUnordered<_> = controllers
             .iter()
             .map(|address| async move { (address, self.ask(address).await) })
             .collect();
-        let mut failures = Vec::with_capacity(self.controllers.len());
+        let mut failures = Vec::with_capacity(controllers.len());
         while let Some((address, answer)) = calls.next().await {
             match answer {
                 Ok(found) => return Ok(found),

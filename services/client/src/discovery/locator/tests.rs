@@ -386,3 +386,22 @@ fn rejects_bad_controller_lists() {
     .unwrap();
     assert_eq!(l.controllers(), ["a:1", "b:1"]);
 }
+
+/// Controllers learned from the cluster are asked too: with every configured controller gone
+/// (replaced by newly added ones), the leader is still found; relearning replaces the list.
+#[tokio::test(start_paused = true)]
+async fn learned_controllers_are_asked_after_the_configured_ones() {
+    let probe = FakeProbe::default();
+    probe.set("c1:1", vec![(ms(0), Answer::Fail)]);
+    probe.set("c4:1", vec![(ms(5), leader(4, "c4:1", 9))]);
+    let l = locator(&probe, &["c1:1"]);
+    l.learn_controllers(["c1:1".to_string(), "c4:1".into(), "not an address".into()]);
+    assert_eq!(
+        l.all_controllers(),
+        vec!["c1:1".to_string(), "c4:1".to_string()]
+    );
+    assert_eq!(l.leader().await, info(4, "c4:1", 9));
+    assert_eq!(probe.called(), vec!["c1:1".to_string(), "c4:1".to_string()]);
+    l.learn_controllers(Vec::<String>::new());
+    assert_eq!(l.all_controllers(), vec!["c1:1".to_string()]);
+}
