@@ -129,6 +129,15 @@ pub struct ControllerArgs {
     #[arg(long, env = "DMQ_PEERS", value_name = "ID=PEER_ADDR[/CLIENT_ADDR],...")]
     pub peers: String,
 
+    /// Join a running cluster instead of bootstrapping one: the ControllerService addresses
+    /// of some of its controllers, comma-separated. Only this node's own entry of --peers is
+    /// used (its addresses as the others reach it); it asks the leader to add it (as a
+    /// learner, promoted once caught up) and learns everything else from the log. --peers
+    /// only ever bootstraps a new cluster: a member that restarts takes the membership from
+    /// its log, whatever the flags say.
+    #[arg(long, env = "DMQ_JOIN", value_name = "HOST:PORT,...")]
+    pub join: Option<String>,
+
     /// Directory of this controller's Raft log, snapshots and metadata (created if missing).
     #[arg(long, env = "DMQ_DATA_DIR")]
     pub data_dir: PathBuf,

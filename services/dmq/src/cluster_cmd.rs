@@ -1,5 +1,7 @@
 //! `dmq cluster status`: every controller as it sees itself (role, term, commit and applied
-//! index) and every broker as the controller leader sees it (status, epoch, rack).
+//! index), whether it votes or only learns and how far it lags, and every broker as the
+//! controller leader sees it (status, epoch, rack). `dmq cluster add-controller` and
+//! `remove-controller` change the controller group, one voter at a time.
 //!
 //! Without a controller leader it still prints what the controllers it reached say, then
 //! fails: that is when the command is most needed.
@@ -20,6 +22,42 @@ pub enum ClusterCommand {
     /// Backups of all controller metadata (restore one with `dmq controller restore`).
     #[command(subcommand)]
     Snapshot(crate::snapshot_cmd::SnapshotCommand),
+    /// Add a controller: as a learner, then, once it has caught up, as a voter. Start it
+    /// first (`dmq controller --join ...` does this call itself).
+    AddController(AddControllerArgs),
+    /// Remove a controller (voter or learner). Removing the leader: it hands leadership to
+    /// the most up-to-date voter once the change commits.
+    RemoveController(RemoveControllerArgs),
+}
+
+/// `dmq cluster add-controller`.
+#[derive(Debug, Clone, Args)]
+pub struct AddControllerArgs {
+    #[arg(long)]
+    pub node_id: u64,
+    /// Where its RaftService listens, as the other controllers reach it (HOST:PORT).
+    #[arg(long)]
+    pub peer_address: String,
+    /// Where its ControllerService listens, as clients reach it (HOST:PORT).
+    #[arg(long)]
+    pub client_address: String,
+    /// Leave it a learner (no vote); add-controller again promotes it.
+    #[arg(long)]
+    pub learner_only: bool,
+    /// How long it may take to catch up before it is promoted, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub catch_up_timeout_ms: u64,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// `dmq cluster remove-controller`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoveControllerArgs {
+    /// The controller's id.
+    pub node_id: u64,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 /// `dmq cluster status`.
@@ -33,7 +71,75 @@ pub async fn run(command: ClusterCommand) -> Result<(), CliError> {
     match command {
         ClusterCommand::Status(args) => status(args).await,
         ClusterCommand::Snapshot(command) => crate::snapshot_cmd::run(command).await,
+        ClusterCommand::AddController(args) => add_controller(args).await,
+        ClusterCommand::RemoveController(args) => remove_controller(args).await,
     }
+}
+
+async fn add_controller(args: AddControllerArgs) -> Result<(), CliError> {
+    let mut opts = args.client.clone();
+    // The call waits for the learner to catch up: the bound on it must cover that.
+    opts.timeout_ms = opts.timeout_ms.max(args.catch_up_timeout_ms + 15_000);
+    let (admin, _) = opts.connect().await?;
+    let request = pb::AddControllerRequest {
+        node_id: args.node_id,
+        peer_address: args.peer_address.clone(),
+        client_address: args.client_address.clone(),
+        learner_only: args.learner_only,
+        catch_up_timeout_ms: args.catch_up_timeout_ms,
+    };
+    let members = admin
+        .add_controller(request)
+        .await
+        .map_err(|e| opts.context().error(&e))?;
+    print_members(&opts, &members)
+}
+
+async fn remove_controller(args: RemoveControllerArgs) -> Result<(), CliError> {
+    let opts = &args.client;
+    let (admin, _) = opts.connect().await?;
+    let members = admin
+        .remove_controller(args.node_id)
+        .await
+        .map_err(|e| opts.context().error(&e))?;
+    print_members(opts, &members)
+}
+
+/// The controller group after a change.
+fn print_members(opts: &ClientOpts, members: &[pb::ControllerNode]) -> Result<(), CliError> {
+    match opts.output {
+        OutputFormat::Json => output::print_json(&json!(
+            members
+                .iter()
+                .map(|c| json!({
+                    "id": c.node_id,
+                    "address": c.address,
+                    "peer_address": c.peer_address,
+                    "member": member_name(c),
+                    "match_index": c.match_index,
+                    "lag": c.lag,
+                }))
+                .collect::<Vec<_>>()
+        ))?,
+        OutputFormat::Table => {
+            let mut table = Table::new(["CONTROLLER", "ADDRESS", "PEER_ADDRESS", "MEMBER", "LAG"]);
+            for c in members {
+                table.row([
+                    c.node_id.to_string(),
+                    c.address.clone(),
+                    c.peer_address.clone(),
+                    member_name(c).to_string(),
+                    c.lag.to_string(),
+                ]);
+            }
+            output::print(&table.render())?;
+        }
+    }
+    Ok(())
+}
+
+fn member_name(c: &pb::ControllerNode) -> &'static str {
+    if c.learner { "learner" } else { "voter" }
 }
 
 /// One controller row.
@@ -43,6 +149,9 @@ pub struct ControllerRow {
     pub address: String,
     /// From DescribeCluster: the leader's replication progress for this node.
     pub match_index: Option<u64>,
+    /// From DescribeCluster: "voter" or "learner", and entries behind the leader's commit.
+    pub member: Option<&'static str>,
+    pub lag: Option<u64>,
     pub info: Result<pb::GetControllerInfoResponse, String>,
 }
 
@@ -101,6 +210,8 @@ async fn gather(
                 id: p.answer.as_ref().ok().map(|i| i.node_id),
                 address: p.address,
                 match_index: None,
+                member: None,
+                lag: None,
                 info: p.answer.map_err(|e| e.to_string()),
             })
             .collect();
@@ -127,6 +238,8 @@ async fn gather(
                 id: Some(c.node_id),
                 address: c.address.clone(),
                 match_index: Some(c.match_index),
+                member: Some(member_name(c)),
+                lag: Some(c.lag),
                 info: match probe {
                     Some(p) => p.answer.clone().map_err(|e| e.to_string()),
                     None => Err("not asked".to_string()),
@@ -170,6 +283,8 @@ pub fn status_text(s: &Status) -> String {
         "COMMIT_INDEX",
         "APPLIED_INDEX",
         "MATCH_INDEX",
+        "MEMBER",
+        "LAG",
     ]);
     let leader_id = s.cluster.as_ref().map(|c| c.leader_id);
     for r in &s.controllers {
@@ -186,6 +301,8 @@ pub fn status_text(s: &Status) -> String {
                 i.commit_index.to_string(),
                 i.applied_index.to_string(),
                 opt(r.match_index),
+                r.member.unwrap_or("-").to_string(),
+                opt(r.lag),
             ]),
             Err(_) => table.row([
                 id,
@@ -195,6 +312,8 @@ pub fn status_text(s: &Status) -> String {
                 "-".into(),
                 "-".into(),
                 opt(r.match_index),
+                r.member.unwrap_or("-").to_string(),
+                opt(r.lag),
             ]),
         }
     }
@@ -244,6 +363,8 @@ pub fn status_json(s: &Status) -> Value {
                 "commit_index": info.map(|i| i.commit_index),
                 "applied_index": info.map(|i| i.applied_index),
                 "match_index": r.match_index,
+                "member": r.member,
+                "lag": r.lag,
                 "error": r.info.as_ref().err(),
             })
         })
@@ -325,18 +446,24 @@ mod tests {
                     id: Some(1),
                     address: "h:1".into(),
                     match_index: Some(40),
+                    member: Some("voter"),
+                    lag: Some(0),
                     info: Ok(info(1, pb::ControllerRole::Follower)),
                 },
                 ControllerRow {
                     id: Some(2),
                     address: "h:2".into(),
                     match_index: Some(40),
+                    member: Some("voter"),
+                    lag: Some(0),
                     info: Ok(info(2, pb::ControllerRole::Leader)),
                 },
                 ControllerRow {
                     id: Some(3),
                     address: "h:3".into(),
                     match_index: Some(12),
+                    member: Some("learner"),
+                    lag: Some(28),
                     info: Err("cannot reach h:3".into()),
                 },
             ],
@@ -349,10 +476,10 @@ mod tests {
             status_text(&status()),
             "controller leader: 2 (h:2), term 5, commit index 40, metadata version 12\n\
              \n\
-             CONTROLLER  ADDRESS  ROLE         TERM  COMMIT_INDEX  APPLIED_INDEX  MATCH_INDEX\n\
-             1           h:1      follower     5     40            39             40\n\
-             2*          h:2      leader       5     40            39             40\n\
-             3           h:3      unreachable  -     -             -              12\n\
+             CONTROLLER  ADDRESS  ROLE         TERM  COMMIT_INDEX  APPLIED_INDEX  MATCH_INDEX  MEMBER   LAG\n\
+             1           h:1      follower     5     40            39             40           voter    0\n\
+             2*          h:2      leader       5     40            39             40           voter    0\n\
+             3           h:3      unreachable  -     -             -              12           learner  28\n\
              \n\
              BROKER  ADDRESS  STATUS   EPOCH  RACK\n\
              1       b:9201   ONLINE   3      -\n\

@@ -32,7 +32,18 @@ pub fn server_config(args: &ControllerArgs) -> Result<server::ServerConfig, CliE
         )));
     }
 
+    let join = join_addresses(args);
+    let peers = if join.is_empty() {
+        peers
+    } else {
+        // A node that joins bootstraps nothing: only its own addresses matter.
+        peers
+            .into_iter()
+            .filter(|(id, _)| *id == args.node_id)
+            .collect()
+    };
     let mut node = NodeConfig::new(args.node_id, peers, args.data_dir.clone());
+    node.join = !join.is_empty();
     node.tick = Duration::from_millis(args.tick_ms);
     node.heartbeat_interval_ticks = args.heartbeat_interval_ticks;
     node.election_timeout_min_ticks = args.election_timeout_min_ticks;
@@ -75,11 +86,86 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         data_dir = %cfg.node.data_dir.display(),
         "starting controller"
     );
-    run_controller(cfg, shutdown_on_signal(signals))
-        .await
-        .map_err(|e| CliError::runtime(&e))?;
+    let join = join_addresses(&args);
+    let joiner = (!join.is_empty()).then(|| {
+        let own = cfg.node.peers[&cfg.node.id].clone();
+        tokio::spawn(ask_to_join(cfg.node.id, own, join))
+    });
+    let outcome = run_controller(cfg, shutdown_on_signal(signals)).await;
+    if let Some(j) = joiner {
+        j.abort();
+    }
+    outcome.map_err(|e| CliError::runtime(&e))?;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The `--join` addresses, if any.
+fn join_addresses(args: &ControllerArgs) -> Vec<String> {
+    args.join
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// How long `--join` keeps asking the cluster to add this node before it gives up (the node
+/// keeps running; `dmq cluster add-controller` adds it by hand).
+const JOIN_GIVE_UP: Duration = Duration::from_secs(600);
+
+/// Asks the cluster at `join` to add this node (AddController: a learner, promoted once it
+/// has caught up), retrying with backoff until it succeeds or [`JOIN_GIVE_UP`] passes. Safe
+/// on every start: adding a member again changes nothing.
+async fn ask_to_join(id: u64, own: dmq_controller::node::PeerAddrs, join: Vec<String>) {
+    let opts = dmq_client::AdminOptions {
+        request_timeout: Duration::from_secs(90),
+        deadline: Duration::from_secs(120),
+        ..dmq_client::AdminOptions::default()
+    };
+    let admin = match dmq_client::Admin::new(join.clone(), opts) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "--join addresses unusable; this node will not be added");
+            return;
+        }
+    };
+    let request = dmq_client::pb::AddControllerRequest {
+        node_id: id,
+        peer_address: own.raft.clone(),
+        client_address: own.client.clone(),
+        learner_only: false,
+        catch_up_timeout_ms: 60_000,
+    };
+    let give_up = tokio::time::Instant::now() + JOIN_GIVE_UP;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match admin.add_controller(request.clone()).await {
+            Ok(members) => {
+                tracing::info!(
+                    node_id = id,
+                    members = members.len(),
+                    "joined the controller group as a voter"
+                );
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::warn!(node_id = id, error = %e, "asking to join the cluster; will retry");
+            }
+            Err(e) => {
+                tracing::error!(
+                    node_id = id,
+                    error = %e,
+                    "gave up asking to join; add this node with dmq cluster add-controller"
+                );
+                return;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The one call into the server; see the `use` of `server` at the top.
