@@ -429,6 +429,82 @@ impl ControllerCluster {
         }
     }
 
+    /// Starts controller `id` with empty storage and `--join` (the client addresses of every
+    /// other node of this harness), new ports unless it existed: it asks the cluster to add it
+    /// (as a learner, promoted once caught up). A node `id` that existed must be stopped; its
+    /// data dir is wiped first (a lost disk replaced by an empty one). Waits until it answers
+    /// GetControllerInfo (with `opts.wait_ready`), not until it is a member.
+    pub async fn join(&mut self, id: u64) {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("the cluster's temp dir")
+            .path()
+            .to_path_buf();
+        let (client, peer) = match self.nodes.get(&id) {
+            Some(n) => (n.client, n.peer),
+            None => {
+                let ports = free_ports(2);
+                let addr = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+                (addr(ports[0]), addr(ports[1]))
+            }
+        };
+        let data_dir = dir.join(format!("node-{id}"));
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir).expect("wipe the data dir");
+        }
+        let join: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.id != id)
+            .map(|n| n.client.to_string())
+            .collect();
+        let mut args = node_args(
+            &self.opts,
+            id,
+            client,
+            peer,
+            &format!("{id}={peer}/{client}"),
+            &data_dir,
+        );
+        args.push("--join".into());
+        args.push(join.join(",").into());
+        let env = vec![
+            (
+                OsString::from("RUST_LOG"),
+                OsString::from(&self.opts.rust_log),
+            ),
+            (
+                OsString::from("DMQ_FAULT_FILE"),
+                fault_file(&dir, id).into_os_string(),
+            ),
+        ];
+        let log = dir.join(format!("node-{id}.log"));
+        let mut process =
+            ChildProcess::new(format!("controller {id}"), &self.opts.bin, args, env, log);
+        process
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start controller {id}: {e}"));
+        let channel = channel(&client.to_string(), self.opts.rpc_timeout);
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                client,
+                peer,
+                data_dir,
+                process,
+                paused: false,
+                channel,
+            },
+        );
+        if self.opts.wait_ready
+            && let Err(e) = self.wait_ready(&[id]).await
+        {
+            panic!("controller {id} did not start: {e}");
+        }
+    }
+
     /// SIGSTOP node `id`: it keeps its ports and state but does nothing (a hung node).
     pub fn pause(&mut self, id: u64) {
         let node = self.node_mut(id);
