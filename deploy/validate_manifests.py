@@ -449,6 +449,8 @@ def check_commands(docs: list[dict]) -> None:
                     ids.append(int(id_setting(rec, pod, "--broker-id", "DMQ_BROKER_ID")))
                 else:
                     fail(f"{pod}: runs dmq {sub!r}, expected controller or broker")
+            if controllers and s is controllers[0]:
+                check_scaled_controllers(c, name, service, replicas, stub)
             if ids == list(range(1, replicas + 1)):
                 ok(f"StatefulSet/{name}: pods {name}-0..{replicas - 1} get ids {ids} (ordinal + 1)")
             # A pod name without an ordinal must stop with a message, not start with a bad id.
@@ -485,6 +487,27 @@ def check_controller(pod, ordinal, rec, c, set_name, service, replicas) -> None:
         fail(f"{pod}: --peer-listen must be 0.0.0.0:{peer_port}")
     if setting(rec, "--data-dir", "DMQ_DATA_DIR") != "/var/lib/dmq":
         fail(f"{pod}: --data-dir must be /var/lib/dmq (the PVC)")
+
+
+def check_scaled_controllers(c, set_name, service, replicas, stub) -> None:
+    """Pods past the bootstrap ones (the set scaled up, 3 -> 5) start with --join through the
+    client Service and only their own --peers entry."""
+    peer_port, client_port = container_port(c, "peer"), container_port(c, "client")
+    for ordinal in range(replicas, replicas + 2):
+        pod = f"{set_name}-{ordinal}"
+        rc, out, err, _ = run_pod_command(c, pod, stub)
+        if rc != 0:
+            fail(f"{pod} (scaled up): its command exited {rc}: {err.strip()}")
+            continue
+        rec = json.loads(out)
+        own = pod_dns(set_name, service, ordinal)
+        want_peers = f"{ordinal + 1}={own}:{peer_port}/{own}:{client_port}"
+        if setting(rec, "--peers", "DMQ_PEERS") != want_peers:
+            fail(f"{pod} (scaled up): --peers {setting(rec, '--peers', 'DMQ_PEERS')}, expected {want_peers}")
+        want_join = f"{set_name}-client.{TEST_NAMESPACE}.svc.cluster.local:{client_port}"
+        if setting(rec, "--join", "DMQ_JOIN") != want_join:
+            fail(f"{pod} (scaled up): --join {setting(rec, '--join', 'DMQ_JOIN')}, expected {want_join}")
+    ok(f"StatefulSet/{set_name}: pods scaled past {replicas} join with --join and their own address")
 
 
 def check_broker(pod, ordinal, rec, c, service, controllers) -> None:
