@@ -386,3 +386,78 @@ async fn t12_membership_refusals_tell_what_was_applied() {
     }
     wait_voters(&load, &[1, 2, 3]).await;
 }
+
+/// A broker started with the three original controllers keeps its session after they are all
+/// replaced (4 and 5 join, 1, 2 and 3 are removed and stopped), and heartbeat answers list
+/// the members it should ask from then on (what its discovery learns: the locator's unit tests
+/// show it asks them when its configured controllers are gone). The leader pushes also tell a
+/// broker where a new leader is, so keeping the session alone does not prove the learning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t12_brokers_follow_the_controller_set_when_every_original_controller_is_gone() {
+    use dmq_proto::v1::BrokerStatus;
+    use dmq_tests::brokers::{BrokerOpts, BrokerProcs};
+
+    let _slot = cluster_slot().await;
+    let mut cluster = ControllerCluster::start(3, ClusterOpts::default()).await;
+    cluster.wait_for_leader(WAIT).await;
+    let brokers = BrokerProcs::start(1, cluster.addrs(), BrokerOpts::default()).await;
+    let epoch = brokers.wait_online(1, 0, WAIT).await.broker_epoch;
+    let load = Load::default();
+    *load.router.lock().unwrap() = Some(router_over(&cluster, &[1, 2, 3]));
+    wait_voters(&load, &[1, 2, 3]).await;
+    cluster.join(4).await;
+    cluster.join(5).await;
+    *load.router.lock().unwrap() = Some(router_over(&cluster, &[1, 2, 3, 4, 5]));
+    wait_voters(&load, &[1, 2, 3, 4, 5]).await;
+    let mut voters = vec![1, 2, 3, 4, 5];
+    for gone in [1, 2, 3] {
+        load.router()
+            .call(|mut c| async move {
+                c.remove_controller(RemoveControllerRequest { node_id: gone })
+                    .await
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveController({gone}): {e}"));
+        voters.retain(|&id| id != gone);
+        wait_voters(&load, &voters).await;
+        cluster.stop(gone).await;
+    }
+    *load.router.lock().unwrap() = Some(router_over(&cluster, &[4, 5]));
+    // Three session timeouts with none of its configured controllers running.
+    let session = Duration::from_millis(cluster.opts().broker_session_timeout_ms);
+    let until = Instant::now() + 3 * session;
+    while Instant::now() < until {
+        let d = describe(&load).await;
+        let b = d
+            .brokers
+            .iter()
+            .find(|b| b.broker_id == 1)
+            .expect("broker 1 registered");
+        assert_eq!(
+            (b.status(), b.broker_epoch),
+            (BrokerStatus::Online, epoch),
+            "broker 1 lost its session once its configured controllers were gone"
+        );
+        tokio::time::sleep(session / 4).await;
+    }
+    // What a heartbeat answer tells a broker: the members' client addresses, only theirs.
+    let members = load
+        .router()
+        .call(|mut c| async move {
+            c.broker_heartbeat(dmq_proto::v1::BrokerHeartbeatRequest {
+                broker_id: 1,
+                broker_epoch: epoch,
+                metadata_version: 0,
+                leaving: false,
+            })
+            .await
+        })
+        .await
+        .expect("a heartbeat for broker 1")
+        .controller_addresses;
+    let mut want = vec![cluster.addr(4).to_string(), cluster.addr(5).to_string()];
+    want.sort();
+    let mut got = members.clone();
+    got.sort();
+    assert_eq!(got, want, "heartbeat answers list {members:?}");
+}

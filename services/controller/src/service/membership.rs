@@ -16,7 +16,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::consensus::Consensus;
 use super::status::{ERROR_DOMAIN, node_error_status};
-use crate::node::{NodeStatus, PeerAddrs};
+use crate::node::{NodeError, NodeStatus, PeerAddrs};
 
 /// `ErrorInfo` reason of an AddController whose learner did not catch up in time: it was
 /// added as a learner (that is applied) and not promoted. Call AddController again to retry
@@ -101,11 +101,32 @@ fn leader<N: Consensus>(node: &N) -> Result<NodeStatus, Status> {
     }
 }
 
+/// How long a change waits for the previous one (or the new leader's first commit) before it
+/// is refused MEMBERSHIP_CHANGE_BUSY.
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Proposes `to` and waits until it is applied. While the previous change is uncommitted (or
+/// the leader has not committed in its term yet) it waits for the commit index to move and
+/// tries again, for at most [`BUSY_WAIT_MAX`]: the caller sees MEMBERSHIP_CHANGE_BUSY only if
+/// that does not happen.
 async fn propose<N: Consensus>(node: &N, to: Membership) -> Result<(), Status> {
-    node.propose_membership(to)
-        .await
-        .map(|_| ())
-        .map_err(|e| node_error_status(&e))
+    let deadline = Instant::now() + BUSY_WAIT_MAX;
+    let mut progress = node.watch_progress();
+    loop {
+        progress.borrow_and_update();
+        match node.propose_membership(to.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(NodeError::MembershipChangeBusy(why)) => {
+                match tokio::time::timeout_at(deadline, progress.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        return Err(node_error_status(&NodeError::MembershipChangeBusy(why)));
+                    }
+                }
+            }
+            Err(e) => return Err(node_error_status(&e)),
+        }
+    }
 }
 
 /// See `AddControllerRequest` in `controller.proto`.
