@@ -320,3 +320,57 @@ fn a_learner_that_does_not_know_it_was_promoted_still_answers_votes() {
     let l = await_leader_other_than(&mut c, &[1]);
     assert!([2, 3].contains(&l));
 }
+
+/// A follower that a change removes still gets the log until the change commits, so it sees
+/// its removal: it then never campaigns, however long it hears nothing (it does not wait, with
+/// pre-votes refused, for an operator to stop it). It counts for nothing meanwhile.
+#[test]
+fn thesis_4_2_2_a_removed_follower_learns_it_was_removed() {
+    let mut c = cluster_with_joiners(&[]);
+    c.elect(1);
+    change(&mut c, 1, m(&[1, 2], &[]));
+    assert_eq!(c.raft(3).membership(), &m(&[1, 2], &[]));
+    assert!(!c.raft(3).is_voter());
+    c.heartbeat(1);
+    let term = c.raft(3).term();
+    for _ in 0..50 {
+        c.tick(3);
+    }
+    c.deliver_all();
+    assert_eq!(c.raft(3).term(), term, "the removed node campaigned");
+    assert_eq!(c.raft(3).role(), Role::Follower);
+    assert!(
+        !c.raft(1).match_indexes().contains_key(&3),
+        "the leader still tracks a removed node after the change committed"
+    );
+}
+
+/// Found by the simulator: a node that an uncommitted change removes may still campaign (it
+/// leads, if elected by the latest configuration's voters, only until the change commits, as a
+/// leader that removes itself does). Forbidding it left no electable node when it held the
+/// longest log and the others, without its configuration, needed its vote. Once the change
+/// commits it never campaigns again; a learner never does.
+#[test]
+fn thesis_4_2_2_a_node_removed_by_an_uncommitted_change_may_still_campaign() {
+    let mut c = cluster_with_joiners(&[4]);
+    c.elect(1);
+    change(&mut c, 1, m(&[1, 2, 3], &[4]));
+    assert!(!c.raft(4).may_campaign(), "a learner campaigns");
+    // Only node 3 gets the change that removes it: it is not committed.
+    c.isolate(2);
+    c.node_mut(1)
+        .raft
+        .propose_membership(m(&[1, 2], &[4]))
+        .unwrap();
+    c.drain(1);
+    c.deliver_all();
+    assert_eq!(c.raft(3).membership(), &m(&[1, 2], &[4]));
+    assert!(!c.raft(3).is_voter());
+    assert!(c.raft(3).may_campaign(), "removed by an uncommitted change");
+    c.heal();
+    c.deliver_all();
+    c.heartbeat(1);
+    c.heartbeat(1);
+    assert!(c.raft(3).commit_index() >= c.raft(3).membership_index().unwrap());
+    assert!(!c.raft(3).may_campaign(), "removed by a committed change");
+}

@@ -60,7 +60,7 @@ impl Raft {
             self.term
         };
         self.votes.insert(self.cfg.id, true);
-        if self.quorum() == 1 {
+        if self.membership().voters.iter().eq([&self.cfg.id]) {
             self.win_election(pre_vote, leadership_transfer);
             return;
         }
@@ -158,8 +158,17 @@ impl Raft {
             return;
         }
         self.votes.entry(from).or_insert(granted);
-        let yes = self.votes.values().filter(|&&g| g).count();
-        let no = self.votes.len() - yes;
+        // Our own vote counts only if we are a voter of our configuration (a node that an
+        // uncommitted change removes may campaign, see `may_campaign`, without counting).
+        let membership = self.log.memberships.latest();
+        let counted = self
+            .votes
+            .iter()
+            .filter(|(id, _)| membership.is_voter(**id));
+        let (yes, no) = counted.fold(
+            (0, 0),
+            |(y, n), (_, &g)| if g { (y + 1, n) } else { (y, n + 1) },
+        );
         let quorum = self.quorum();
         if yes >= quorum {
             self.win_election(pre_vote, false);

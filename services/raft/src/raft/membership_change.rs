@@ -57,12 +57,22 @@ impl Raft {
         Ok(at)
     }
 
-    /// A leader tracks exactly the members of its configuration other than itself: new ones
-    /// start probing from the end of the log, removed ones are forgotten.
+    /// A leader tracks the members of its configuration other than itself: new ones start
+    /// probing from the end of the log. Nodes a change removes keep getting the log until the
+    /// change commits, so that they see their removal and stop campaigning; they count for
+    /// nothing meanwhile (every count uses the latest configuration). Then they are forgotten
+    /// (`forget_removed`).
     pub(super) fn sync_progress(&mut self) {
         let membership = self.log.memberships.latest().clone();
+        let pending = self
+            .log
+            .memberships
+            .latest_index()
+            .is_some_and(|i| i > self.log.committed);
+        let previous = self.log.memberships.at(self.log.committed).clone();
         let id = self.cfg.id;
-        self.progress.retain(|n, _| membership.contains(*n));
+        self.progress
+            .retain(|n, _| membership.contains(*n) || (pending && previous.contains(*n)));
         let last = self.log.last_index();
         for n in membership.members().filter(|&n| n != id) {
             self.progress.entry(n).or_insert_with(|| {
@@ -72,6 +82,19 @@ impl Raft {
                 p.recent_active = true;
                 p
             });
+        }
+    }
+
+    /// On a leader, once the change that removed them committed: forgets the removed nodes.
+    pub(super) fn forget_removed(&mut self) {
+        let pending = self
+            .log
+            .memberships
+            .latest_index()
+            .is_some_and(|i| i > self.log.committed);
+        let membership = self.log.memberships.latest();
+        if !pending && self.progress.keys().any(|n| !membership.contains(*n)) {
+            self.sync_progress();
         }
     }
 

@@ -222,6 +222,19 @@ impl Raft {
     pub fn is_voter(&self) -> bool {
         self.membership().is_voter(self.cfg.id)
     }
+
+    /// Whether this node may start an election: a voter of its latest configuration, or one
+    /// that an uncommitted change removes while it is a voter of the committed configuration.
+    /// The second kind leads, if elected by the latest configuration's voters, only until the
+    /// change commits, as a leader that removes itself does (thesis §4.2.2); forbidding it
+    /// to campaign can leave no electable node: it may hold entries the others lack (so it
+    /// refuses them its vote) while they, not having its configuration yet, need that vote.
+    pub fn may_campaign(&self) -> bool {
+        let m = &self.log.memberships;
+        self.is_voter()
+            || (m.latest_index().is_some_and(|i| i > self.log.committed)
+                && m.at(self.log.committed).is_voter(self.cfg.id))
+    }
     /// On a leader, each follower's match index; empty elsewhere.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
         self.progress
@@ -303,7 +316,7 @@ impl Raft {
             self.tick_leader();
         } else if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
             && !self.catching_up
-            && self.is_voter()
+            && self.may_campaign()
         {
             self.election_elapsed_ticks = 0;
             self.campaign(self.cfg.pre_vote, false);
@@ -319,6 +332,7 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
+        self.forget_removed();
         self.heartbeat_elapsed_ticks += 1;
         if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
@@ -379,7 +393,7 @@ impl Raft {
     /// their own when the election timeout elapses.
     pub fn campaign_now(&mut self) {
         self.assert_not_in_ready();
-        if self.role != Role::Leader && !self.catching_up && self.is_voter() {
+        if self.role != Role::Leader && !self.catching_up && self.may_campaign() {
             self.campaign(false, false);
         }
     }
@@ -661,7 +675,7 @@ impl Raft {
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.role != Role::Leader && !self.catching_up {
+                if self.role != Role::Leader && !self.catching_up && self.may_campaign() {
                     self.campaign(false, true);
                 }
             }
