@@ -257,6 +257,7 @@ pub(crate) enum Input {
     },
     /// Proposes the next configuration of the controller group (one voter at a time).
     ProposeMembership {
+        from: dmq_raft::Membership,
         to: dmq_raft::Membership,
         reply: Reply<ApplyOutcome>,
     },
@@ -412,15 +413,17 @@ impl NodeHandle {
         self.addrs.read().expect("not poisoned").clone()
     }
 
-    /// Proposes `to` as the next configuration of the controller group and waits until it is
-    /// applied here (the leader only; one voter changed at a time, see
+    /// Proposes `to` as the next configuration of the controller group, if the one in effect
+    /// is still `from` (else [`NodeError::MembershipChangeBusy`]: recompute and retry), and
+    /// waits until it is applied here (the leader only; one voter changed at a time, see
     /// [`dmq_raft::Raft::propose_membership`]).
     pub async fn propose_membership(
         &self,
+        from: dmq_raft::Membership,
         to: dmq_raft::Membership,
     ) -> Result<ApplyOutcome, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Input::ProposeMembership { to, reply })?;
+        self.send(Input::ProposeMembership { from, to, reply })?;
         self.wait(rx, NodeError::OutcomeUnknown).await
     }
 

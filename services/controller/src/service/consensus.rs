@@ -25,9 +25,11 @@ pub trait Consensus: Clone + Send + Sync + 'static {
     fn not_leader(&self) -> NodeError;
     /// Every member's addresses, this one included.
     fn peers(&self) -> BTreeMap<NodeId, PeerAddrs>;
-    /// Proposes the next configuration of the controller group and waits until it is applied.
+    /// Proposes `to` as the next configuration of the controller group if the one in effect
+    /// is still `from`, and waits until it is applied.
     fn propose_membership(
         &self,
+        from: dmq_raft::Membership,
         to: dmq_raft::Membership,
     ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send;
     /// Proposes `command` and waits until it is applied (only the leader accepts).
@@ -67,9 +69,10 @@ impl Consensus for NodeHandle {
 
     fn propose_membership(
         &self,
+        from: dmq_raft::Membership,
         to: dmq_raft::Membership,
     ) -> impl Future<Output = Result<ApplyOutcome, NodeError>> + Send {
-        NodeHandle::propose_membership(self, to)
+        NodeHandle::propose_membership(self, from, to)
     }
 
     fn propose(

@@ -141,6 +141,7 @@ impl Consensus for FakeNode {
 
     async fn propose_membership(
         &self,
+        _from: dmq_raft::Membership,
         _to: dmq_raft::Membership,
     ) -> Result<ApplyOutcome, NodeError> {
         Err(NodeError::InvalidMembership(

@@ -105,16 +105,25 @@ fn leader<N: Consensus>(node: &N) -> Result<NodeStatus, Status> {
 /// is refused MEMBERSHIP_CHANGE_BUSY.
 const BUSY_WAIT_MAX: Duration = Duration::from_secs(10);
 
-/// Proposes `to` and waits until it is applied. While the previous change is uncommitted (or
-/// the leader has not committed in its term yet) it waits for the commit index to move and
-/// tries again, for at most [`BUSY_WAIT_MAX`]: the caller sees MEMBERSHIP_CHANGE_BUSY only if
-/// that does not happen.
-async fn propose<N: Consensus>(node: &N, to: Membership) -> Result<(), Status> {
+/// Computes the next configuration from the one in effect with `change` (`None`: nothing to
+/// do) and proposes it, as a compare-and-set on that configuration, then waits until it is
+/// applied. While the previous change is uncommitted, the leader has not committed in its term
+/// yet, or another change got in first, it waits for the status to move and starts over from
+/// the new configuration, for at most [`BUSY_WAIT_MAX`]: the caller sees
+/// MEMBERSHIP_CHANGE_BUSY only if that does not settle.
+async fn propose<N: Consensus>(
+    node: &N,
+    change: impl Fn(&Membership) -> Option<Membership>,
+) -> Result<(), Status> {
     let deadline = Instant::now() + BUSY_WAIT_MAX;
     let mut progress = node.watch_progress();
     loop {
         progress.borrow_and_update();
-        match node.propose_membership(to.clone()).await {
+        let current = leader(node)?.membership;
+        let Some(next) = change(&current) else {
+            return Ok(());
+        };
+        match node.propose_membership(current, next).await {
             Ok(_) => return Ok(()),
             Err(NodeError::MembershipChangeBusy(why)) => {
                 match tokio::time::timeout_at(deadline, progress.changed()).await {
@@ -170,23 +179,32 @@ pub(super) async fn add_controller<N: Consensus>(
                 ),
             ));
         }
-    } else {
-        let mut next = current.clone();
-        next.learners.insert(id);
-        next.context.insert(id, addrs.to_context());
-        tracing::info!(node = id, peer = %addrs.raft, "adding a controller as a learner");
-        propose(node, next).await?;
     }
-    let status = leader(node)?;
-    if status.membership.is_learner(id) && !request.learner_only {
-        catch_up(node, id, timeout).await?;
-        let status = leader(node)?;
-        let mut next = status.membership.clone();
-        if next.learners.remove(&id) {
-            next.voters.insert(id);
-            tracing::info!(node = id, "the learner caught up: promoting it to voter");
-            propose(node, next).await?;
+    let context = addrs.to_context();
+    tracing::info!(node = id, peer = %addrs.raft, "adding a controller (as a learner first)");
+    propose(node, |m| {
+        (!m.contains(id)).then(|| {
+            let mut next = m.clone();
+            next.learners.insert(id);
+            next.context.insert(id, context.clone());
+            next
+        })
+    })
+    .await?;
+    if !request.learner_only {
+        if leader(node)?.membership.is_learner(id) {
+            catch_up(node, id, timeout).await?;
         }
+        propose(node, |m| {
+            m.is_learner(id).then(|| {
+                tracing::info!(node = id, "the learner caught up: promoting it to voter");
+                let mut next = m.clone();
+                next.learners.remove(&id);
+                next.voters.insert(id);
+                next
+            })
+        })
+        .await?;
     }
     let status = node.status();
     Ok(AddControllerResponse {
@@ -252,15 +270,17 @@ pub(super) async fn remove_controller<N: Consensus>(
             "node_id must be at least 1 (0 means \"no node\")".into(),
         ));
     }
-    let status = leader(node)?;
-    if status.membership.contains(id) {
-        let mut next = status.membership.clone();
-        next.voters.remove(&id);
-        next.learners.remove(&id);
-        next.context.remove(&id);
-        tracing::info!(node = id, "removing a controller");
-        propose(node, next).await?;
-    }
+    propose(node, |m| {
+        m.contains(id).then(|| {
+            tracing::info!(node = id, "removing a controller");
+            let mut next = m.clone();
+            next.voters.remove(&id);
+            next.learners.remove(&id);
+            next.context.remove(&id);
+            next
+        })
+    })
+    .await?;
     let status = node.status();
     Ok(RemoveControllerResponse {
         controllers: controller_nodes(&status, &node.peers()),

@@ -120,12 +120,22 @@ impl Driver {
         }
     }
 
-    /// Proposes `to` as the next configuration; the reply comes when it is applied.
+    /// Proposes `to` as the next configuration if the one in effect is still `from` (a
+    /// compare-and-set: a change computed from a configuration that another change replaced
+    /// meanwhile could undo that change and still be one valid step); the reply comes when it
+    /// is applied.
     pub(super) fn propose_membership(
         &mut self,
+        from: Membership,
         to: Membership,
         reply: crate::node::handle::Reply<crate::metadata::ApplyOutcome>,
     ) {
+        if self.raft.membership() != &from {
+            let _ = reply.send(Err(NodeError::MembershipChangeBusy(
+                "the configuration changed since this change was computed".into(),
+            )));
+            return;
+        }
         if self.proposals.len() >= self.cfg.pending_proposals_max {
             let _ = reply.send(Err(NodeError::Overloaded(format!(
                 "{} proposals are waiting for their commit",

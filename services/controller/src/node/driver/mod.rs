@@ -489,7 +489,9 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
-            Input::ProposeMembership { to, reply } => self.propose_membership(to, reply),
+            Input::ProposeMembership { from, to, reply } => {
+                self.propose_membership(from, to, reply)
+            }
             Input::Shutdown => return false,
         }
         true
