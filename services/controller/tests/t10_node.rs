@@ -287,3 +287,42 @@ async fn t13_commits_do_not_wake_role_watchers() {
         .expect("no role change seen within 10 s")
         .unwrap();
 }
+
+/// A membership change is a compare-and-set on the configuration it was computed from: one
+/// computed from a configuration that another change replaced is refused, retryable, with
+/// nothing applied. (Without it, a retried AddController reverted a promotion that got in
+/// meanwhile: both were one valid step.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t14_a_membership_change_from_a_stale_configuration_is_refused() {
+    let c = Cluster::start(3, 10_000).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let h = &c.members[&leader].handle;
+    // The first leader records the bootstrap configuration (with addresses) in the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.status().membership.context.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "bootstrap configuration not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let base = h.status().membership;
+    let mut with_learner = base.clone();
+    with_learner.learners.insert(4);
+    h.propose_membership(base.clone(), with_learner.clone())
+        .await
+        .expect("a change from the configuration in effect");
+    let mut stale = base.clone();
+    stale.learners.insert(5);
+    let err = h
+        .propose_membership(base, stale)
+        .await
+        .expect_err("a change from a replaced configuration");
+    assert!(matches!(err, NodeError::MembershipChangeBusy(_)), "{err:?}");
+    assert!(err.is_retryable() && !err.outcome_unknown());
+    assert_eq!(
+        h.status().membership,
+        with_learner,
+        "the stale change was applied"
+    );
+}
