@@ -3,6 +3,7 @@
 //! it has caught up (§4.2.1, rounds of catch-up).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmq_proto::v1::{
@@ -79,8 +80,18 @@ fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
 }
 
+/// Bytes a `HOST:PORT` may have: a DNS name (253) and a port, with room to spare. Longer
+/// ones are refused before they reach the member context (which holds at most 64 KiB).
+const ADDRESS_BYTES_MAX: usize = 300;
+
 /// A `HOST:PORT` a peer can dial: a name or address, and a port number.
 fn check_addr(what: &str, addr: &str) -> Result<(), Status> {
+    if addr.len() > ADDRESS_BYTES_MAX {
+        return Err(invalid(format!(
+            "{what} is {} bytes; a HOST:PORT has at most {ADDRESS_BYTES_MAX} (nothing was applied)",
+            addr.len()
+        )));
+    }
     let port = addr
         .rsplit_once(':')
         .map(|(host, port)| (host, port.parse::<u16>()));
@@ -123,7 +134,10 @@ async fn propose<N: Consensus>(
         let Some(next) = change(&current) else {
             return Ok(());
         };
-        match node.propose_membership(current, next).await {
+        match node
+            .propose_membership(Arc::unwrap_or_clone(current), next)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(NodeError::MembershipChangeBusy(why)) => {
                 match tokio::time::timeout_at(deadline, progress.changed()).await {
@@ -192,24 +206,47 @@ pub(super) async fn add_controller<N: Consensus>(
     })
     .await?;
     if !request.learner_only {
-        if leader(node)?.membership.is_learner(id) {
-            catch_up(node, id, timeout).await?;
-        }
-        propose(node, |m| {
-            m.is_learner(id).then(|| {
-                tracing::info!(node = id, "the learner caught up: promoting it to voter");
-                let mut next = m.clone();
-                next.learners.remove(&id);
-                next.voters.insert(id);
-                next
-            })
-        })
-        .await?;
+        promote(node, id, timeout)
+            .await
+            .map_err(|s| added_not_promoted(id, s))?;
     }
     let status = node.status();
     Ok(AddControllerResponse {
         controllers: controller_nodes(&status, &node.peers()),
     })
+}
+
+/// The second half of AddController: catch up, then promote.
+async fn promote<N: Consensus>(node: &N, id: NodeId, timeout: Duration) -> Result<(), Status> {
+    if leader(node)?.membership.is_learner(id) {
+        catch_up(node, id, timeout).await?;
+    }
+    propose(node, |m| {
+        m.is_learner(id).then(|| {
+            tracing::info!(node = id, "the learner caught up: promoting it to voter");
+            let mut next = m.clone();
+            next.learners.remove(&id);
+            next.voters.insert(id);
+            next
+        })
+    })
+    .await
+}
+
+/// A failure after the learner was added: the status keeps its code and reason (about the
+/// promotion: a NOT_LEADER hint is still followed, and the request is safe to repeat), and
+/// its message says the learner part is applied.
+fn added_not_promoted(id: NodeId, s: Status) -> Status {
+    let message = format!(
+        "controller {id} was added as a learner (that part is applied) but not promoted: {}",
+        s.message()
+    );
+    Status::with_details_and_metadata(
+        s.code(),
+        message,
+        s.details().to_vec().into(),
+        s.metadata().clone(),
+    )
 }
 
 /// Rounds of catch-up (thesis §4.2.1): each round waits for the learner to reach the commit
@@ -237,10 +274,9 @@ async fn catch_up<N: Consensus>(node: &N, id: NodeId, timeout: Duration) -> Resu
                     return Err(Status::with_error_details(
                         tonic::Code::FailedPrecondition,
                         format!(
-                            "controller {id} was added as a learner but did not catch up within \
-                             {timeout:?} (it holds up to index {matched} of {}); it stays a \
-                             learner. Check that it runs and that the leader reaches its peer \
-                             address, then call add-controller again to promote it",
+                            "it did not catch up within {timeout:?} (it holds up to index \
+                             {matched} of {}). Check that it runs and that the leader reaches \
+                             its peer address, then call add-controller again to promote it",
                             s.commit_index
                         ),
                         ErrorDetails::with_error_info(
