@@ -306,7 +306,7 @@ async fn t14_a_membership_change_from_a_stale_configuration_is_refused() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let base = h.status().membership;
+    let base = (*h.status().membership).clone();
     let mut with_learner = base.clone();
     with_learner.learners.insert(4);
     h.propose_membership(base.clone(), with_learner.clone())
@@ -321,7 +321,7 @@ async fn t14_a_membership_change_from_a_stale_configuration_is_refused() {
     assert!(matches!(err, NodeError::MembershipChangeBusy(_)), "{err:?}");
     assert!(err.is_retryable() && !err.outcome_unknown());
     assert_eq!(
-        h.status().membership,
+        *h.status().membership,
         with_learner,
         "the stale change was applied"
     );

@@ -31,7 +31,7 @@ pub struct NodeStatus {
     /// [`dmq_raft::Raft::rejoin`]): it neither votes nor counts toward a commit.
     pub catching_up: bool,
     /// The configuration in effect here (the latest in its log, committed or not).
-    pub membership: dmq_raft::Membership,
+    pub membership: Arc<dmq_raft::Membership>,
 }
 
 impl NodeStatus {

@@ -56,7 +56,7 @@ impl FakeNode {
             match_indexes: BTreeMap::new(),
             running: true,
             catching_up: false,
-            membership: dmq_raft::Membership::from_voters(1..=3),
+            membership: Arc::new(dmq_raft::Membership::from_voters(1..=3)),
         });
         FakeNode(Arc::new(Fake {
             store,

@@ -13,6 +13,7 @@
 //!   members and addresses come from the log and snapshots, never from flags.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use dmq_raft::{Membership, NodeId, Role};
 
@@ -25,7 +26,7 @@ impl Driver {
     /// effect, if it changed since the last call.
     pub(super) fn sync_peers(&mut self) {
         let membership = self.raft.membership();
-        if self.synced_membership.as_ref() == Some(membership) {
+        if *self.synced_membership == *membership {
             return;
         }
         let membership = membership.clone();
@@ -79,7 +80,7 @@ impl Driver {
         );
         self.addrs = addrs.clone();
         *self.shared_addrs.write().expect("not poisoned") = addrs;
-        self.synced_membership = Some(membership);
+        self.synced_membership = Arc::new(membership);
     }
 
     /// On a leader whose applied state includes every earlier term: records the bootstrap

@@ -88,8 +88,9 @@ struct Driver {
     /// Every member's addresses (see `membership.rs`), and the copy the handle reads.
     addrs: BTreeMap<NodeId, crate::node::PeerAddrs>,
     shared_addrs: Arc<std::sync::RwLock<BTreeMap<NodeId, crate::node::PeerAddrs>>>,
-    /// The configuration the peers and addresses were last brought in line with.
-    synced_membership: Option<dmq_raft::Membership>,
+    /// The configuration the peers and addresses were last brought in line with (empty before
+    /// the first sync); the status shares it, so publishing a status copies no set.
+    synced_membership: Arc<dmq_raft::Membership>,
     /// The term in which this leader proposed to record the bootstrap configuration.
     membership_record_term: Option<Term>,
     runtime: tokio::runtime::Handle,
@@ -138,7 +139,13 @@ pub(crate) fn spawn(
     let raft = Raft::new(cfg.raft_config(), recovered, applied)?;
     let (inbox, inbox_rx) = Inbox::new(cfg.peer_inbox_depth, cfg.client_queue_depth);
     let inbox_for_peers = inbox.clone();
-    let status = status_of(&cfg, &cfg.peers, &raft, true);
+    let status = status_of(
+        &cfg,
+        &cfg.peers,
+        &raft,
+        &Arc::new(raft.membership().clone()),
+        true,
+    );
     let (status_tx, status_rx) = watch::channel(status.clone());
     let (role_status_tx, role_status_rx) = watch::channel(status);
     let cluster_id = Arc::new(super::ClusterId::new(&metadata.cluster_id()));
@@ -174,7 +181,7 @@ pub(crate) fn spawn(
     let mut driver = Driver {
         addrs,
         shared_addrs,
-        synced_membership: None,
+        synced_membership: Arc::new(dmq_raft::Membership::default()),
         membership_record_term: None,
         runtime,
         peer_inbox: inbox_for_peers,
@@ -217,6 +224,7 @@ fn status_of(
     cfg: &NodeConfig,
     addrs: &BTreeMap<NodeId, crate::node::PeerAddrs>,
     raft: &Raft,
+    membership: &Arc<dmq_raft::Membership>,
     running: bool,
 ) -> NodeStatus {
     let leader_id = raft.leader_id();
@@ -233,7 +241,7 @@ fn status_of(
         match_indexes: raft.match_indexes(),
         running,
         catching_up: raft.is_catching_up(),
-        membership: raft.membership().clone(),
+        membership: membership.clone(),
     }
 }
 
@@ -777,7 +785,13 @@ impl Driver {
         self.follower_view
             .set(self.raft.term(), self.raft.role(), self.raft.leader_id());
         self.publish_lease();
-        let status = status_of(&self.cfg, &self.addrs, &self.raft, running);
+        let status = status_of(
+            &self.cfg,
+            &self.addrs,
+            &self.raft,
+            &self.synced_membership,
+            running,
+        );
         self.role_status_tx.send_if_modified(|s| {
             let changed = !s.same_role(&status);
             if changed {
