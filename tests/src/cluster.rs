@@ -188,15 +188,7 @@ impl ControllerCluster {
         for &(id, client, peer) in &specs {
             let data_dir = dir.path().join(format!("node-{id}"));
             let args = node_args(&opts, id, client, peer, &peers, &data_dir);
-            let env = vec![
-                (OsString::from("RUST_LOG"), OsString::from(&opts.rust_log)),
-                (
-                    OsString::from("DMQ_FAULT_FILE"),
-                    fault_file(dir.path(), id).into_os_string(),
-                ),
-            ];
-            let log = dir.path().join(format!("node-{id}.log"));
-            let process = ChildProcess::new(format!("controller {id}"), &opts.bin, args, env, log);
+            let process = controller_process(&opts, dir.path(), id, args);
             nodes.insert(
                 id,
                 Node {
@@ -469,19 +461,7 @@ impl ControllerCluster {
         );
         args.push("--join".into());
         args.push(join.join(",").into());
-        let env = vec![
-            (
-                OsString::from("RUST_LOG"),
-                OsString::from(&self.opts.rust_log),
-            ),
-            (
-                OsString::from("DMQ_FAULT_FILE"),
-                fault_file(&dir, id).into_os_string(),
-            ),
-        ];
-        let log = dir.join(format!("node-{id}.log"));
-        let mut process =
-            ChildProcess::new(format!("controller {id}"), &self.opts.bin, args, env, log);
+        let mut process = controller_process(&self.opts, &dir, id, args);
         process
             .spawn()
             .unwrap_or_else(|e| panic!("could not start controller {id}: {e}"));
@@ -570,6 +550,19 @@ impl Drop for ControllerCluster {
             eprintln!("harness: kept {}", dir.keep().display());
         }
     }
+}
+
+/// The (not yet started) process of controller `id`, its log and fault file in `dir`.
+fn controller_process(o: &ClusterOpts, dir: &Path, id: u64, args: Vec<OsString>) -> ChildProcess {
+    let env = vec![
+        (OsString::from("RUST_LOG"), OsString::from(&o.rust_log)),
+        (
+            OsString::from("DMQ_FAULT_FILE"),
+            fault_file(dir, id).into_os_string(),
+        ),
+    ];
+    let log = dir.join(format!("node-{id}.log"));
+    ChildProcess::new(format!("controller {id}"), &o.bin, args, env, log)
 }
 
 /// Where node `id` reads its fault points (`DMQ_FAULT_FILE`).
