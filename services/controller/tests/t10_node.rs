@@ -309,9 +309,21 @@ async fn t14_a_membership_change_from_a_stale_configuration_is_refused() {
     let base = (*h.status().membership).clone();
     let mut with_learner = base.clone();
     with_learner.learners.insert(4);
-    h.propose_membership(base.clone(), with_learner.clone())
-        .await
-        .expect("a change from the configuration in effect");
+    // The recorded configuration shows as soon as it is appended; until it commits a change
+    // is refused as busy (retryable): poll until it is taken.
+    loop {
+        match h
+            .propose_membership(base.clone(), with_learner.clone())
+            .await
+        {
+            Ok(_) => break,
+            Err(NodeError::MembershipChangeBusy(why)) => {
+                assert!(Instant::now() < deadline, "still busy: {why}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("a change from the configuration in effect: {e}"),
+        }
+    }
     let mut stale = base.clone();
     stale.learners.insert(5);
     let err = h
