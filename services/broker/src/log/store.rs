@@ -544,7 +544,13 @@ impl LogStore {
     /// Fails the store as a failed fdatasync would (fault tests).
     #[cfg(any(test, feature = "fault-injection"))]
     pub fn inject_failure(&self) {
-        self.shared.mark_failed("injected sync failure".into());
+        self.mark_failed("injected sync failure".into());
+    }
+
+    /// From now on the store refuses writes: what its files hold is unknown (a sync that
+    /// ended in a panic, say). Watchers of [`LogStore::failures`] hear `why`.
+    pub fn mark_failed(&self, why: String) {
+        self.shared.mark_failed(why);
     }
 
     /// The sled database (tests corrupt data through it).

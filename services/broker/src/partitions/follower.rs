@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The next fetch's `fetch_offset` is the follower's acknowledgement: it is sent only after the
-//! batches it covers were synced, so the leader never counts a record the follower could lose.
+//! batches it covers were synced (the first one after a sync of whatever an earlier role wrote),
+//! so the leader never counts a record the follower could lose.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,8 @@ pub(crate) fn truncation_offset(
 /// - Only one role writes a partition's log: the manager starts a follower only on an idle
 ///   partition and [`stop`](Self::stop)s (joins) it before any other role starts.
 /// - A fetch reports as `fetch_offset` only a log end that a sync covered (the leader counts it
-///   toward the high watermark): replicated batches are synced before the next fetch, and a
+///   toward the high watermark): the task syncs before its first fetch (an earlier role's
+///   appends may be unsynced), replicated batches are synced before the next fetch, and a
 ///   failed sync stops the task.
 /// - The log is truncated only on the leader's word (a diverging epoch, or an offset past its
 ///   log end) and never below the high watermark: committed records are never removed.
@@ -147,6 +149,14 @@ impl Fetcher {
         let id = self.partition.id.clone();
         tracing::info!(topic = %id.topic, partition = id.partition, leader = self.leader,
             epoch = self.epoch, "following the partition leader");
+        // The first fetch reports the log end as durable, but an earlier role may have left
+        // writes no sync covered yet (a leader's appends whose group commit is still queued):
+        // sync first. A failed sync fails the store, and the broker stops.
+        if let Err(e) = self.broker.data.syncer.sync().await {
+            tracing::error!(topic = %id.topic, partition = id.partition, error = %e,
+                "cannot make the log durable before following; this replica does not fetch");
+            return;
+        }
         loop {
             if *self.stop.borrow() {
                 break;

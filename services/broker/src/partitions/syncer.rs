@@ -141,7 +141,12 @@ fn run(
         // and with it every later sync.
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.sync())) {
             Ok(synced) => synced.map_err(|e| e.to_string()),
-            Err(_) => Err("the log store sync panicked".to_string()),
+            Err(_) => {
+                // What the sync made durable is unknown, as after a failed fdatasync.
+                let why = "the log store sync panicked".to_string();
+                store.mark_failed(why.clone());
+                Err(why)
+            }
         };
         syncs.fetch_add(1, Ordering::Relaxed);
         metrics::log_synced(waiters.len(), started.elapsed());

@@ -474,3 +474,50 @@ async fn a_leader_stopping_gracefully_answers_its_writes_in_flight_before_handin
     })
     .await;
 }
+
+/// Path 12: a follower's first fetch reported a log end no sync had covered. Leader 1 appends
+/// x0..x9 (acks=ALL) and its sync waits; broker 2 copies them (and syncs them). Leadership
+/// moves to 2: broker 1, a follower now, fetched at once with `fetch_offset` 11, and leader 2
+/// counted the x's as durable on broker 1, whose disk never had them (its syncs fail here, as
+/// on a power cut): offsets committed with one durable copy. Now a follower makes its log
+/// durable before its first fetch, and a broker whose sync fails stops instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_follower_reports_only_a_log_end_its_disk_holds() {
+    let mut c = Cluster::start(2, Duration::from_secs(30)).await;
+    c.controller.model().ignore_leaving = true;
+    c.controller.model().create_topic("n", &[&[1, 2]], 1);
+    let (b1, b2) = (c.client(1), c.client(2));
+    produce_eventually(&b1, "n", pb::Acks::All, &["a"]).await;
+
+    let f1 = c.nodes[0].faults.clone();
+    let parked = f1.hits("produce.after_append") + 1;
+    f1.hold("produce.after_append");
+    let xs = values("x", 10);
+    let waiter = tokio::spawn({
+        let b1 = b1.clone();
+        async move { produce(&b1, "n", pb::Acks::All, &refs(&xs)).await }
+    });
+    f1.wait_hits("produce.after_append", parked, WAIT).await;
+    eventually("broker 2 holds the x's", || async {
+        replica_state(&b2, "n").await.log_end_offset == 11
+    })
+    .await;
+
+    // From now on broker 1's disk refuses to make anything durable.
+    f1.fail("log.sync", true);
+    c.controller.model().move_leader("n", 0, 2);
+    let exit = c.node(1).exited().await;
+    assert!(
+        matches!(exit, Err(BrokerError::Storage(_))),
+        "the follower's first sync failed, so the broker stops: {exit:?}"
+    );
+    assert_eq!(c.controller.model().partition("n", 0).isr, vec![1, 2]);
+    let r = replica_state(&b2, "n").await;
+    assert_eq!(
+        (r.log_end_offset, r.high_watermark),
+        (11, 1),
+        "the x's are durable on broker 2 only: not committed while broker 1 is in the ISR"
+    );
+    f1.release("produce.after_append");
+    let _ = waiter.await;
+}
