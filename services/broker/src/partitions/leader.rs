@@ -174,9 +174,10 @@ pub(crate) struct FetchEffects {
 ///   ([`on_synced`](Leader::on_synced)); report a follower's only from a fetch in this epoch,
 ///   by the incarnation the metadata lists, that passed the divergence check
 ///   ([`on_replica_fetch`](Leader::on_replica_fetch)).
-/// - At most one ISR change is pending; it is settled only by a committed answer, a definite
-///   refusal, or metadata at a newer partition epoch ([`isr_change_done`],
-///   [`apply_metadata`]). Until then an expansion's joiner counts for the high watermark.
+/// - At most one ISR change is pending; it is settled only by a committed answer or a definite
+///   refusal *to that change* (a late answer to an earlier one settles nothing), or metadata
+///   at a newer partition epoch ([`isr_change_done`], [`apply_metadata`]). Until then an
+///   expansion's joiner counts for the high watermark.
 ///
 /// [`subscribe`]: Leader::subscribe
 /// [`isr_change_done`]: Leader::isr_change_done
@@ -380,11 +381,26 @@ impl Leader {
         !state.closed && state.pending.is_none() && state.quiet_until.is_none_or(|t| now >= t)
     }
 
-    /// The outcome of an attempt of the pending ISR change (see [`IsrOutcome`]).
-    pub(crate) fn isr_change_done(&self, outcome: IsrOutcome, now: Instant) {
+    /// The outcome of an attempt of ISR change `change` (see [`IsrOutcome`]). It settles the
+    /// pending change only if that is `change`: an answer can arrive after newer metadata
+    /// settled its change and another became pending, and must not drop that one (its joiner
+    /// would stop counting while the controllers may commit it). Of an answer to another
+    /// change only a committed ISR is kept (if newer than the one held).
+    pub(crate) fn isr_change_done(&self, change: &IsrRequest, outcome: IsrOutcome, now: Instant) {
         let mut state = self.lock();
-        let Some(pending) = &mut state.pending else {
-            return; // settled meanwhile by newer metadata
+        let pending = match &mut state.pending {
+            Some(pending) if pending.request == *change => pending,
+            _ => {
+                // Settled meanwhile by newer metadata; another change may be pending.
+                if let IsrOutcome::Committed {
+                    isr,
+                    partition_epoch,
+                } = outcome
+                {
+                    self.set_isr(&mut state, isr, partition_epoch);
+                }
+                return;
+            }
         };
         match outcome {
             IsrOutcome::Committed {
@@ -637,7 +653,7 @@ mod tests {
         );
         assert_eq!(leader.isr_work(later, lag), None, "one change at a time");
         assert_eq!(*hw.borrow(), 10, "pending: the old ISR still counts");
-        leader.isr_change_done(committed(&[1, 2], 6), later);
+        leader.isr_change_done(&shrink, committed(&[1, 2], 6), later);
         assert_eq!(*hw.borrow(), 50);
         assert_eq!(leader.isr(), vec![1, 2]);
         // Older metadata does not bring the old ISR back; newer does.
@@ -663,7 +679,8 @@ mod tests {
             None
         );
         let effects = leader.on_replica_fetch(3, 8, 40, 40, true, now);
-        assert_eq!(effects.expand.unwrap().new_isr, vec![1, 2, 3]);
+        let expand = effects.expand.unwrap();
+        assert_eq!(expand.new_isr, vec![1, 2, 3]);
         // While the expansion is pending, 3 holds the HW back with everyone else.
         leader.on_synced(60);
         leader.on_replica_fetch(2, 7, 60, 60, true, now);
@@ -671,19 +688,20 @@ mod tests {
         leader.on_replica_fetch(3, 8, 55, 60, true, now);
         assert_eq!(*hw.borrow(), 55);
         // A definite refusal leaves a quiet period before the next attempt.
-        leader.isr_change_done(IsrOutcome::Refused, now);
+        leader.isr_change_done(&expand, IsrOutcome::Refused, now);
         assert_eq!(
             leader.on_replica_fetch(3, 8, 60, 60, true, now).expand,
             None
         );
         let effects = leader.on_replica_fetch(3, 8, 60, 60, true, now + ISR_RETRY_BACKOFF);
-        assert_eq!(effects.expand.unwrap().new_isr, vec![1, 2, 3]);
-        leader.isr_change_done(committed(&[1, 2, 3], 6), now);
+        let expand = effects.expand.unwrap();
+        assert_eq!(expand.new_isr, vec![1, 2, 3]);
+        leader.isr_change_done(&expand, committed(&[1, 2, 3], 6), now);
         assert_eq!(leader.commitment().isr_size, 3);
         // Newer metadata (broker 2 fenced at epoch 8), then a late answer at 7: the newer stays.
         leader.apply_metadata(&partition(&[1, 3], 8), now);
         assert_eq!(leader.isr_work(now, Duration::from_secs(60)), None);
-        leader.isr_change_done(committed(&[1, 2, 3], 7), now);
+        leader.isr_change_done(&expand, committed(&[1, 2, 3], 7), now);
         assert_eq!(leader.isr(), vec![1, 3]);
         assert_eq!(leader.progress(3).unwrap().leo, Some(60));
     }
@@ -700,7 +718,7 @@ mod tests {
             .on_replica_fetch(3, 8, 40, 40, true, now)
             .expand
             .unwrap();
-        leader.isr_change_done(IsrOutcome::Unknown, now);
+        leader.isr_change_done(&expand, IsrOutcome::Unknown, now);
         // New records reach 2 but not 3: the watermark waits for 3.
         leader.on_synced(60);
         leader.on_replica_fetch(2, 7, 60, 60, true, now);
@@ -711,7 +729,7 @@ mod tests {
         assert_eq!(retry, Some(expand.clone()));
         // It was the first attempt that committed: the retry is stale. Still counting, and
         // nothing more is sent, until the metadata says.
-        leader.isr_change_done(IsrOutcome::Stale, now);
+        leader.isr_change_done(&expand, IsrOutcome::Stale, now);
         assert_eq!(
             leader.isr_work(now + 10 * ISR_RETRY_BACKOFF, Duration::from_secs(60)),
             None
@@ -726,6 +744,51 @@ mod tests {
         assert_eq!(*hw.borrow(), 40, "3 is in the ISR now and still at 40");
         leader.on_replica_fetch(3, 8, 60, 60, true, now);
         assert_eq!(*hw.borrow(), 60);
+    }
+
+    /// A late AlterPartition answer settles only the change it answers. ISR {1} at partition
+    /// epoch 5: adding 2 is sent; the controllers commit {1,2} at 6 and the metadata says so
+    /// before the answer comes (it settles the change). 3 catches up: adding 3 is sent from 6.
+    /// The first answer then dropped that second change, which the controllers committed
+    /// ({1,2,3} at 7, its own answer ignored: nothing pending) while this leader counted only
+    /// {1,2}: records 3 lacked were acknowledged, and the controllers could elect 3.
+    #[test]
+    fn a_late_answer_settles_only_the_change_it_answers() {
+        let (leader, hw) = leader(&[1], 40, 40);
+        let now = Instant::now();
+        let first = leader
+            .on_replica_fetch(2, 7, 40, 40, true, now)
+            .expand
+            .unwrap();
+        assert_eq!(first.new_isr, vec![1, 2]);
+        leader.apply_metadata(&partition(&[1, 2], 6), now);
+        assert_eq!(leader.pending_change(), None);
+        let second = leader
+            .on_replica_fetch(3, 8, 40, 40, true, now)
+            .expand
+            .unwrap();
+        assert_eq!(
+            (second.new_isr.clone(), second.partition_epoch),
+            (vec![1, 2, 3], 6)
+        );
+
+        leader.isr_change_done(&first, committed(&[1, 2], 6), now);
+        assert_eq!(
+            leader.pending_change(),
+            Some(second.clone()),
+            "the second change is still pending"
+        );
+        leader.isr_change_done(&first, IsrOutcome::Refused, now);
+        assert_eq!(leader.pending_change(), Some(second.clone()));
+        // New records reach 2, not 3: the joiner holds the watermark back.
+        leader.on_synced(60);
+        leader.on_replica_fetch(2, 7, 60, 60, true, now);
+        assert_eq!(*hw.borrow(), 40);
+
+        leader.isr_change_done(&second, committed(&[1, 2, 3], 7), now);
+        assert_eq!(leader.pending_change(), None);
+        assert_eq!(leader.isr(), vec![1, 2, 3]);
+        assert_eq!(*hw.borrow(), 40);
     }
 
     #[test]

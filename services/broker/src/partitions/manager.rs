@@ -339,7 +339,7 @@ pub(crate) fn spawn_isr_change(
         if outcome == IsrOutcome::Stale {
             broker.wakeup.notify_one();
         }
-        leader.isr_change_done(outcome, Instant::now());
+        leader.isr_change_done(&change, outcome, Instant::now());
         crate::metrics::isr_change(kind, label);
     });
 }
