@@ -316,6 +316,30 @@ fn truncation_above_the_high_watermark_only() {
     assert_eq!(all[4].1, "d-0");
 }
 
+/// A truncation is durable when it returns: a follower reports its log end at its next fetch,
+/// and the leader counts that end as durable. A batch cut in the middle is rewritten, and the
+/// rewrite was left to the next group commit, so the end reported could cover records no sync
+/// had covered.
+#[test]
+fn a_truncation_is_durable_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let log = store.partition("t", 1, 0).unwrap();
+    log.append_as_leader(recs("a", 4, T0), 1, T0).unwrap(); // 0..4
+    log.append_as_leader(recs("b", 4, T0), 1, T0).unwrap(); // 4..8
+    store.sync().unwrap();
+    for (offset, what) in [(6, "mid-batch"), (4, "at a batch boundary")] {
+        log.truncate_to(offset).unwrap();
+        let syncs = store.durable_sync_count();
+        store.sync().unwrap();
+        assert_eq!(
+            store.durable_sync_count(),
+            syncs,
+            "a truncation {what} left writes for the next sync"
+        );
+    }
+}
+
 #[test]
 fn leader_epoch_history_follows_appends_and_truncation() {
     let dir = tempfile::tempdir().unwrap();
