@@ -420,6 +420,42 @@ impl Leader {
         }
     }
 
+    /// Takes what this broker's earlier leaderships asked of the ISR ([`IsrSeen`]): the
+    /// newest ISR an answer said was committed, and the last change, if it was asked at this
+    /// leader epoch from the partition epoch held here and is not known committed or refused,
+    /// as the pending change. Its joiner then counts for the high watermark as it did for the
+    /// leadership that asked, since the controllers may commit it: in flight, its answer
+    /// comes here (the manager hands answers to the current leadership of their epoch);
+    /// unknown, it is sent again; stale, the metadata settles it.
+    ///
+    /// [`IsrSeen`]: super::IsrSeen
+    pub(crate) fn inherit_isr(&self, seen: &super::IsrSeen, now: Instant) {
+        let mut state = self.lock();
+        if let Some((partition_epoch, isr)) = &seen.committed {
+            self.set_isr(&mut state, isr.clone(), *partition_epoch);
+        }
+        let Some((epoch, change, outcome)) = &seen.last else {
+            return;
+        };
+        if *epoch != self.epoch
+            || state.pending.is_some()
+            || change.partition_epoch != state.partition_epoch
+        {
+            return;
+        }
+        let phase = match outcome {
+            None => Phase::InFlight,
+            Some(IsrOutcome::Unknown) => Phase::RetryAt(now),
+            Some(IsrOutcome::Stale) => Phase::AwaitMetadata,
+            Some(IsrOutcome::Committed { .. } | IsrOutcome::Refused) => return,
+        };
+        state.pending = Some(Pending {
+            request: change.clone(),
+            phase,
+        });
+        self.advance_hw(&state);
+    }
+
     /// The pending change, if any (tests).
     #[cfg(test)]
     pub(crate) fn pending_change(&self) -> Option<IsrRequest> {
@@ -789,6 +825,57 @@ mod tests {
         assert_eq!(leader.pending_change(), None);
         assert_eq!(leader.isr(), vec![1, 2, 3]);
         assert_eq!(*hw.borrow(), 40);
+    }
+
+    /// What a leadership takes from the earlier ones of this broker (the partition's
+    /// `IsrSeen`): a newer committed ISR, and the last change asked at its epoch from its
+    /// partition epoch unless known committed or refused.
+    #[test]
+    fn a_new_leadership_inherits_the_isr_changes_of_the_earlier_ones() {
+        let expand = IsrRequest {
+            new_isr: vec![1, 2, 3],
+            kind: IsrChange::Expand,
+            partition_epoch: 5,
+        };
+        let seen = |epoch: u64, outcome: Option<IsrOutcome>| super::super::IsrSeen {
+            committed: None,
+            last: Some((epoch, expand.clone(), outcome)),
+        };
+        let now = Instant::now();
+        let lag = Duration::from_secs(60);
+        for (outcome, pending, resent) in [
+            (None, true, false),
+            (Some(IsrOutcome::Unknown), true, true),
+            (Some(IsrOutcome::Stale), true, false),
+            (Some(IsrOutcome::Refused), false, false),
+        ] {
+            let (l, hw) = leader(&[1, 2], 40, 40);
+            l.inherit_isr(&seen(3, outcome.clone()), now);
+            assert_eq!(l.pending_change().is_some(), pending, "{outcome:?}");
+            assert_eq!(l.isr_work(now, lag).is_some(), resent, "{outcome:?}");
+            l.on_synced(60);
+            l.on_replica_fetch(2, 7, 60, 60, true, now);
+            let expected = if pending { 40 } else { 60 };
+            assert_eq!(*hw.borrow(), expected, "the joiner counts: {outcome:?}");
+        }
+        // Asked at another leader epoch, or from another partition epoch: not this one's.
+        let (l, _) = leader(&[1, 2], 40, 40);
+        l.inherit_isr(&seen(2, None), now);
+        assert_eq!(l.pending_change(), None);
+        let (l, _) = leader(&[1, 2], 40, 40);
+        l.apply_metadata(&partition(&[1, 2], 6), now);
+        l.inherit_isr(&seen(3, None), now);
+        assert_eq!(l.pending_change(), None);
+        // A committed ISR newer than the metadata it started from is taken.
+        let (l, _) = leader(&[1, 2], 40, 40);
+        l.inherit_isr(
+            &super::super::IsrSeen {
+                committed: Some((6, vec![1, 2, 3])),
+                last: Some((3, expand.clone(), Some(committed(&[1, 2, 3], 6)))),
+            },
+            now,
+        );
+        assert_eq!((l.isr(), l.pending_change()), (vec![1, 2, 3], None));
     }
 
     #[test]

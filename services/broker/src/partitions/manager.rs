@@ -18,7 +18,7 @@
 //! checkpoints, retention, and the partition metrics.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
@@ -275,7 +275,7 @@ async fn become_leader(
     .map_err(|e| DataError::Storage(format!("a log task failed: {e}")))??;
     broker.data.syncer.sync().await?;
     partition.leo.send_replace(leo);
-    Ok(Leader::new(
+    let leader = Leader::new(
         LeaderInit {
             id: partition.id.clone(),
             me: broker.id(),
@@ -289,7 +289,15 @@ async fn become_leader(
         partition.hw.clone(),
         partition.changes.clone(),
         Instant::now(),
-    ))
+    );
+    leader.inherit_isr(
+        &partition
+            .isr_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+        Instant::now(),
+    );
+    Ok(leader)
 }
 
 async fn end_role(role: Role) {
@@ -317,6 +325,11 @@ pub(crate) fn spawn_isr_change(
     leader: Arc<Leader>,
     change: IsrRequest,
 ) {
+    partition
+        .isr_seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .last = Some((leader.epoch, change.clone(), None));
     tokio::spawn(async move {
         crate::fault_point!(broker.cfg.faults, "isr.before_alter");
         let id = &partition.id;
@@ -339,7 +352,37 @@ pub(crate) fn spawn_isr_change(
         if outcome == IsrOutcome::Stale {
             broker.wakeup.notify_one();
         }
-        leader.isr_change_done(&change, outcome, Instant::now());
+        {
+            let mut seen = partition
+                .isr_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let IsrOutcome::Committed {
+                isr,
+                partition_epoch,
+            } = &outcome
+                && seen
+                    .committed
+                    .as_ref()
+                    .is_none_or(|(held, _)| partition_epoch > held)
+            {
+                seen.committed = Some((*partition_epoch, isr.clone()));
+            }
+            if let Some((epoch, asked, known)) = &mut seen.last
+                && *epoch == leader.epoch
+                && *asked == change
+            {
+                *known = Some(outcome.clone());
+            }
+        }
+        // The answer is for this broker's current leadership of the epoch, which is a later
+        // one than the asker if the asker's lease ran out meanwhile (it inherited the change).
+        let current = partition
+            .leader()
+            .await
+            .filter(|l| l.epoch == leader.epoch)
+            .unwrap_or(leader);
+        current.isr_change_done(&change, outcome, Instant::now());
         crate::metrics::isr_change(kind, label);
     });
 }

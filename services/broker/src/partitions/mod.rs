@@ -29,7 +29,7 @@ use dmq_proto::v1 as pb;
 use tokio::sync::watch;
 
 use self::follower::FollowerHandle;
-use self::leader::Leader;
+use self::leader::{IsrOutcome, IsrRequest, Leader};
 use self::syncer::Syncer;
 use crate::BrokerConfig;
 use crate::budget::MemoryBudget;
@@ -114,6 +114,22 @@ pub(crate) struct Partition {
     settings: Mutex<TopicSettings>,
     /// The high watermark last written to the log.
     checkpointed_hw: AtomicU64,
+    /// What this broker's leaderships asked of the ISR, kept across them (see [`IsrSeen`]).
+    pub(crate) isr_seen: Mutex<IsrSeen>,
+}
+
+/// ISR changes this broker asked for, kept by the partition rather than by one leadership: a
+/// leadership that ends (its lease ran out) can leave an AlterPartition in flight, and the
+/// controllers accept it from the next leadership of this broker at the same leader epoch.
+/// That leadership starts from metadata that may predate the change, so it takes what is
+/// here ([`Leader::inherit_isr`]): the newest committed ISR an answer brought, and the last
+/// change asked at its epoch with its outcome so far.
+#[derive(Debug, Default)]
+pub(crate) struct IsrSeen {
+    /// The newest ISR an AlterPartition answer said was committed, at its partition epoch.
+    pub committed: Option<(u64, Vec<u64>)>,
+    /// The last change asked: (leader epoch, change, outcome; `None` while in flight).
+    pub last: Option<(u64, IsrRequest, Option<IsrOutcome>)>,
 }
 
 impl Partition {
@@ -127,6 +143,7 @@ impl Partition {
             role: tokio::sync::RwLock::new(Role::Idle),
             settings: Mutex::new(settings),
             checkpointed_hw: AtomicU64::new(offsets.high_watermark),
+            isr_seen: Mutex::new(IsrSeen::default()),
             log,
         }
     }

@@ -521,3 +521,84 @@ async fn a_new_follower_reports_only_a_log_end_its_disk_holds() {
     f1.release("produce.after_append");
     let _ = waiter.await;
 }
+
+/// Path 13: an AlterPartition left in flight by a leadership whose lease ran out commits under
+/// this broker's next leadership at the same leader epoch. Broker 1 leads with ISR {1,2}; 3
+/// catches up and adding it is asked (the call held). Broker 1 is cut off from the
+/// controllers, its lease ends and it stops leading; the cut heals and it leads again at the
+/// same epoch, from metadata that still says {1,2}. The held call then commits {1,2,3}: its
+/// answer went to the ended leadership, and the new one counted {1,2} and acknowledged
+/// records 3 lacked while the controllers listed 3 in the ISR. Now the partition keeps the
+/// change across leaderships: the new one counts 3 while the change is in flight, and its
+/// answer comes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isr_change_left_in_flight_by_an_ended_leadership_still_counts() {
+    let mut c = Cluster::start(3, Duration::from_millis(300)).await;
+    {
+        let mut m = c.controller.model();
+        m.ignore_leaving = true;
+        m.session_timeout_ms = 600;
+        m.create_topic("g", &[&[1, 2, 3]], 2);
+    }
+    let b1 = c.client(1);
+    produce_eventually(&b1, "g", pb::Acks::All, &["a"]).await;
+    c.node(3).stop().await;
+    eventually("ISR [1, 2]", || async {
+        c.controller.model().partition("g", 0).isr == vec![1, 2]
+    })
+    .await;
+
+    let f1 = c.nodes[0].faults.clone();
+    let asked = f1.hits("isr.before_alter") + 1;
+    f1.hold("isr.before_alter");
+    c.node(3).restart().await;
+    f1.wait_hits("isr.before_alter", asked, WAIT).await;
+
+    c.controller.model().cut_off.insert(1);
+    eventually("broker 1's lease ran out: it stopped leading", || async {
+        replica_state(&b1, "g").await.role() != pb::ReplicaRole::Leader
+    })
+    .await;
+    c.controller.model().cut_off.remove(&1);
+    eventually("broker 1 leads again at the same epoch", || async {
+        let r = replica_state(&b1, "g").await;
+        r.role() == pb::ReplicaRole::Leader && r.leader_epoch == 0
+    })
+    .await;
+    assert_eq!(c.controller.model().partition("g", 0).isr, vec![1, 2]);
+
+    // The new leadership must not learn the outcome from metadata (the window this path is
+    // about); then the held call goes through and commits.
+    f1.hold("manager.before_reconcile");
+    f1.release("isr.before_alter");
+    eventually("the controllers committed [1, 2, 3]", || async {
+        c.controller.model().partition("g", 0).isr == vec![1, 2, 3]
+    })
+    .await;
+    // Later ISR changes (shrinking 3 away once its fetcher is parked) wait here.
+    f1.hold("isr.before_alter");
+    park_fetcher(&c, 3).await;
+
+    let status = c
+        .client(1)
+        .produce(pb::ProduceRequest {
+            topic: "g".into(),
+            partition: 0,
+            acks: pb::Acks::All as i32,
+            records: records(&["x"]),
+            timeout_ms: 1500,
+        })
+        .await
+        .expect_err("broker 3 is in the ISR and does not have the record");
+    assert_eq!(
+        error_info(&status).unwrap().0,
+        "REPLICATION_TIMEOUT",
+        "{status:?}"
+    );
+
+    f1.release("manager.before_reconcile");
+    f1.release("isr.before_alter");
+    c.nodes[2].faults.release("follower.before_fetch");
+    produce_eventually(&b1, "g", pb::Acks::All, &["y"]).await;
+    assert_eq!(read_all(&b1, "g").await, ["a", "x", "y"]);
+}
