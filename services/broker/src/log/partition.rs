@@ -73,6 +73,8 @@ pub(super) struct State {
     pub deleted: bool,
     /// When the active segment took its first append in this process (time-based roll).
     pub active_since_ms: Option<i64>,
+    /// The store's ticket of the last batch written (0: none in this process).
+    pub last_write: u64,
 }
 
 /// A recovery checkpoint as recorded in the metadata.
@@ -168,6 +170,7 @@ impl PartitionLog {
                 epochs: EpochHistory::default(),
                 deleted: false,
                 active_since_ms: None,
+                last_write: 0,
             }),
             #[cfg(test)]
             batches_read_at_open: Default::default(),
@@ -277,7 +280,7 @@ impl PartitionLog {
             .map_err(self.store.segment_failed(&self.id))?;
         let (file, _) = log.active_file();
         state.log_end = log.next_offset() as u64;
-        self.store.note_write(&file);
+        state.last_write = self.store.note_write(&file);
         Ok(())
     }
 
@@ -540,6 +543,14 @@ impl PartitionLog {
     /// Makes every write so far durable (the store's group commit, shared with all partitions).
     pub fn sync(&self) -> Result<(), LogError> {
         self.store.sync()
+    }
+
+    /// Whether everything this log wrote is durable (a sync covered its last write), so its
+    /// log end may be reported as durable. Segment cuts and new segments are synced where
+    /// they happen; batches written wait for the group commit.
+    pub fn is_durable(&self) -> bool {
+        let last_write = self.lock().last_write;
+        self.store.is_synced(last_write)
     }
 
     pub fn log_start_offset(&self) -> u64 {

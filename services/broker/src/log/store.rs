@@ -160,13 +160,19 @@ impl StoreShared {
     }
 
     /// Counts a completed write to `file`, so that the next [`StoreShared::sync`] covers it.
-    pub fn note_write(&self, file: &Arc<File>) {
+    /// Returns the write's ticket: it is durable once [`StoreShared::is_synced`] says so.
+    pub fn note_write(&self, file: &Arc<File>) -> u64 {
         self.dirty
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(Arc::as_ptr(file) as usize)
             .or_insert_with(|| file.clone());
-        self.written.fetch_add(1, Ordering::SeqCst);
+        self.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Whether a sync covered the write with `ticket` (and every write before it).
+    pub fn is_synced(&self, ticket: u64) -> bool {
+        self.synced.load(Ordering::SeqCst) >= ticket
     }
 
     /// Counts a metadata write: durable by the next round at most [`META_SYNC_INTERVAL`] later,

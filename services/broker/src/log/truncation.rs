@@ -12,8 +12,8 @@ use super::partition::{Checkpointed, PartitionLog, State};
 impl PartitionLog {
     /// Removes every offset at or after `offset` (a follower dropping what the new leader does
     /// not have). A batch holding `offset` is rewritten with its records before `offset` (rare:
-    /// replicas share batch boundaries). No-op at or past the log end. Durable when it returns
-    /// (the cut and the rewrite are synced).
+    /// replicas share batch boundaries). No-op at or past the log end. The cut is synced; the
+    /// rewrite waits for the group commit ([`PartitionLog::is_durable`] tells).
     /// Errors: [`LogError::TruncateBelowHighWatermark`] (a caller bug: committed data stays).
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
         let mut state = self.lock_writable()?;
@@ -58,9 +58,6 @@ impl PartitionLog {
         state.log_end = boundary;
         if let Some(batch) = rewritten {
             self.write_batch(state, &batch)?;
-            // Durable before the new end can be reported: a follower's next fetch offers it
-            // to the leader as durable (the cut itself was synced above).
-            self.store.sync()?;
         }
         debug_assert_eq!(state.log_end, offset);
         let mut epochs = state.epochs.clone();

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The next fetch's `fetch_offset` is the follower's acknowledgement: it is sent only after the
-//! batches it covers were synced (the first one after a sync of whatever an earlier role wrote),
-//! so the leader never counts a record the follower could lose.
+//! batches it covers were synced (and after a sync of whatever else the log wrote: an earlier
+//! role's appends, a truncation's rewrite), so the leader never counts a record the follower
+//! could lose.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,9 +71,9 @@ pub(crate) fn truncation_offset(
 /// - Only one role writes a partition's log: the manager starts a follower only on an idle
 ///   partition and [`stop`](Self::stop)s (joins) it before any other role starts.
 /// - A fetch reports as `fetch_offset` only a log end that a sync covered (the leader counts it
-///   toward the high watermark): the task syncs before its first fetch (an earlier role's
-///   appends may be unsynced), replicated batches are synced before the next fetch, and a
-///   failed sync stops the task.
+///   toward the high watermark): replicated batches are synced with their write, any other
+///   unsynced write of the log (an earlier role's appends, a truncation's rewrite) is synced
+///   before the fetch ([`PartitionLog::is_durable`]), and a failed sync stops the task.
 /// - The log is truncated only on the leader's word (a diverging epoch, or an offset past its
 ///   log end) and never below the high watermark: committed records are never removed.
 /// - The high watermark only rises, to at most the leader's and at most the durable log end.
@@ -149,14 +150,6 @@ impl Fetcher {
         let id = self.partition.id.clone();
         tracing::info!(topic = %id.topic, partition = id.partition, leader = self.leader,
             epoch = self.epoch, "following the partition leader");
-        // The first fetch reports the log end as durable, but an earlier role may have left
-        // writes no sync covered yet (a leader's appends whose group commit is still queued):
-        // sync first. A failed sync fails the store, and the broker stops.
-        if let Err(e) = self.broker.data.syncer.sync().await {
-            tracing::error!(topic = %id.topic, partition = id.partition, error = %e,
-                "cannot make the log durable before following; this replica does not fetch");
-            return;
-        }
         loop {
             if *self.stop.borrow() {
                 break;
@@ -201,6 +194,18 @@ impl Fetcher {
         let broker = self.broker.clone();
         let cfg = &broker.cfg;
         let log = self.partition.log.clone();
+        // The fetch reports the log end as durable. Replicated batches were synced with their
+        // write, but an earlier role's appends (a deposed leader's, their group commit still
+        // queued) or a truncation's rewrite may not be: sync first. A failed sync fails the
+        // store, and the broker stops.
+        if !log.is_durable()
+            && let Err(e) = broker.data.syncer.sync().await
+        {
+            tracing::error!(topic = %self.partition.id.topic,
+                partition = self.partition.id.partition, error = %e,
+                "cannot make the log durable before reporting its end; this replica stops fetching");
+            return Step::Stopped;
+        }
         let offsets = log.offsets();
         let fetch_offset = offsets.log_end_offset;
         let last_epoch = last_fetched_epoch(

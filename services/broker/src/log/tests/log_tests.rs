@@ -316,28 +316,32 @@ fn truncation_above_the_high_watermark_only() {
     assert_eq!(all[4].1, "d-0");
 }
 
-/// A truncation is durable when it returns: a follower reports its log end at its next fetch,
-/// and the leader counts that end as durable. A batch cut in the middle is rewritten, and the
-/// rewrite was left to the next group commit, so the end reported could cover records no sync
-/// had covered.
+/// A follower reports its log end as durable at its next fetch, so the log must tell whether
+/// a sync covered everything it wrote: appends wait for the group commit, and so does a batch
+/// a truncation cuts in the middle and rewrites (the cut itself is synced at once).
 #[test]
-fn a_truncation_is_durable_when_it_returns() {
+fn the_log_tells_whether_its_writes_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let log = store.partition("t", 1, 0).unwrap();
+    assert!(log.is_durable(), "nothing written yet");
     log.append_as_leader(recs("a", 4, T0), 1, T0).unwrap(); // 0..4
     log.append_as_leader(recs("b", 4, T0), 1, T0).unwrap(); // 4..8
+    assert!(!log.is_durable(), "appended, not synced");
     store.sync().unwrap();
-    for (offset, what) in [(6, "mid-batch"), (4, "at a batch boundary")] {
-        log.truncate_to(offset).unwrap();
-        let syncs = store.durable_sync_count();
-        store.sync().unwrap();
-        assert_eq!(
-            store.durable_sync_count(),
-            syncs,
-            "a truncation {what} left writes for the next sync"
-        );
-    }
+    assert!(log.is_durable());
+    log.truncate_to(6).unwrap();
+    assert!(
+        !log.is_durable(),
+        "the batch cut mid-way was rewritten, not synced"
+    );
+    store.sync().unwrap();
+    assert!(log.is_durable());
+    log.truncate_to(4).unwrap();
+    assert!(
+        log.is_durable(),
+        "a cut at a batch boundary is synced at once"
+    );
 }
 
 #[test]
