@@ -18,7 +18,7 @@
 //! checkpoints, retention, and the partition metrics.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dmq_proto::v1 as pb;
@@ -290,13 +290,7 @@ async fn become_leader(
         partition.changes.clone(),
         Instant::now(),
     );
-    leader.inherit_isr(
-        &partition
-            .isr_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-        Instant::now(),
-    );
+    leader.inherit_isr(&partition.isr_seen(), Instant::now());
     Ok(leader)
 }
 
@@ -325,11 +319,7 @@ pub(crate) fn spawn_isr_change(
     leader: Arc<Leader>,
     change: IsrRequest,
 ) {
-    partition
-        .isr_seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .last = Some((leader.epoch, change.clone(), None));
+    partition.isr_seen().asked(leader.epoch, &change);
     tokio::spawn(async move {
         crate::fault_point!(broker.cfg.faults, "isr.before_alter");
         let id = &partition.id;
@@ -352,29 +342,9 @@ pub(crate) fn spawn_isr_change(
         if outcome == IsrOutcome::Stale {
             broker.wakeup.notify_one();
         }
-        {
-            let mut seen = partition
-                .isr_seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let IsrOutcome::Committed {
-                isr,
-                partition_epoch,
-            } = &outcome
-                && seen
-                    .committed
-                    .as_ref()
-                    .is_none_or(|(held, _)| partition_epoch > held)
-            {
-                seen.committed = Some((*partition_epoch, isr.clone()));
-            }
-            if let Some((epoch, asked, known)) = &mut seen.last
-                && *epoch == leader.epoch
-                && *asked == change
-            {
-                *known = Some(outcome.clone());
-            }
-        }
+        partition
+            .isr_seen()
+            .answered(leader.epoch, &change, &outcome);
         // The answer is for this broker's current leadership of the epoch, which is a later
         // one than the asker if the asker's lease ran out meanwhile (it inherited the change).
         let current = partition

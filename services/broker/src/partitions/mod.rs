@@ -115,7 +115,7 @@ pub(crate) struct Partition {
     /// The high watermark last written to the log.
     checkpointed_hw: AtomicU64,
     /// What this broker's leaderships asked of the ISR, kept across them (see [`IsrSeen`]).
-    pub(crate) isr_seen: Mutex<IsrSeen>,
+    isr_seen: Mutex<IsrSeen>,
 }
 
 /// ISR changes this broker asked for, kept by the partition rather than by one leadership: a
@@ -130,6 +130,39 @@ pub(crate) struct IsrSeen {
     pub committed: Option<(u64, Vec<u64>)>,
     /// The last change asked: (leader epoch, change, outcome; `None` while in flight).
     pub last: Option<(u64, IsrRequest, Option<IsrOutcome>)>,
+}
+
+impl IsrSeen {
+    /// `change` is being asked by the leadership at `leader_epoch`.
+    pub(crate) fn asked(&mut self, leader_epoch: u64, change: &IsrRequest) {
+        self.last = Some((leader_epoch, change.clone(), None));
+    }
+
+    /// The answer to `change`, asked at `leader_epoch`, came back as `outcome`.
+    pub(crate) fn answered(
+        &mut self,
+        leader_epoch: u64,
+        change: &IsrRequest,
+        outcome: &IsrOutcome,
+    ) {
+        if let IsrOutcome::Committed {
+            isr,
+            partition_epoch,
+        } = outcome
+            && self
+                .committed
+                .as_ref()
+                .is_none_or(|(held, _)| partition_epoch > held)
+        {
+            self.committed = Some((*partition_epoch, isr.clone()));
+        }
+        if let Some((epoch, asked, known)) = &mut self.last
+            && *epoch == leader_epoch
+            && asked == change
+        {
+            *known = Some(outcome.clone());
+        }
+    }
 }
 
 impl Partition {
@@ -182,6 +215,11 @@ impl Partition {
                 false
             }
         });
+    }
+
+    /// What this broker's leaderships asked of the ISR (see [`IsrSeen`]).
+    pub(crate) fn isr_seen(&self) -> std::sync::MutexGuard<'_, IsrSeen> {
+        self.isr_seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn bump_changes(&self) {
