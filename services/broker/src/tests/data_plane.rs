@@ -232,6 +232,17 @@ pub(super) async fn produce(
     acks: pb::Acks,
     values: &[&str],
 ) -> Result<pb::ProduceResponse, Status> {
+    produce_within(client, topic, acks, values, 5000).await
+}
+
+/// [`produce`] to partition 0 with the broker waiting at most `timeout_ms` for the acks.
+pub(super) async fn produce_within(
+    client: &BrokerServiceClient<Channel>,
+    topic: &str,
+    acks: pb::Acks,
+    values: &[&str],
+    timeout_ms: u32,
+) -> Result<pb::ProduceResponse, Status> {
     client
         .clone()
         .produce(pb::ProduceRequest {
@@ -239,7 +250,7 @@ pub(super) async fn produce(
             partition: 0,
             acks: acks as i32,
             records: records(values),
-            timeout_ms: 5000,
+            timeout_ms,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -8,7 +8,7 @@ use dmq_proto::v1 as pb;
 use tonic::Code;
 
 use super::data_plane::{
-    Cluster, fetch, produce, produce_eventually, read_all, records, replica_state,
+    Cluster, fetch, produce, produce_eventually, produce_within, read_all, records, replica_state,
 };
 use super::eventually;
 use crate::BrokerError;
@@ -190,15 +190,7 @@ async fn an_expansion_with_a_lost_answer_keeps_the_joiner_counted() {
     .await;
     park_fetcher(&c, 2).await;
 
-    let status = c
-        .client(1)
-        .produce(pb::ProduceRequest {
-            topic: "e".into(),
-            partition: 0,
-            acks: pb::Acks::All as i32,
-            records: records(&["b"]),
-            timeout_ms: 1000,
-        })
+    let status = produce_within(&c.client(1), "e", pb::Acks::All, &["b"], 1000)
         .await
         .expect_err("broker 2 is in the ISR and does not have the record");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -222,17 +214,7 @@ async fn replica_progress_counts_only_from_the_listed_incarnation() {
     park_fetcher(&c, 2).await;
     let waiter = tokio::spawn({
         let b1 = b1.clone();
-        async move {
-            b1.clone()
-                .produce(pb::ProduceRequest {
-                    topic: "p".into(),
-                    partition: 0,
-                    acks: pb::Acks::All as i32,
-                    records: records(&["b"]),
-                    timeout_ms: 1500,
-                })
-                .await
-        }
+        async move { produce_within(&b1, "p", pb::Acks::All, &["b"], 1500).await }
     });
     eventually("b appended on the leader", || async {
         replica_state(&b1, "p").await.log_end_offset == 2
@@ -579,15 +561,7 @@ async fn an_isr_change_left_in_flight_by_an_ended_leadership_still_counts() {
     f1.hold("isr.before_alter");
     park_fetcher(&c, 3).await;
 
-    let status = c
-        .client(1)
-        .produce(pb::ProduceRequest {
-            topic: "g".into(),
-            partition: 0,
-            acks: pb::Acks::All as i32,
-            records: records(&["x"]),
-            timeout_ms: 1500,
-        })
+    let status = produce_within(&c.client(1), "g", pb::Acks::All, &["x"], 1500)
         .await
         .expect_err("broker 3 is in the ISR and does not have the record");
     assert_eq!(
